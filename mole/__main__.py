@@ -1,0 +1,5 @@
+import sys
+
+from mole.cli import main
+
+sys.exit(main())

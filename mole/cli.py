@@ -1,0 +1,143 @@
+"""The `mole` command: wires the stages together (nothing imports this module)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from mole.errors import MoleError
+
+DEFAULT_ZOO_ROOT = Path("checkpoints_zoo")
+
+
+# ---------------------------------------------------------------------------- commands
+def zoo_build(
+    config: str, out: str | None, num_shards: int, shard_index: int, accelerator: str, progress: bool
+) -> int:
+    from mole.zoo.build import build_zoo
+    from mole.zoo.spec import ZooSpec
+
+    spec = ZooSpec.from_yaml(config)
+    out_dir = Path(out) if out else DEFAULT_ZOO_ROOT / spec.name
+    result = build_zoo(spec, out_dir, num_shards, shard_index, accelerator, progress)
+    print(
+        f"zoo {spec.name}: built {len(result.built)} shard(s), skipped {len(result.skipped)} already done, "
+        f"{result.seconds:.1f} s -> {result.zoo}"
+    )
+    return 0
+
+
+def zoo_info(zoo: str, as_json: bool) -> int:
+    from mole.zoo.info import print_summary, zoo_summary
+
+    summary = zoo_summary(zoo)
+    if as_json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print_summary(summary)
+    return 0
+
+
+def zoo_export(zoo: str, member: str, to: str, step: int | None) -> int:
+    from mole.zoo.export import export_member
+
+    folder = export_member(zoo, member, to, step)
+    print(f"exported {member} -> {folder}/weights.safetensors, {folder}/meta.json")
+    return 0
+
+
+def quickstart(out: str, progress: bool) -> int:
+    from mole.zoo.build import build_zoo
+    from mole.zoo.info import print_summary, zoo_summary
+    from mole.zoo.spec import ZooSpec
+
+    with resources.as_file(resources.files("mole.zoo") / "quickstart.yaml") as path:
+        spec = ZooSpec.from_yaml(path)
+    zoo = Path(out) / "zoo"
+    result = build_zoo(spec, zoo, progress=progress)
+    print(
+        f"zoo: built {len(result.built)} shard(s), skipped {len(result.skipped)}, {result.seconds:.1f} s -> {zoo}"
+    )
+    print_summary(zoo_summary(zoo))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="mole",
+        description="mole: build checkpoint zoos of small networks (dense, pruned, quantized, low-rank, "
+        "supermasks), tokenize them, and learn to generate weights and masks.",
+    )
+    commands = parser.add_subcommands(dest="command")
+
+    zoo = ArgumentParser(description="Build, inspect and export checkpoint zoos.")
+    commands.add_subcommand("zoo", zoo, help="checkpoint zoos")
+    zoo_cmds = zoo.add_subcommands(dest="zoo_command")
+
+    build = ArgumentParser(
+        description="Train every member of a sweep stacked (K at once) and write Parquet shards plus a manifest. "
+        "Rerunning the same command resumes: finished shards are skipped."
+    )
+    build.add_argument("config", help="sweep spec YAML (see configs/zoo/)")
+    build.add_argument("--out", default=None, help="zoo folder (default: checkpoints_zoo/<name>)")
+    build.add_argument("--num-shards", type=int, default=1, help="split the sweep across this many processes")
+    build.add_argument("--shard-index", type=int, default=0, help="which part this process builds (0-based)")
+    build.add_argument("--accelerator", default="cpu", choices=["auto", "cpu", "cuda"], help="where to train")
+    build.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    zoo_cmds.add_subcommand("build", build, help="build or resume a zoo from a sweep spec")
+
+    info = ArgumentParser(description="Counts and final test accuracy / loss distributions per variant.")
+    info.add_argument("zoo", help="zoo folder")
+    info.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+    zoo_cmds.add_subcommand("info", info, help="summarise a zoo")
+
+    export = ArgumentParser(
+        description="Write one member as weights.safetensors + meta.json (loadable as an nn.Module)."
+    )
+    export.add_argument("zoo", help="zoo folder")
+    export.add_argument("member", help="member id (see the member_id column)")
+    export.add_argument("--to", required=True, help="output folder")
+    export.add_argument("--step", type=int, default=None, help="snapshot step (default: final)")
+    zoo_cmds.add_subcommand("export", export, help="export a member")
+
+    qs = ArgumentParser(description="Build the default small digits zoo and print its summary.")
+    qs.add_argument("--out", default="runs/quickstart", help="run folder")
+    qs.add_argument("--progress", type=bool, default=True, help="show progress bars")
+    commands.add_subcommand("quickstart", qs, help="run the default pipeline on digits")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    try:
+        if cfg.command == "zoo":
+            sub = cfg.zoo.zoo_command
+            args = cfg.zoo[sub]
+            if sub == "build":
+                return zoo_build(
+                    args.config, args.out, args.num_shards, args.shard_index, args.accelerator, args.progress
+                )
+            if sub == "info":
+                return zoo_info(args.zoo, args.as_json)
+            if sub == "export":
+                return zoo_export(args.zoo, args.member, args.to, args.step)
+        if cfg.command == "quickstart":
+            return quickstart(cfg.quickstart.out, cfg.quickstart.progress)
+    except MoleError as e:
+        print(f"mole: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mole: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {cfg.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""The one exception family mole raises for bad input; the CLI prints it as a single line."""
+
+
+class MoleError(Exception):
+    """Base class: a problem with the user's input or files, reported in one line."""
+
+
+class ConfigError(MoleError, ValueError):
+    """A config field has a bad value. The message starts with the field's dotted path."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class StoreError(MoleError):
+    """A zoo on disk is missing, corrupt or inconsistent with its manifest."""

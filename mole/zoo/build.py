@@ -1,0 +1,174 @@
+"""`mole zoo build`: plan the sweep, train each pending group stacked, write its shard, record it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mole.data import TaskData, load_task
+from mole.errors import StoreError
+from mole.nets import Architecture, build_architecture
+from mole.zoo import store
+from mole.zoo.spec import GroupPlan, ZooSpec, plan_groups, select_shards
+from mole.zoo.train import steps_per_epoch
+from mole.zoo.variants import GroupContext, Record, Variant, build_variant
+
+
+@dataclass
+class BuildResult:
+    zoo: Path
+    built: list[int]  # shard numbers written by this call
+    skipped: list[int]  # already in the manifest
+    seconds: float
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cpu' / 'cuda' as given."""
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if accelerator not in ("cpu", "cuda"):
+        raise StoreError(f"accelerator: unknown {accelerator!r}; valid: auto, cpu, cuda")
+    return torch.device(accelerator)
+
+
+def prepare(spec: ZooSpec) -> tuple[TaskData, Architecture, list[Variant]]:
+    """Load the task and instantiate architecture and variants: every name and option is checked here."""
+    variants = [
+        build_variant(v.name, dict(v.options), field=f"variants[{i}]") for i, v in enumerate(spec.variants)
+    ]
+    data = load_task(spec.task, **spec.task_options)
+    arch = build_architecture(spec.architecture, data.input_shape, data.num_classes, **spec.arch_options)
+    return data, arch, variants
+
+
+def check_zoo_folder(out: Path, spec: ZooSpec) -> dict | None:
+    """An existing zoo must come from the same spec and be intact; return its manifest (or None)."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a folder")
+    if (out / store.SPEC).exists():
+        old = store.read_json(out / store.SPEC, "spec")
+        if old.get("spec_hash") != spec.spec_hash():
+            raise StoreError(
+                f"{out}: holds a zoo built from another spec (hash {str(old.get('spec_hash'))[:12]}…, this one {spec.spec_hash()[:12]}…); choose another --out"
+            )
+    elif any(out.iterdir()) and not (out / store.MANIFEST).exists():
+        raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
+    if (out / store.MANIFEST).exists():
+        return store.verify_zoo(out)
+    return None
+
+
+def build_shard(ctx: GroupContext, variants: list[Variant]) -> list[Record]:
+    records = []
+    for variant in variants:
+        for config in variant.configs():
+            records += variant.run(ctx, config)
+    return records
+
+
+def build_zoo(
+    spec: ZooSpec,
+    out: str | Path,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    accelerator: str = "cpu",
+    progress: bool = True,
+) -> BuildResult:
+    """Build (or resume) the zoo of `spec` in `out`; only this process's shards are built.
+
+    Args:
+        spec: the validated sweep.
+        out: zoo folder; created if missing; resumed if it holds the same spec.
+        num_shards, shard_index: split the sweep's groups round-robin across processes or machines.
+        accelerator: "cpu", "cuda" or "auto". CPU builds are bitwise reproducible.
+        progress: show a progress bar.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    groups = plan_groups(spec)
+    mine = select_shards(groups, num_shards, shard_index)
+    data, arch, variants = prepare(spec)  # validates everything before anything is written
+    manifest = check_zoo_folder(out, spec)
+    done = set(manifest["shards"]) if manifest else set()
+    pending = [g for g in mine if store.shard_name(g.shard).removesuffix(".parquet") not in done]
+    skipped = [g.shard for g in mine if g not in pending]
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / store.SPEC).exists():
+        store.write_json(out / store.SPEC, {"spec_hash": spec.spec_hash(), "spec": spec.to_dict()})
+    device = resolve_device(accelerator)
+    data = data.to(device)
+    spec_hash = spec.spec_hash()
+
+    with _progress(progress) as bar:
+        shards_task = bar.add_task(f"zoo {spec.name}: shards", total=len(pending)) if bar else None
+        for group in pending:
+            steps_task = (
+                bar.add_task(
+                    f"  shard {group.shard}: {len(group.members)} members", total=_steps(group, data)
+                )
+                if bar
+                else None
+            )
+            ctx = GroupContext(
+                spec,
+                spec_hash,
+                arch,
+                data,
+                group,
+                on_progress=(lambda n, t=steps_task: bar.advance(t, n)) if bar else None,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(group.shard)  # nothing should draw from the global RNG; pin it anyway
+                records = build_shard(ctx, variants)
+            entry = store.write_shard(out / "shards" / store.shard_name(group.shard), records)
+            entry["group"] = {"optimizer": group.key[0], "batch_size": group.key[1], "epochs": group.key[2]}
+            store.record_shard(out, group.shard, entry, spec_hash, len(groups))
+            if bar:
+                bar.remove_task(steps_task)
+                bar.advance(shards_task, 1)
+    if not (out / store.MANIFEST).exists():  # nothing was pending for this process: still leave a manifest
+        with store.manifest_lock(out):
+            if not (out / store.MANIFEST).exists():
+                store.write_json(out / store.MANIFEST, store.empty_manifest(spec_hash, len(groups)))
+    return BuildResult(out, [g.shard for g in pending], skipped, time.perf_counter() - t0)
+
+
+def _steps(group: GroupPlan, data: TaskData) -> int:
+    m = group.members[0]
+    return m.epochs * steps_per_epoch(len(data.y_train), m.batch_size)
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )

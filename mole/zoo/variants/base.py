@@ -1,0 +1,158 @@
+"""The Variant interface and the per-group context every variant reads from."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mole.data import TaskData
+from mole.nets import Architecture, Params
+from mole.zoo.spec import GroupPlan, ZooSpec
+from mole.zoo.train import evaluate_stacked, steps_per_epoch, train_stacked
+
+Record = dict[str, Any]  # one row of a shard; see mole.zoo.store.SCHEMA
+
+
+@dataclass
+class Snapshot:
+    """Stacked params (K, ...) of a group at one step, with every member's metrics."""
+
+    step: int
+    params: Params
+    metrics: dict[str, torch.Tensor]  # name -> (K,)
+
+
+@dataclass
+class DenseRun:
+    """A group's plain training run: its init and the kept snapshots (the last one is final)."""
+
+    init: Params
+    snapshots: list[Snapshot]
+
+    @property
+    def final(self) -> Snapshot:
+        return self.snapshots[-1]
+
+
+@dataclass
+class GroupContext:
+    """What a variant needs to produce one shard: the sweep, the architecture, the data, the members."""
+
+    spec: ZooSpec
+    spec_hash: str
+    arch: Architecture
+    data: TaskData
+    group: GroupPlan
+    on_progress: Any = None
+    _dense: DenseRun | None = field(default=None, repr=False)
+
+    @property
+    def k(self) -> int:
+        return len(self.group.members)
+
+    @property
+    def total_steps(self) -> int:
+        m = self.group.members[0]
+        return m.epochs * steps_per_epoch(len(self.data.y_train), m.batch_size)
+
+    def snapshot_steps(self) -> list[int]:
+        return self.spec.snapshots.steps_for(self.total_steps)
+
+    def init_params(self) -> Params:
+        ms = self.group.members
+        return self.arch.init_stacked([m.seed for m in ms], [m.init_scale for m in ms])
+
+    def evaluate(self, params: Params) -> dict[str, torch.Tensor]:
+        return evaluate_stacked(self.arch.forward_stacked, params, self.data)
+
+    def dense(self) -> DenseRun:
+        """Train the group's members once (memoised: pruning variants start from the same run)."""
+        if self._dense is None:
+            init = self.init_params()
+            snaps: list[Snapshot] = []
+
+            def keep(step: int, params: Params) -> None:
+                p = {k: v.detach().clone() for k, v in params.items()}
+                snaps.append(Snapshot(step, p, self.evaluate(p)))
+
+            train_stacked(
+                self.arch.forward_stacked,
+                {k: v.clone() for k, v in init.items()},
+                self.data,
+                self.group.members,
+                snapshot_steps=self.snapshot_steps(),
+                on_snapshot=keep,
+                on_progress=self.on_progress,
+            )
+            self._dense = DenseRun(init, snaps)
+        return self._dense
+
+    def member_id(self, index: int, tag: str) -> str:
+        return f"{self.spec.name}-{self.spec_hash[:8]}-{index:05d}-{tag}"
+
+    def records(
+        self, tag: str, variant: str, config: dict, snap: Snapshot, final: bool, **columns: Any
+    ) -> list[Record]:
+        """One record per member at this snapshot; `columns` are (K, ...) tensors or scalars to add."""
+        flat = self.arch.flatten(snap.params).float().cpu()  # (K, P)
+        spe = steps_per_epoch(len(self.data.y_train), self.group.members[0].batch_size)
+        out = []
+        for k, m in enumerate(self.group.members):
+            rec: Record = {
+                "zoo": self.spec.name,
+                "member_id": self.member_id(m.index, tag),
+                "member_index": m.index,
+                "variant": variant,
+                "variant_config": json.dumps(config, sort_keys=True),
+                "task": self.spec.task,
+                "task_options": json.dumps(dict(self.spec.task_options), sort_keys=True),
+                "architecture": self.arch.name,
+                "arch_options": json.dumps(self.arch.config(), sort_keys=True),
+                "seed": m.seed,
+                **m.hparams(),
+                "step": snap.step,
+                "epoch": snap.step / spe,
+                "final": final,
+                **{name: float(v[k]) for name, v in snap.metrics.items()},
+                "num_params": self.arch.num_params,
+                "nonzero_params": int((flat[k] != 0).sum()),
+                "sparsity": 0.0,
+                "params": flat[k].numpy(),
+            }
+            for name, value in columns.items():
+                rec[name] = value[k] if isinstance(value, (torch.Tensor, list, tuple)) else value
+                if isinstance(rec[name], torch.Tensor):
+                    rec[name] = rec[name].cpu().numpy() if rec[name].dim() else rec[name].item()
+            out.append(rec)
+        return out
+
+
+class Variant(ABC):
+    """A way of producing zoo members from a group (dense training, pruning, quantization, ...).
+
+    Subclasses validate their options in `__init__` (raising ConfigError naming the field),
+    expand them into one config per level in `configs`, and produce records in `run`.
+    """
+
+    name: str = ""
+
+    def __init__(self, **options: Any):
+        self.options = options
+
+    def configs(self) -> list[dict]:
+        """One dict per level of this variant (e.g. one per sparsity)."""
+        return [dict(self.options)]
+
+    def tag(self, config: dict) -> str:
+        """Short, unique, filesystem-safe name of one config (part of the member id)."""
+        if not config:
+            return self.name
+        return self.name + "-" + "-".join(f"{k}{v}" for k, v in sorted(config.items()))
+
+    @abstractmethod
+    def run(self, ctx: GroupContext, config: dict) -> list[Record]:
+        """The shard records this variant contributes for the group at one config."""

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from mole.errors import ConfigError
+from mole.nets import ARCHITECTURES, architecture_from_config, build_architecture
+
+CASES = [
+    ("mlp", (1, 8, 8), {"hidden": [16, 12]}),
+    ("mlp", (3, 4, 4), {"hidden": [5]}),
+    ("cnn", (1, 8, 8), {"channels": [4, 6], "hidden": [10]}),
+    ("cnn", (3, 12, 12), {"channels": [5], "kernel_size": 5, "hidden": []}),
+]
+
+
+@pytest.mark.parametrize("name,shape,options", CASES)
+def test_stacked_equals_plain_modules(name, shape, options):
+    arch = build_architecture(name, shape, 10, **options)
+    k, b = 5, 7
+    params = arch.init_stacked(range(k), torch.linspace(0.5, 2.0, k))
+    shared = torch.rand(b, *shape)
+    per_member = torch.rand(k, b, *shape)
+    out_shared = arch.forward_stacked(params, shared)  # (K, B, C)
+    out_member = arch.forward_stacked(params, per_member)
+    assert out_shared.shape == (k, b, 10)
+    for i in range(k):
+        module = arch.to_module(params, index=i)
+        torch.testing.assert_close(out_shared[i], module(shared), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out_member[i], module(per_member[i]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,shape,options", CASES)
+def test_module_round_trip(name, shape, options):
+    arch = build_architecture(name, shape, 10, **options)
+    modules = [arch.build_module() for _ in range(3)]
+    params = arch.from_modules(modules)
+    assert list(params) == list(modules[0].state_dict())
+    for i, m in enumerate(modules):
+        for n, p in m.state_dict().items():
+            assert torch.equal(params[n][i], p)
+    flat = arch.flatten(params)
+    assert flat.shape == (3, arch.num_params) == (3, sum(p.numel() for p in modules[0].parameters()))
+    back = arch.unflatten(flat)
+    assert all(torch.equal(back[n], params[n]) for n in params)
+    rebuilt = architecture_from_config(name, arch.config())
+    assert rebuilt.param_shapes() == arch.param_shapes()
+
+
+def test_init_depends_only_on_member_seed():
+    arch = build_architecture("mlp", (1, 8, 8), 10, hidden=[8])
+    a = arch.init_stacked([11, 22, 33])
+    b = arch.init_stacked([33, 11])
+    for n in a:
+        assert torch.equal(a[n][0], b[n][1]) and torch.equal(a[n][2], b[n][0])
+        assert not torch.equal(a[n][0], a[n][1])
+    scaled = arch.init_stacked([11], [2.0])
+    torch.testing.assert_close(scaled["layers.0.weight"][0], 2 * a["layers.0.weight"][0])
+
+
+def test_init_matches_pytorch_default_bounds():
+    arch = build_architecture("mlp", (1, 8, 8), 10, hidden=[32])
+    w = arch.init_stacked(range(4))["layers.0.weight"]
+    bound = 1 / 64**0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+
+
+def test_bad_architecture_options():
+    with pytest.raises(ConfigError, match="arch_options.hidden"):
+        build_architecture("mlp", (1, 8, 8), 10, hidden=[0])
+    with pytest.raises(ConfigError, match="arch_options.kernel_size"):
+        build_architecture("cnn", (1, 8, 8), 10, kernel_size=4)
+    with pytest.raises(ConfigError, match="arch_options.channels"):
+        build_architecture("cnn", (1, 8, 8), 10, channels=[2, 2, 2, 2])
+    with pytest.raises(ConfigError, match="arch_options"):
+        build_architecture("mlp", (1, 8, 8), 10, depth=3)
+    with pytest.raises(ConfigError, match="valid: cnn, mlp"):
+        ARCHITECTURES.get("resnet")

@@ -1,0 +1,191 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mole.errors import StoreError
+from mole.zoo import store
+from mole.zoo.build import build_zoo
+from mole.zoo.export import module_from_row
+from mole.zoo.spec import ZooSpec, plan_groups
+from tests.conftest import TINY_ZOO, write_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny(**overrides) -> ZooSpec:
+    return ZooSpec.from_dict({**TINY_ZOO, **overrides})
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    build_zoo(tiny(), out, progress=False)
+    return out
+
+
+def test_rows_hold_every_member_and_snapshot(built):
+    table = store.read_zoo(built).to_pylist()
+    spec = tiny()
+    members = {r["member_index"] for r in table}
+    assert members == set(range(spec.members))
+    finals = [r for r in table if r["final"]]
+    assert len(finals) == spec.members
+    steps = sorted({r["step"] for r in table if r["member_index"] == 0})
+    total = finals[0]["step"]
+    assert steps == spec.snapshots.steps_for(total) and steps[0] == 0
+    for r in finals:
+        assert r["test_acc"] > 0.3  # two epochs already learn something
+        assert r["variant"] == "dense" and r["sparsity"] == 0.0 and r["mask"] is None
+        assert len(r["params"]) == r["num_params"] == 64 * 16 + 16 + 16 * 10 + 10
+
+
+def test_stored_metrics_match_rebuilt_module(built, digits):
+    row = next(r for r in store.read_zoo(built).to_pylist() if r["final"])
+    module = module_from_row(row)
+    with torch.no_grad():
+        acc = (module(digits.x_test).argmax(1) == digits.y_test).double().mean().item()
+    assert acc == pytest.approx(row["test_acc"], abs=1e-12)
+
+
+def test_same_config_twice_gives_identical_files(built, tmp_path):
+    again = tmp_path / "again"
+    build_zoo(tiny(), again, progress=False)
+    assert files_of(again) == files_of(built)
+
+
+def test_rerun_resumes_and_skips(built, tmp_path):
+    out = tmp_path / "z"
+    first = build_zoo(tiny(), out, progress=False)
+    before = files_of(out)
+    second = build_zoo(tiny(), out, progress=False)
+    assert first.built == [0, 1] and second.built == [] and second.skipped == [0, 1]
+    assert files_of(out) == before
+
+
+def test_split_across_processes_equals_one_build(built, tmp_path):
+    out = tmp_path / "split"
+    r0 = build_zoo(tiny(), out, num_shards=2, shard_index=0, progress=False)
+    assert r0.built == [0]
+    assert set(store.load_manifest(out)["shards"]) == {"shard-00000"}
+    build_zoo(tiny(), out, num_shards=2, shard_index=1, progress=False)
+    assert files_of(out) == files_of(built)
+
+
+def test_datasets_reads_the_zoo(built, tmp_path):
+    ds = store.load_zoo_dataset(built, cache_dir=str(tmp_path / "cache"))
+    assert ds.num_rows == store.read_zoo(built).num_rows
+    assert {"member_id", "params", "test_acc", "step"} <= set(ds.column_names)
+
+
+def test_stray_temporary_and_unlisted_files_are_ignored(built, tmp_path):
+    out = tmp_path / "z"
+    out.mkdir()
+    for name, data in files_of(built).items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    # A shard that was renamed into place but never recorded, and a half-written temporary file.
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["shards"]["shard-00001"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "shards" / "shard-00001.parquet").write_bytes(b"half a shard")
+    (out / "shards" / ".shard-00001.parquet.abc.tmp").write_bytes(b"PAR1 garbage")
+    assert store.read_zoo(out).num_rows < store.read_zoo(built).num_rows  # only listed shards count
+    result = build_zoo(tiny(), out, progress=False)
+    assert result.built == [1]
+    assert store.load_manifest(out) == store.load_manifest(built)
+    assert store.read_zoo(out).equals(store.read_zoo(built))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "hash", "manifest_json"])
+def test_damaged_zoo_is_refused_and_left_alone(built, tmp_path, damage):
+    out = tmp_path / "z"
+    out.mkdir()
+    for name, data in files_of(built).items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    shard = out / "shards" / "shard-00000.parquet"
+    if damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:100])
+    elif damage == "delete":
+        shard.unlink()
+    elif damage == "hash":
+        m = json.loads((out / "manifest.json").read_text())
+        m["shards"]["shard-00000"]["sha256"] = "0" * 64
+        (out / "manifest.json").write_text(json.dumps(m))
+    else:
+        (out / "manifest.json").write_text("{not json")
+    before = files_of(out)
+    expected = {
+        "truncate": "sha256 mismatch",
+        "delete": "missing",
+        "hash": "sha256 mismatch",
+        "manifest_json": "corrupt manifest",
+    }
+    with pytest.raises(StoreError, match=expected[damage]):
+        build_zoo(tiny(), out, progress=False)
+    with pytest.raises(StoreError, match=expected[damage]):
+        store.read_zoo(out)
+    assert files_of(out) == before
+
+
+def test_other_spec_in_same_folder_is_refused(built, tmp_path):
+    out = tmp_path / "z"
+    build_zoo(tiny(), out, progress=False)
+    before = files_of(out)
+    with pytest.raises(StoreError, match="another spec"):
+        build_zoo(tiny(seed=9), out, progress=False)
+    assert files_of(out) == before
+
+
+def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
+    """Kill a build in a subprocess once its first shard is recorded; rerunning completes it exactly."""
+    overrides = {"members": 8, "group_size": 2, "hparams": {**TINY_ZOO["hparams"], "epochs": [12]}}
+    cfg = write_spec(tmp_path / "kill.yaml", **overrides)
+    spec = ZooSpec.from_yaml(cfg)
+    n_groups = len(plan_groups(spec))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mole", "zoo", "build", str(cfg), "--out", str(out), "--progress", "false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if len(store.load_manifest(out)["shards"]) >= 1:
+                break
+        except StoreError:
+            pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(store.load_manifest(out)["shards"])
+    assert 1 <= done_at_kill < n_groups, "the kill should land part-way through the build"
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"skipped {done_at_kill}" in rerun.stdout
+
+    clean = tmp_path / "clean"
+    build_zoo(spec, clean, progress=False)
+    assert store.load_manifest(out) == store.load_manifest(clean)
+    rows = store.read_zoo(out)
+    assert rows.equals(store.read_zoo(clean))
+    ids = list(zip(rows["member_id"].to_pylist(), rows["step"].to_pylist()))
+    assert len(ids) == len(set(ids))  # no duplicate rows
+    leftovers = [p.name for p in (out / "shards").iterdir() if p.name.endswith(".tmp")]
+    listed = {Path(e["file"]).name for e in store.load_manifest(out)["shards"].values()}
+    assert {p.name for p in (out / "shards").glob("*.parquet")} == listed
+    assert leftovers == [] or all(p.startswith(".") for p in leftovers)
