@@ -32,6 +32,16 @@ MANIFEST = "manifest.json"
 SPEC = "spec.json"
 
 # Tensor columns are flat lists; optional ones are null where a variant has nothing to store.
+# Contract for the variant columns (the tokenizer and evaluators rely on it):
+#   params       always the *effective* parameters the network computes with (masked, dequantized,
+#                reconstructed from factors), length num_params, in Architecture.param_shapes() order.
+#   mask         bool over params (length num_params; biases included, usually all True).
+#   init_params  float32 over params: the frozen random weights (supermask) or the rewind point (IMP).
+#   codes        int8 over the weight tensors only (Architecture.weight_names() order, concatenated);
+#                biases stay float in params. dequantized weight = code * scale of its output channel.
+#   scales       float32, one per output channel of each weight tensor, same order.
+#   factors      float32, the flat concatenation of every factor tensor; their names and shapes are in
+#                extra["factor_shapes"] as [[name, [dims...]], ...] in concatenation order.
 SCHEMA = pa.schema(
     [
         ("zoo", pa.string()),

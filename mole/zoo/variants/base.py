@@ -64,7 +64,12 @@ class GroupContext:
 
     def init_params(self) -> Params:
         ms = self.group.members
-        return self.arch.init_stacked([m.seed for m in ms], [m.init_scale for m in ms])
+        params = self.arch.init_stacked([m.seed for m in ms], [m.init_scale for m in ms])  # drawn on CPU
+        return {k: v.to(self.device) for k, v in params.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.x_train.device
 
     def evaluate(self, params: Params) -> dict[str, torch.Tensor]:
         return evaluate_stacked(self.arch.forward_stacked, params, self.data)
