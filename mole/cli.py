@@ -31,14 +31,16 @@ def zoo_build(
     return 0
 
 
-def zoo_info(zoo: str, as_json: bool) -> int:
-    from mole.zoo.info import print_summary, zoo_summary
+def zoo_info(zoo: str, as_json: bool, plot: str | None) -> int:
+    from mole.zoo.info import plot_summary, print_summary, zoo_summary
 
     summary = zoo_summary(zoo)
+    png = plot_summary(summary, plot or Path(zoo) / "info.png")
     if as_json:
-        print(json.dumps(summary, indent=1))
+        print(json.dumps({**summary, "plot": str(png)}, indent=1))
     else:
         print_summary(summary)
+        print(f"plot: {png}")
     return 0
 
 
@@ -91,9 +93,13 @@ def build_parser() -> ArgumentParser:
     build.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     zoo_cmds.add_subcommand("build", build, help="build or resume a zoo from a sweep spec")
 
-    info = ArgumentParser(description="Counts and final test accuracy / loss distributions per variant.")
+    info = ArgumentParser(
+        description="Counts and final test accuracy / loss per variant and per level (sparsity, bits, rank); "
+        "also saves the accuracy-per-level plot as a PNG."
+    )
     info.add_argument("zoo", help="zoo folder")
     info.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--plot", default=None, help="where to save the accuracy plot (default: ZOO/info.png)")
     zoo_cmds.add_subcommand("info", info, help="summarise a zoo")
 
     export = ArgumentParser(
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.config, args.out, args.num_shards, args.shard_index, args.accelerator, args.progress
                 )
             if sub == "info":
-                return zoo_info(args.zoo, args.as_json)
+                return zoo_info(args.zoo, args.as_json, args.plot)
             if sub == "export":
                 return zoo_export(args.zoo, args.member, args.to, args.step)
         if cfg.command == "quickstart":

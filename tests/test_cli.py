@@ -29,8 +29,21 @@ def test_build_info_export(tmp_path, capsys, tiny_spec_path):
     dense = summary["variants"]["dense"]
     assert code == 0 and dense["members"] == 6 and 0.3 < dense["test_acc_mean"] <= 1
     assert summary["shards_done"] == summary["shards_total"] == 2
-    code, stdout, _ = run(capsys, "zoo", "info", str(out))
-    assert code == 0 and "dense" in stdout and "acc mean" in stdout
+    code, stdout, _ = run(capsys, "zoo", "info", str(out), "--plot", str(tmp_path / "acc.png"))
+    assert code == 0 and "dense" in stdout and "acc mean" in stdout and "accuracy per level" in stdout
+    assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["levels"] == [
+        {
+            **{k: v for k, v in summary["levels"][0].items() if k.startswith("test_acc")},
+            "variant": "dense",
+            "config": {},
+            "members": 6,
+            "sparsity": 0.0,
+            "bits": None,
+            "rank": None,
+        }
+    ]
+    assert summary["levels"][0]["test_acc_mean"] == dense["test_acc_mean"]
     member = f"tiny-{summary['spec_hash'][:8]}-00002-dense"
     code, stdout, _ = run(capsys, "zoo", "export", str(out), member, "--to", str(tmp_path / "m"))
     assert code == 0 and (tmp_path / "m" / "weights.safetensors").is_file()
@@ -41,7 +54,10 @@ def test_build_info_export(tmp_path, capsys, tiny_spec_path):
     [
         ({"task": "imagenet"}, "task: unknown task 'imagenet'; valid: cifar10, digits, fashion_mnist, mnist"),
         ({"architecture": "vit"}, "architecture: unknown architecture 'vit'; valid: cnn, mlp"),
-        ({"variants": ["sparse"]}, "variants[0].name: unknown variant 'sparse'; valid: dense"),
+        (
+            {"variants": ["sparse"]},
+            "variants[0].name: unknown variant 'sparse'; valid: dense",
+        ),  # sorted list, continues
         ({"members": 0}, "members: must be a positive integer, got 0"),
         ({"hparams": {"lr": -0.5}}, "hparams.lr: must be > 0, got -0.5"),
     ],
@@ -51,7 +67,7 @@ def test_bad_spec_is_one_line_and_writes_nothing(tmp_path, capsys, overrides, ne
     out = tmp_path / "zoo"
     code, stdout, err = run(capsys, "zoo", "build", str(cfg), "--out", str(out))
     assert code == 2
-    assert err.strip() == f"mole: error: {needle}"
+    assert err.count("\n") == 1 and err.startswith(f"mole: error: {needle}")
     assert not out.exists()
 
 
