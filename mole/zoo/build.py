@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 
 from mole.data import TaskData, load_task
-from mole.errors import StoreError
+from mole.errors import ConfigError, StoreError
 from mole.nets import Architecture, build_architecture
 from mole.zoo import store
-from mole.zoo.spec import GroupPlan, ZooSpec, plan_groups, select_shards
-from mole.zoo.train import steps_per_epoch
+from mole.zoo.spec import ZooSpec, plan_groups, select_shards
 from mole.zoo.variants import GroupContext, Record, Variant, build_variant
 
 
@@ -39,6 +38,16 @@ def prepare(spec: ZooSpec) -> tuple[TaskData, Architecture, list[Variant]]:
     variants = [
         build_variant(v.name, dict(v.options), field=f"variants[{i}]") for i, v in enumerate(spec.variants)
     ]
+    seen: dict[str, int] = {}
+    for i, variant in enumerate(variants):
+        for config in variant.configs():
+            tag = variant.tag(config)
+            if tag in seen:
+                raise ConfigError(
+                    f"variants[{i}]",
+                    f"repeats level {tag!r} of variants[{seen[tag]}]: members would be built twice",
+                )
+            seen[tag] = i
     data = load_task(spec.task, **spec.task_options)
     arch = build_architecture(spec.architecture, data.input_shape, data.num_classes, **spec.arch_options)
     return data, arch, variants
@@ -108,21 +117,11 @@ def build_zoo(
     with _progress(progress) as bar:
         shards_task = bar.add_task(f"zoo {spec.name}: shards", total=len(pending)) if bar else None
         for group in pending:
-            steps_task = (
-                bar.add_task(
-                    f"  shard {group.shard}: {len(group.members)} members", total=_steps(group, data)
-                )
-                if bar
-                else None
-            )
-            ctx = GroupContext(
-                spec,
-                spec_hash,
-                arch,
-                data,
-                group,
-                on_progress=(lambda n, t=steps_task: bar.advance(t, n)) if bar else None,
-            )
+            ctx = GroupContext(spec, spec_hash, arch, data, group)
+            if bar:
+                total = ctx.total_steps + sum(v.extra_steps(ctx, c) for v in variants for c in v.configs())
+                steps_task = bar.add_task(f"  shard {group.shard}: {len(group.members)} members", total=total)
+                ctx.on_progress = lambda n, t=steps_task: bar.advance(t, n)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(group.shard)  # nothing should draw from the global RNG; pin it anyway
                 records = build_shard(ctx, variants)
@@ -137,11 +136,6 @@ def build_zoo(
             if not (out / store.MANIFEST).exists():
                 store.write_json(out / store.MANIFEST, store.empty_manifest(spec_hash, len(groups)))
     return BuildResult(out, [g.shard for g in pending], skipped, time.perf_counter() - t0)
-
-
-def _steps(group: GroupPlan, data: TaskData) -> int:
-    m = group.members[0]
-    return m.epochs * steps_per_epoch(len(data.y_train), m.batch_size)
 
 
 class _NoBar:

@@ -189,3 +189,11 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
     listed = {Path(e["file"]).name for e in store.load_manifest(out)["shards"].values()}
     assert {p.name for p in (out / "shards").glob("*.parquet")} == listed
     assert leftovers == [] or all(p.startswith(".") for p in leftovers)
+
+
+def test_repeated_variant_level_is_refused(tmp_path):
+    from mole.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"variants\[1\]: repeats level 'dense' of variants\[0\]"):
+        build_zoo(tiny(variants=["dense", "dense"]), tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()

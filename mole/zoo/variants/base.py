@@ -158,6 +158,14 @@ class Variant(ABC):
             return self.name
         return self.name + "-" + "-".join(f"{k}{v}" for k, v in sorted(config.items()))
 
+    def extra_steps(self, ctx: GroupContext, config: dict) -> int:
+        """Training steps this config adds beyond the group's shared dense run (for the progress bar)."""
+        return 0
+
     @abstractmethod
     def run(self, ctx: GroupContext, config: dict) -> list[Record]:
-        """The shard records this variant contributes for the group at one config."""
+        """The shard records this variant contributes for the group at one config.
+
+        A config may emit rows under several tags (IMP: one per round); every tag must be unique
+        across the whole sweep, since it is part of the member id.
+        """
