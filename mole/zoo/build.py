@@ -50,6 +50,8 @@ def prepare(spec: ZooSpec) -> tuple[TaskData, Architecture, list[Variant]]:
             seen[tag] = i
     data = load_task(spec.task, **spec.task_options)
     arch = build_architecture(spec.architecture, data.input_shape, data.num_classes, **spec.arch_options)
+    for variant in variants:
+        variant.check(arch)
     return data, arch, variants
 
 

@@ -78,6 +78,12 @@ def zoo_summary(zoo: str | Path) -> dict:
                 **_stats("test_acc", np.asarray(lv["acc"])),
             }
         )
+
+    def order(lv: dict) -> tuple:  # numeric levels in numeric order (rank 2 before rank 16)
+        rest = {k: v for k, v in lv["config"].items() if k not in ("sparsity", "bits", "rank")}
+        return (lv["variant"], level_label(rest), lv["bits"] or 0, lv["rank"] or 0, lv["sparsity"])
+
+    out["levels"].sort(key=order)
     return out
 
 

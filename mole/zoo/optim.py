@@ -49,6 +49,7 @@ class StackedOptimizer:
         self.wd = {n: _per_member(weight_decay, p) for n, p in params.items()}
         self.mom = {n: _per_member(momentum, p) for n, p in params.items()}
         self.state = {n: [torch.zeros_like(p), torch.zeros_like(p)] for n, p in params.items()}
+        self.any_wd = any(float(w) != 0.0 for w in weight_decay)  # skip a full pass when no member decays
         self.t = 0
 
     @torch.no_grad()
@@ -61,10 +62,11 @@ class StackedOptimizer:
                 continue
             lr, wd = self.lr[n], self.wd[n]
             if self.kind == "sgd":
-                d = g + wd * p
                 buf = self.state[n][0]
-                buf.mul_(self.mom[n]).add_(d)  # torch's first step sets buf = d; from zeros this is the same
-                p.sub_(lr * buf)
+                buf.mul_(self.mom[n]).add_(g)  # torch's first step sets buf = d; from zeros this is the same
+                if self.any_wd:
+                    buf.addcmul_(wd, p)
+                p.addcmul_(lr, buf, value=-1)
                 continue
             if self.kind == "adamw":
                 p.mul_(1 - lr * wd)

@@ -20,7 +20,10 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per member: logits (K, B, C), y (K, B) or (B,) -> (K,)."""
     k, b, c = logits.shape
     y = y.expand(k, b) if y.dim() == 1 else y
-    return F.cross_entropy(logits.reshape(k * b, c), y.reshape(k * b), reduction="none").view(k, b).mean(1)
+    # Same value and gradient as F.cross_entropy, but ~3x faster on CPU for (K*B, 10)-shaped logits,
+    # where log_softmax's kernel dominated a stacked step (measured by scripts/bench_zoo.py profiling).
+    log_probs = logits - logits.logsumexp(-1, keepdim=True)  # (K, B, C)
+    return -log_probs.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
 
 
 @torch.no_grad()
@@ -100,6 +103,7 @@ def train_stacked(
     )
     keep = set(snapshot_steps)
     gens = data_generators(members)
+    x_flat = data.x_train.flatten(1)  # (N, C*H*W)
     step = 0
     if on_snapshot and 0 in keep:
         on_snapshot(0, params)
@@ -107,7 +111,9 @@ def train_stacked(
         perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (K, N)
         for b in range(spe):
             idx = perms[:, b * bs : (b + 1) * bs]  # (K, B)
-            xb, yb = data.x_train[idx], data.y_train[idx]  # (K, B, C, H, W), (K, B)
+            # embedding is a faster row gather than x_train[idx] for (K, B) index tensors
+            xb = F.embedding(idx, x_flat).view(*idx.shape, *data.input_shape)  # (K, B, C, H, W)
+            yb = data.y_train[idx]  # (K, B)
             loss = member_losses(forward(params, xb), yb).sum()  # members' losses are independent
             grads = torch.autograd.grad(loss, list(params.values()))
             opt.step(dict(zip(params, grads)))

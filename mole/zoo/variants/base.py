@@ -158,6 +158,10 @@ class Variant(ABC):
             return self.name
         return self.name + "-" + "-".join(f"{k}{v}" for k, v in sorted(config.items()))
 
+    def check(self, arch: Architecture) -> None:
+        """Raise ConfigError for options the architecture cannot take (called before anything is written)."""
+        return None  # most variants accept every architecture
+
     def extra_steps(self, ctx: GroupContext, config: dict) -> int:
         """Training steps this config adds beyond the group's shared dense run (for the progress bar)."""
         return 0

@@ -1,0 +1,141 @@
+"""Per-channel symmetric weight quantization for stacked members: codes, scales, fake-quant (STE).
+
+Grids (output channel = dim 0 of each per-member weight tensor, one scale per channel):
+    symmetric b bits  code in [-(2^(b-1)-1), 2^(b-1)-1], scale = max|w| / (2^(b-1)-1), round to nearest.
+                      Symmetric drops the code -2^(b-1), so 2 bits gives codes {-1, 0, 1} with scale max|w|.
+    ternary           code in {-1, 0, 1} (TWN, Li et al. 2016): threshold t = 0.7 * mean|w|,
+                      code = sign(w) where |w| > t, scale = mean of |w| above t. Stored as bits=2.
+A channel that is all zero gets scale 1 and codes 0, so scales are always positive.
+
+The dequantized weight is `code * scale` computed in float32; `quantize_params` returns exactly those
+numbers as the effective params, so dequantizing the stored codes and scales reproduces them bitwise.
+Biases are never quantized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mole.nets import Architecture, Params
+
+TERNARY = "ternary"
+LEVELS = (8, 4, 2, TERNARY)  # the bit-widths the zoo supports (codes are stored as int8)
+TWN_THRESHOLD = 0.7  # Li et al.'s approximation of the optimal ternary threshold
+
+
+def level_bits(level: int | str) -> int:
+    """The stored bit-width of a level (ternary codes fit in 2 bits)."""
+    return 2 if level == TERNARY else int(level)
+
+
+def qmax(bits: int) -> int:
+    """Largest code of the symmetric b-bit grid: 127, 7, 1 for 8, 4, 2 bits."""
+    return 2 ** (bits - 1) - 1
+
+
+def quantize_weight(w: torch.Tensor, level: int | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes and per-output-channel scales of K stacked weight tensors.
+
+    Args:
+        w: (K, out, ...) stacked weights.
+        level: 8, 4, 2 or "ternary".
+
+    Returns:
+        codes (K, out, ...) int8 and scales (K, out) float32.
+    """
+    flat = w.detach().float().flatten(2)  # (K, out, fan_in)
+    mag = flat.abs()
+    if level == TERNARY:
+        thresh = TWN_THRESHOLD * mag.mean(-1, keepdim=True)  # (K, out, 1)
+        keep = mag > thresh
+        n = keep.sum(-1)  # (K, out)
+        scale = torch.where(n > 0, (mag * keep).sum(-1) / n.clamp(min=1), torch.ones_like(n, dtype=mag.dtype))
+        codes = torch.sign(flat) * keep
+    else:
+        q = qmax(int(level))
+        amax = mag.amax(-1)  # (K, out)
+        scale = torch.where(amax > 0, amax / q, torch.ones_like(amax))
+        codes = torch.clamp(torch.round(flat / scale.unsqueeze(-1)), -q, q)
+    return codes.to(torch.int8).reshape(w.shape), scale.float()
+
+
+def dequantize_weight(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """code * scale in float32: (K, out, ...) int8 codes, (K, out) scales -> (K, out, ...) weights."""
+    shape = scales.shape + (1,) * (codes.dim() - scales.dim())
+    return codes.float() * scales.float().reshape(shape)
+
+
+def fake_quantize(params: Params, weight_names: list[str], level: int | str) -> Params:
+    """Quantize-dequantize the weights with a straight-through estimator (identity gradient).
+
+    The scales are treated as constants in the backward pass (they are recomputed every step from the
+    latent weights), which is the plain STE of Bengio et al. 2013 / the QAT of Jacob et al. 2018.
+    """
+    out = dict(params)
+    for name in weight_names:
+        w = params[name]
+        q = dequantize_weight(*quantize_weight(w, level))
+        out[name] = w + (q - w).detach()  # forward: q; backward: d/dw = 1
+    return out
+
+
+@dataclass
+class QuantizedParams:
+    """K quantized members in the zoo's column layout."""
+
+    codes: torch.Tensor  # (K, sum of weight numels) int8, weight_names order
+    scales: torch.Tensor  # (K, sum of output channels) float32, same order
+    params: Params  # effective params: weights = code * scale, biases as given
+
+
+def quantize_params(arch: Architecture, params: Params, level: int | str) -> QuantizedParams:
+    """Quantize every weight tensor of K stacked members at once (biases stay float).
+
+    Args:
+        arch: the members' architecture (its weight_names() are quantized).
+        params: stacked params (K, ...).
+        level: 8, 4, 2 or "ternary".
+    """
+    out = {k: v.detach().float().clone() for k, v in params.items()}
+    codes, scales = [], []
+    for name in arch.weight_names():
+        c, s = quantize_weight(params[name], level)
+        out[name] = dequantize_weight(c, s)
+        codes.append(c.flatten(1))  # (K, numel)
+        scales.append(s)  # (K, out)
+    return QuantizedParams(torch.cat(codes, 1), torch.cat(scales, 1), out)
+
+
+def dequantize_params(
+    arch: Architecture, codes: torch.Tensor, scales: torch.Tensor, params: Params
+) -> Params:
+    """Rebuild the effective params from stored codes and scales (biases taken from `params`).
+
+    Args:
+        arch: the architecture.
+        codes: (K, sum of weight numels) or (sum,) int8, as stored.
+        scales: (K, sum of output channels) or (sum,) float32, as stored.
+        params: params (stacked or not, matching codes) whose biases are kept.
+    """
+    lead = codes.shape[:-1]
+    shapes = arch.param_shapes()
+    out, ci, si = dict(params), 0, 0
+    for name in arch.weight_names():
+        shape = shapes[name]
+        n = torch.Size(shape).numel()
+        c = codes[..., ci : ci + n].reshape(*lead, *shape)
+        s = scales[..., si : si + shape[0]]
+        out[name] = dequantize_weight(c, s)
+        ci, si = ci + n, si + shape[0]
+    if ci != codes.shape[-1] or si != scales.shape[-1]:
+        raise ValueError(f"codes/scales lengths {codes.shape[-1]}/{scales.shape[-1]}, expected {ci}/{si}")
+    return out
+
+
+def weight_error(arch: Architecture, ref: Params, params: Params) -> torch.Tensor:
+    """Relative Frobenius error of all weight tensors per member: ||W - Q|| / ||W||, (K,)."""
+    num = sum(((ref[n] - params[n]).flatten(1) ** 2).sum(1) for n in arch.weight_names())
+    den = sum((ref[n].flatten(1) ** 2).sum(1) for n in arch.weight_names())
+    return (num / den).sqrt()
