@@ -10,6 +10,7 @@ import numpy as np
 
 from mole.zoo import store
 
+SERIES_AXES = ("sparsity", "bits", "rank", "round")  # levels along a curve, not separate curves
 SUMMARY_COLUMNS = [
     "member_id",
     "variant",
@@ -172,7 +173,7 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
             # one line per remaining option combination (e.g. scope=global vs layerwise)
             series: dict[str, list] = {}
             for lv in lvs:
-                rest = {k: v for k, v in lv["config"].items() if k not in (key, "bits", "sparsity", "rank")}
+                rest = {k: v for k, v in lv["config"].items() if k not in SERIES_AXES}
                 series.setdefault(level_label(rest), []).append(lv)
             for label, pts in sorted(series.items()):
                 pts.sort(key=lambda p: p[key])

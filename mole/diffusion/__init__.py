@@ -1,0 +1,1 @@
+"""Conditional diffusion over parameter tokens: data module, denoiser, system, sampling."""

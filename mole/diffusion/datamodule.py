@@ -1,0 +1,338 @@
+"""ZooDataModule: token tensors and their conditions streamed from a zoo's shards, split by member.
+
+The zoo is opened through `datasets` (Arrow, memory-mapped); every item reads its row(s) on demand
+and tokenizes them in `__getitem__`, so memory stays bounded by a batch, not by the zoo. Splits are
+by `member_index`: every snapshot and every variant derived from one base member (pruned, quantized,
+...) lands in the same split, so no training member leaks into validation or test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from mole.errors import ConfigError
+from mole.tokenizer import MemberTensors, Tokenizer, build_tokenizer
+from mole.zoo.store import load_zoo_dataset, write_json
+
+MODES = ("checkpoints", "pairs")
+CATEGORICAL = ("variant", "architecture", "task")  # conditions given as ids into a saved vocabulary
+ROW_COLUMNS = [
+    "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
+    "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task",
+]  # fmt: skip
+TENSOR_COLUMNS = {"params", "mask", "init_params", "codes", "scales", "factors"}
+FLOAT32_BITS = 32  # the `bits` condition of a float (unquantized) member
+FULL_RANK = 0  # the `rank` condition of a member without factors
+
+
+def split_members(members: Sequence[int], fractions: Sequence[float], seed: int) -> dict[str, np.ndarray]:
+    """Shuffle member indices with `seed` and cut them into train / val / test by `fractions`.
+
+    Counts are rounded down, the remainder going to train, so a split never gets a member its
+    fraction did not ask for.
+    """
+    members = np.sort(np.asarray(members))
+    order = np.random.default_rng(seed).permutation(len(members))
+    n_val, n_test = (int(np.floor(f * len(members) + 1e-9)) for f in fractions[1:])
+    n_train = len(members) - n_val - n_test
+    cut = members[order]
+    return {
+        "train": np.sort(cut[:n_train]),
+        "val": np.sort(cut[n_train : n_train + n_val]),
+        "test": np.sort(cut[n_train + n_val :]),
+    }
+
+
+@lru_cache(maxsize=16)
+def _pairs(n: int) -> np.ndarray:
+    """(n(n-1)/2, 2) all (start, end) positions with start < end in a run of n snapshots."""
+    i, j = np.triu_indices(n, k=1)
+    return np.stack([i, j], 1)
+
+
+class ZooTokens(Dataset):
+    """Row index -> {"tokens" (T, D), "layer_ids" (T,), "cond": {...}} for selected zoo rows.
+
+    Args:
+        dataset: the zoo as a `datasets.Dataset` (memory-mapped).
+        rows: row indices of this split.
+        tokenizer: a fitted tokenizer.
+        vocab: category -> sorted values (ids are positions).
+        normalize: apply the tokenizer's fitted statistics.
+    """
+
+    def __init__(self, dataset, rows: np.ndarray, tokenizer: Tokenizer, vocab: dict, normalize: bool = True):
+        self.dataset = dataset  # as load_zoo_dataset gives it: no indices mapping, rows by position
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.tokenizer, self.vocab, self.normalize = tokenizer, vocab, normalize
+        self._table = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_table": None}  # workers re-map the Arrow files; never pickle columns
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def table(self) -> list:
+        """[(name, column)] of the zoo's memory-mapped pyarrow Table, the columns an item needs."""
+        if self._table is None:
+            table = self.dataset.data.table
+            self._table = [(name, table.column(name)) for name in ROW_COLUMNS]
+        return self._table
+
+    def row(self, index: int) -> dict:
+        """One zoo row as a dict; tensor columns as numpy arrays (or None), read through Arrow."""
+        out = {}
+        for name, col in self.table:
+            value = col[int(index)]  # a scalar view into the mapped file
+            if name in TENSOR_COLUMNS:
+                out[name] = value.values.to_numpy(zero_copy_only=False) if value.is_valid else None
+            else:
+                out[name] = value.as_py()
+        return out
+
+    def encode(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(tokens (T, D), layer ids (T,), conditions) of zoo row `index`."""
+        row = self.row(index)
+        tokens, layout = self.tokenizer.tokenize(MemberTensors.from_row(row))
+        if self.normalize:
+            tokens = self.tokenizer.normalize(tokens, layout)
+        return tokens, self.tokenizer.layer_ids(layout), self.conditions(row)
+
+    def conditions(self, row: dict) -> dict[str, np.generic]:
+        """Scalar conditions as numpy scalars (default_collate stacks them into float32 / int64 tensors)."""
+        cond = {
+            "test_acc": np.float32(row["test_acc"]),
+            "test_loss": np.float32(row["test_loss"]),
+            "sparsity": np.float32(row["sparsity"] or 0.0),
+            "bits": np.int64(FLOAT32_BITS if row["bits"] is None else row["bits"]),
+            "rank": np.int64(FULL_RANK if row["rank"] is None else row["rank"]),
+        }
+        for c in CATEGORICAL:
+            cond[c] = np.int64(self.vocab[c].index(row[c]))
+        return cond
+
+    def __getitem__(self, idx: int) -> dict:
+        tokens, ids, cond = self.encode(self.rows[idx])
+        return {"tokens": tokens, "layer_ids": ids, "cond": cond}
+
+
+class ZooPairs(ZooTokens):
+    """G.pt pairs: index -> a (start, end) pair of snapshots of one run (member_id), start < end.
+
+    Yields {"tokens": end (T, D), "start_tokens": start (T, D), "layer_ids", "cond"}, where cond is
+    the end's conditions plus "start_test_loss" and "start_test_acc".
+
+    Args:
+        runs: row indices of each run, sorted by step (runs with one snapshot have no pairs).
+        others: as ZooTokens.
+    """
+
+    def __init__(
+        self, dataset, runs: list[np.ndarray], tokenizer: Tokenizer, vocab: dict, normalize: bool = True
+    ):
+        super().__init__(dataset, np.concatenate(runs) if runs else np.zeros(0), tokenizer, vocab, normalize)
+        self.runs = runs
+        self.offsets = np.cumsum([0] + [len(r) * (len(r) - 1) // 2 for r in runs])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, idx: int) -> dict:
+        if not 0 <= idx < len(self):
+            raise IndexError(idx)
+        run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
+        i, j = _pairs(len(self.runs[run]))[idx - self.offsets[run]]
+        start, start_ids, start_cond = self.encode(self.runs[run][i])
+        end, ids, cond = self.encode(self.runs[run][j])
+        cond["start_test_loss"], cond["start_test_acc"] = start_cond["test_loss"], start_cond["test_acc"]
+        return {"tokens": end, "start_tokens": start, "layer_ids": ids, "cond": cond}
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items; token sequences of different T (e.g. low-rank factors of different ranks) are
+    zero-padded to the longest, layer ids padded with -1, and "token_valid" (B, T) marks real tokens."""
+    t_max = max(it["tokens"].shape[0] for it in items)
+    out = {"token_valid": torch.stack([torch.arange(t_max) < it["tokens"].shape[0] for it in items])}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if key in ("tokens", "start_tokens"):
+            out[key] = torch.stack([F.pad(v, (0, 0, 0, t_max - v.shape[0])) for v in values])  # (B, T, D)
+        elif key == "layer_ids":
+            out[key] = torch.stack([F.pad(v, (0, t_max - v.shape[0]), value=-1) for v in values])  # (B, T)
+        else:
+            out[key] = default_collate(values)
+    return out
+
+
+class ZooDataModule(L.LightningDataModule):
+    """Tokens of a zoo's checkpoints (or G.pt pairs of them) with their conditions, split by member.
+
+    Args:
+        zoo: the zoo folder (only shards in its manifest are read).
+        tokenizer: TOKENIZERS name, used when `tokenizer_dir` is None; fitted on the train split.
+        tokenizer_options: options of that tokenizer (e.g. {"chunk_size": 64}).
+        tokenizer_dir: a saved tokenizer (Tokenizer.save) to use as is instead.
+        mode: "checkpoints" (one item per row) or "pairs" ((start, end) snapshots of one run).
+        batch_size: items per batch.
+        num_workers: DataLoader worker processes.
+        fractions: (train, val, test) fractions of the members.
+        seed: seeds the member split and the train order.
+        normalize: normalise tokens with the tokenizer's fitted statistics.
+        fit_rows: at most this many train rows to fit the tokenizer on, spread over every
+            (variant, config) so each structure is seen; None: all.
+        cache_dir: `datasets` cache for the Arrow files (None: its default).
+    """
+
+    def __init__(
+        self,
+        zoo: str,
+        tokenizer: str = "neuron",
+        tokenizer_options: dict | None = None,
+        tokenizer_dir: str | None = None,
+        mode: str = "checkpoints",
+        batch_size: int = 64,
+        num_workers: int = 0,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        normalize: bool = True,
+        fit_rows: int | None = 2048,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if mode not in MODES:
+            raise ConfigError("mode", f"unknown {mode!r}; valid: {', '.join(MODES)}")
+        if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+            raise ConfigError(
+                "fractions", f"need three non-negative fractions summing to 1, got {list(fractions)}"
+            )
+        if batch_size < 1:
+            raise ConfigError("batch_size", f"must be positive, got {batch_size}")
+        self.zoo, self.mode, self.batch_size, self.num_workers = Path(zoo), mode, batch_size, num_workers
+        self.fractions, self.seed, self.normalize, self.fit_rows = tuple(fractions), seed, normalize, fit_rows
+        self.cache_dir = cache_dir
+        self.tokenizer: Tokenizer = (
+            Tokenizer.from_dir(tokenizer_dir)
+            if tokenizer_dir
+            else build_tokenizer(tokenizer, **(tokenizer_options or {}))
+        )
+        self.datasets: dict[str, ZooTokens] | None = None
+        self.splits: dict[str, np.ndarray] = {}
+        self.vocab: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ setup
+    def prepare_data(self) -> None:
+        """Convert the zoo's Parquet shards into the `datasets` Arrow cache once (Lightning runs this
+        on one process; the conversion holds whole row groups in memory, streaming does not)."""
+        load_zoo_dataset(self.zoo, cache_dir=self.cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the zoo, split members, build the vocabulary, fit the tokenizer if needed (idempotent)."""
+        if self.datasets is not None:
+            return
+        ds = load_zoo_dataset(self.zoo, cache_dir=self.cache_dir)
+        col = {
+            c: ds.data.column(c).to_numpy(zero_copy_only=False) for c in ("member_index", "member_id", "step")
+        }
+        self.vocab = {c: sorted(set(ds.data.column(c).to_pylist())) for c in CATEGORICAL}
+        first = ds.select_columns(["architecture", "arch_options"])[0]
+        self.tokenizer.check_architecture(
+            first["architecture"], json.loads(first["arch_options"]), "tokenizer"
+        )
+        self.splits = split_members(np.unique(col["member_index"]), self.fractions, self.seed)
+        rows = {s: np.flatnonzero(np.isin(col["member_index"], m)) for s, m in self.splits.items()}
+        if self.tokenizer.stats is None:
+            reader = ZooTokens(ds, rows["train"], self.tokenizer, self.vocab, normalize=False)
+            picked = self._fit_sample(ds, rows["train"])
+            self.tokenizer.fit(MemberTensors.from_row(reader.row(i)) for i in picked)
+        self.datasets = {}
+        for split, r in rows.items():
+            if self.mode == "checkpoints":
+                self.datasets[split] = ZooTokens(ds, r, self.tokenizer, self.vocab, self.normalize)
+            else:
+                self.datasets[split] = ZooPairs(
+                    ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize
+                )
+
+    def _fit_sample(self, ds, rows: np.ndarray) -> np.ndarray:
+        """Evenly spaced train rows, an equal share from each (variant, variant_config)."""
+        if len(rows) == 0:
+            raise ConfigError("fractions", "the train split holds no member to fit the tokenizer on")
+        if self.fit_rows is None:
+            return rows
+        variant = ds.data.column("variant").to_numpy(zero_copy_only=False)[rows]
+        config = ds.data.column("variant_config").to_numpy(zero_copy_only=False)[rows]
+        keys = np.char.add(variant.astype(str), config.astype(str))
+        groups = [rows[keys == k] for k in np.unique(keys)]
+        share = max(1, self.fit_rows // len(groups))
+        picked = [g[np.unique(np.linspace(0, len(g) - 1, min(share, len(g))).astype(int))] for g in groups]
+        return np.sort(np.concatenate(picked))
+
+    @staticmethod
+    def _runs(col: dict, rows: np.ndarray) -> list[np.ndarray]:
+        """Rows of each run (member_id), sorted by step; runs in first-appearance order."""
+        ids, steps = col["member_id"][rows], col["step"][rows]
+        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        runs = []
+        for k in np.argsort(first):
+            r = rows[inverse == k]
+            runs.append(r[np.argsort(steps[inverse == k], kind="stable")])
+        return runs
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.datasets is None:
+            self.setup()
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Vocabulary and member split (stored in Lightning checkpoints)."""
+        return {"vocab": self.vocab, "splits": {s: m.tolist() for s, m in self.splits.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Check a checkpoint's vocabulary and split against this zoo's: ids must mean the same."""
+        self.setup()
+        for key, mine in self.state_dict().items():
+            if state.get(key) != mine:
+                raise ConfigError(
+                    key, f"the checkpoint's {key} differs from this zoo's (another zoo or seed?)"
+                )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted tokenizer (path/tokenizer) and the vocabulary + splits (path/datamodule.json)."""
+        path = Path(path)
+        self.tokenizer.save(path / "tokenizer")
+        write_json(
+            path / "datamodule.json",
+            {**self.state_dict(), "fractions": list(self.fractions), "seed": self.seed},
+        )
+        return path

@@ -1,0 +1,322 @@
+"""The Tokenizer interface: member <-> (T, D) tokens + JSON layout, plus fitted normalisation.
+
+A policy only decides *where* each tensor goes (`_plan` returns segments and placements, see
+mole.tokenizer.layout); writing, reading, checking, normalising, fitting and saving are shared here.
+`detokenize(*tokenize(m))` equals `m` bit for bit. Normalisation is a separate step
+(`normalize` / `denormalize`, computed in float64 and rounded to float32 once each way), so the
+exact path never goes through it; after a normalise/denormalise round trip floats are within about
+one float32 ulp and masks / codes, which detokenize snaps to their grid, are exact again.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mole.errors import ConfigError
+from mole.nets import Architecture
+from mole.tokenizer import layout as L
+from mole.tokenizer.canonical import apply_permutation, canonical_order, invert
+from mole.tokenizer.member import (
+    OPTIONAL_FIELDS,
+    MemberTensors,
+    arch_info,
+    architecture_family,
+    architecture_signature,
+)
+from mole.tokenizer.stats import RunningStats, stat_maps
+
+STATS_PER = ("column", "tensor")
+
+
+class Tokenizer(ABC):
+    """Turns a MemberTensors into tokens (T, D) and a layout, and back.
+
+    Args:
+        fields: optional fields that get token space ("mask", "init_params", "codes", "factors");
+            None: whatever each member holds (`fit` then fixes it to the union seen, so every member
+            of a zoo gets the same token width). A member holding a field outside a fixed set is
+            refused.
+        canonical: put hidden neurons in canonical order before encoding (mole.tokenizer.canonical);
+            the permutation goes into the layout, so detokenize still returns the original member.
+        stats_per: "column" (mean/std per layer and column) or "tensor" (per layer only).
+    """
+
+    name: str = ""
+
+    def __init__(self, fields: list[str] | None = None, canonical: bool = False, stats_per: str = "column"):
+        if fields is not None:
+            bad = [f for f in fields if f not in OPTIONAL_FIELDS]
+            if bad:
+                raise ConfigError("tokenizer.fields", f"unknown {bad}; valid: {', '.join(OPTIONAL_FIELDS)}")
+            fields = [f for f in OPTIONAL_FIELDS if f in fields]
+        if stats_per not in STATS_PER:
+            raise ConfigError("tokenizer.stats_per", f"unknown {stats_per!r}; valid: {', '.join(STATS_PER)}")
+        self.fields = fields
+        self.canonical = bool(canonical)
+        self.stats_per = stats_per
+        # Bound by fit / from_dir; other widths of the same layers pass (see check_architecture).
+        self.architecture: str | None = None
+        self.arch_config: dict | None = None
+        self.stats: dict[str, dict[str, torch.Tensor]] | None = None
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        """Drop cached plans (options or statistics changed). Keys: (architecture, config JSON,
+        present fields, factor shapes JSON); templates and compiled indices are read-only."""
+        self._plans: dict[tuple, dict] = {}
+        self._known: dict[int, tuple[list, tuple]] = {}  # id(template placements) -> (them, key)
+        self._compiled: dict[tuple, L.Compiled] = {}
+        self._maps: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        # Caches are keyed partly by object ids, which do not survive pickling (DataLoader workers).
+        return {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_known", "_compiled", "_maps")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
+
+    # ------------------------------------------------------------------ policy
+    @abstractmethod
+    def _plan(
+        self, arch: Architecture, channels: list[str], present: list[str], factor_shapes: list | None
+    ) -> tuple[list[dict], list[dict], int]:
+        """(segments, placements, D) for a member of `arch` holding `present` fields.
+
+        Args:
+            arch: the architecture.
+            channels: fields that get token space (present is a subset).
+            present: optional fields the member holds.
+            factor_shapes: [[name, dims], ...] when "factors" is present.
+        """
+
+    def policy_options(self) -> dict:
+        """The policy's own constructor options."""
+        return {}
+
+    def options(self) -> dict:
+        return {
+            "fields": self.fields,
+            "canonical": self.canonical,
+            "stats_per": self.stats_per,
+            **self.policy_options(),
+        }
+
+    # ------------------------------------------------------------------ layouts
+    def _structure(
+        self, architecture: str, config_key: str, present: list[str], factor_shapes: list | None
+    ) -> tuple[dict, tuple]:
+        """The (cached) layout template of a member structure, and its cache key."""
+        key = (architecture, config_key, tuple(present), json.dumps(factor_shapes))
+        template = self._plans.get(key)
+        if template is not None:
+            return template, key
+        if len(self._plans) >= 64:
+            self._reset_caches()
+        info = arch_info(architecture, config_key)
+        channels = list(present) if self.fields is None else list(self.fields)
+        extra = [f for f in present if f not in channels]
+        if extra:
+            raise ConfigError(
+                "member", f"holds {extra}, but tokenizer {self.name!r} gives token space to {channels} only"
+            )
+        segments, placements, width = self._plan(info.arch, channels, list(present), factor_shapes)
+        template = {
+            "tokenizer": self.name,
+            "options": self.options(),
+            "architecture": architecture,
+            "arch_config": json.loads(info.key),
+            "present": list(present),
+            "factor_shapes": factor_shapes,
+            "shape": [segments[-1]["stop"], width],
+            "segments": segments,
+            "placements": placements,
+            "perm": None,
+        }
+        self._plans[key] = template
+        self._known[id(placements)] = (placements, key)
+        return template, key
+
+    def plan(
+        self, architecture: str, arch_config: dict, present: list[str], factor_shapes: list | None
+    ) -> dict:
+        """The layout of any member with this structure (perm None). Treat it as read-only."""
+        return dict(
+            self._structure(architecture, json.dumps(arch_config, sort_keys=True), present, factor_shapes)[0]
+        )
+
+    def layout_for(self, member: MemberTensors) -> dict:
+        """The layout of `member` (perm None)."""
+        factor_shapes = member.factor_shapes() or None
+        return dict(self._structure(member.architecture, member.info.key, member.present(), factor_shapes)[0])
+
+    def _verified_key(self, layout: Any) -> tuple:
+        """The structure key of a layout this tokenizer makes for its architecture, else ConfigError."""
+        if not isinstance(layout, Mapping) or not {"tokenizer", "placements", "architecture"} <= set(layout):
+            raise ConfigError("layout", "not a tokenizer layout (needs tokenizer, architecture, placements)")
+        if layout["tokenizer"] != self.name:
+            raise ConfigError("layout", f"made by tokenizer {layout['tokenizer']!r}, this is {self.name!r}")
+        self.check_architecture(layout["architecture"], layout["arch_config"], "layout")
+        known = self._known.get(id(layout["placements"]))
+        if known is not None and known[0] is layout["placements"]:  # made here: skip re-planning
+            template = self._plans.get(known[1])
+            same = ("architecture", "arch_config", "present", "factor_shapes", "shape", "segments")
+            if template is not None and all(layout[k] == template[k] for k in same):
+                return known[1]
+        config_key = json.dumps(layout["arch_config"], sort_keys=True)
+        want, key = self._structure(
+            layout["architecture"], config_key, layout["present"], layout["factor_shapes"]
+        )
+        for k in ("shape", "segments", "placements"):
+            if want[k] != layout[k]:
+                raise ConfigError(
+                    "layout",
+                    f"its {k} differ from what {self.name} {self.policy_options()} makes for "
+                    f"{architecture_signature(layout['architecture'], layout['arch_config'])}; "
+                    f"it was made with options {layout.get('options')}",
+                )
+        return key
+
+    def check_layout(self, layout: Any) -> None:
+        """A layout this tokenizer made for its architecture, else ConfigError naming the mismatch."""
+        self._verified_key(layout)
+
+    def _compiled_for(self, key: tuple) -> L.Compiled:
+        if key not in self._compiled:
+            self._compiled[key] = L.compile_layout(self._plans[key])
+        return self._compiled[key]
+
+    def check_architecture(self, name: str, config: dict, field: str) -> None:
+        """ConfigError naming `field` when the tokenizer is bound to another architecture family
+        (other layers, input shape or classes; other widths of the same layers are fine)."""
+        if self.architecture is None or (name, config) == (self.architecture, self.arch_config):
+            return
+        if architecture_family(name, config) != architecture_family(self.architecture, self.arch_config):
+            raise ConfigError(
+                field,
+                f"tokenizer built for {architecture_signature(self.architecture, self.arch_config)}, "
+                f"got {architecture_signature(name, config)}",
+            )
+
+    def _check_tokens(self, tokens: Any, layout: Mapping) -> None:
+        t, d = layout["shape"]
+        if not isinstance(tokens, torch.Tensor) or list(tokens.shape) != [t, d]:
+            got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ConfigError(
+                "tokens",
+                f"expected shape (T, D) = ({t}, {d}) for "
+                f"{architecture_signature(layout['architecture'], layout['arch_config'])}, got {got}",
+            )
+        if not tokens.is_floating_point():
+            raise ConfigError("tokens", f"expected floating point tokens, got {tokens.dtype}")
+
+    # ------------------------------------------------------------------ the round trip
+    def tokenize(self, member: MemberTensors) -> tuple[torch.Tensor, dict]:
+        """Tokens (T, D) float32 and the JSON layout that inverts them (not normalised)."""
+        member.validate()
+        self.check_architecture(member.architecture, member.arch_config, "member")
+        perm = None
+        if self.canonical:
+            member, perm = canonical_order(member)
+        template, key = self._structure(
+            member.architecture, member.info.key, member.present(), member.factor_shapes() or None
+        )
+        layout = {**template, "perm": perm}
+        return L.encode(member, layout, self._compiled_for(key)), layout  # (T, D)
+
+    def detokenize(self, tokens: torch.Tensor, layout: dict) -> MemberTensors:
+        """The member of (un-normalised) tokens (T, D); masks > 0.5, codes rounded to int8."""
+        key = self._verified_key(layout)
+        self._check_tokens(tokens, layout)
+        member = L.decode(tokens.detach().cpu(), layout, self._compiled_for(key))
+        if layout.get("perm"):
+            member = apply_permutation(member, invert(layout["perm"]))
+        return member
+
+    def layer_ids(self, layout: dict) -> torch.Tensor:
+        """(T,) long: each token's segment (layer) index."""
+        return self._compiled_for(self._verified_key(layout)).layer_ids.clone()
+
+    # ------------------------------------------------------------------ normalisation
+    def fit(self, items: Iterable[MemberTensors | Mapping], max_items: int | None = None) -> Tokenizer:
+        """Fit per-layer, per-column mean/std on members or zoo rows; binds the architecture.
+
+        Args:
+            items: MemberTensors or zoo rows (dicts), any iterable (read once).
+            max_items: stop after this many.
+        """
+        running, seen, count = RunningStats(), set(), 0
+        self.architecture = self.arch_config = None
+        self._reset_caches()
+        for item in items:
+            if max_items is not None and count >= max_items:
+                break
+            member = item if isinstance(item, MemberTensors) else MemberTensors.from_row(item)
+            if count == 0:
+                name, config = member.architecture, member.arch_config
+                family = architecture_family(name, config)
+            elif architecture_family(member.architecture, member.arch_config) != family:
+                raise ConfigError(
+                    "fit",
+                    f"a tokenizer fits one architecture (widths may differ): "
+                    f"{architecture_signature(name, config)} and {member.signature()} are mixed",
+                )
+            if self.canonical:
+                member, _ = canonical_order(member.validate())
+            layout = self.layout_for(member.validate())
+            running.update(member, layout["placements"])
+            self._observe(layout)
+            seen.update(member.present())
+            count += 1
+        if count == 0:
+            raise ConfigError("fit", "no members to fit on")
+        if self.fields is None:
+            self.fields = [f for f in OPTIONAL_FIELDS if f in seen]
+        self.architecture, self.arch_config = name, config
+        self.stats = running.finalize(self.stats_per)
+        self._reset_caches()  # fields (and a policy's widths) may have changed
+        return self
+
+    def _observe(self, layout: dict) -> None:
+        """Hook: a policy may record structure seen during fit (e.g. the widest factor row)."""
+        return None
+
+    def _stat_maps(self, layout: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.stats is None:
+            raise ConfigError("tokenizer", "not fitted: call fit(rows) or load one with Tokenizer.from_dir")
+        key = self._verified_key(layout)
+        if key not in self._maps:
+            self._maps[key] = stat_maps(self.stats, layout)
+        return self._maps[key]
+
+    def normalize(self, tokens: torch.Tensor, layout: dict) -> torch.Tensor:
+        """(tokens - mean) / std per layer and column, float32; padding stays zero."""
+        mean, std = self._stat_maps(layout)
+        self._check_tokens(tokens, layout)
+        return ((tokens.double() - mean) / std).float()  # (T, D)
+
+    def denormalize(self, tokens: torch.Tensor, layout: dict) -> torch.Tensor:
+        """Inverse of `normalize` (to about one float32 ulp)."""
+        mean, std = self._stat_maps(layout)
+        self._check_tokens(tokens, layout)
+        return (tokens.double() * std + mean).float()  # (T, D)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path) -> Path:
+        """Write `tokenizer.json` (name, options, architecture) and `stats.safetensors` atomically."""
+        from mole.tokenizer.persist import save_tokenizer
+
+        return save_tokenizer(self, Path(path))
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Tokenizer:
+        """Reload a tokenizer written by `save` (the policy comes from TOKENIZERS by its stored name)."""
+        from mole.tokenizer.persist import load_tokenizer
+
+        return load_tokenizer(Path(path), None if cls is Tokenizer else cls)

@@ -1,0 +1,147 @@
+"""ZooDataModule: splits by member, conditions, G.pt pairs, worker-independent batches, saved state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mole.diffusion.datamodule import ZooDataModule, collate, split_members
+from mole.errors import ConfigError
+from mole.tokenizer import MemberTensors, NeuronTokenizer
+from mole.zoo import store
+from tests.tokenizer.helpers import CNN, random_member, tiny_zoo, variant_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """TINY_ZOO's dense trajectories plus masked / quantized / low-rank / supermask rows per member."""
+    return variant_zoo(tiny_zoo(tmp_path_factory), tmp_path_factory.mktemp("variant-zoo") / "zoo")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("datasets-cache"))
+
+
+def make(zoo, cache, **kw) -> ZooDataModule:
+    kw = {"batch_size": 8, "fractions": (0.5, 0.25, 0.25), "cache_dir": cache, **kw}
+    dm = ZooDataModule(str(zoo), **kw)
+    dm.setup()
+    return dm
+
+
+def test_no_member_in_two_splits(zoo, cache):
+    dm = make(zoo, cache)
+    table = store.read_zoo(zoo, columns=["member_index", "member_id", "variant"]).to_pylist()
+    split_of = {s: set(m.tolist()) for s, m in dm.splits.items()}
+    assert sum(len(v) for v in split_of.values()) == len(set().union(*split_of.values())) == 6
+    for split, ds in dm.datasets.items():
+        rows = [table[i] for i in ds.rows]
+        assert {r["member_index"] for r in rows} == split_of[split]
+        assert len({r["variant"] for r in rows}) == 6  # every variant of a member comes along
+    assert len(dm.datasets["train"]) + len(dm.datasets["val"]) + len(dm.datasets["test"]) == len(table)
+    again = make(zoo, cache)
+    assert all(np.array_equal(again.splits[s], dm.splits[s]) for s in dm.splits)
+    other = split_members(range(100), (0.8, 0.1, 0.1), seed=1)
+    assert [len(other[s]) for s in ("train", "val", "test")] == [80, 10, 10]
+    assert not set(other["train"]) & set(other["val"]) and not set(other["val"]) & set(other["test"])
+
+
+def test_items_are_normalised_tokens_with_conditions(zoo, cache):
+    dm = make(zoo, cache, tokenizer="neuron")
+    ds = dm.datasets["train"]
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["tokens"].dtype == torch.float32 and batch["tokens"].dim() == 3
+    assert set(batch["cond"]) == {
+        "test_acc",
+        "test_loss",
+        "sparsity",
+        "bits",
+        "rank",
+        "variant",
+        "architecture",
+        "task",
+    }
+    assert dm.vocab["variant"] == ["dense", "lowrank", "magnitude", "neuron_pruned", "quantized", "supermask"]
+    assert batch["cond"]["test_acc"].dtype == torch.float32 and batch["cond"]["variant"].dtype == torch.int64
+    t_dense = None
+    for i in range(len(ds)):
+        item, row = ds[i], ds.row(ds.rows[i])
+        m = MemberTensors.from_row(row)
+        tokens, layout = dm.tokenizer.tokenize(m)
+        assert torch.equal(item["tokens"], dm.tokenizer.normalize(tokens, layout))
+        assert (
+            dm.tokenizer.detokenize(dm.tokenizer.denormalize(item["tokens"], layout), layout).present()
+            == m.present()
+        )
+        cond = item["cond"]
+        assert dm.vocab["variant"][cond["variant"]] == row["variant"]
+        assert cond["bits"] == (4 if row["variant"] == "quantized" else 32)
+        assert cond["rank"] == (2 if row["variant"] == "lowrank" else 0)
+        if row["variant"] == "dense":
+            t_dense = item["tokens"].shape
+    lowrank = next(i for i in range(len(ds)) if ds.row(ds.rows[i])["variant"] == "lowrank")
+    dense = next(i for i in range(len(ds)) if ds.row(ds.rows[i])["variant"] == "dense")
+    narrow = next(i for i in range(len(ds)) if ds.row(ds.rows[i])["variant"] == "neuron_pruned")
+    batch = collate([ds[lowrank], ds[dense], ds[narrow]])  # V factors add tokens, a narrower net has fewer
+    assert batch["token_valid"][0].all() and batch["token_valid"][1].sum() == t_dense[0]
+    assert batch["token_valid"][2].sum() == t_dense[0] - 4  # 12 hidden neurons instead of 16
+    assert (batch["layer_ids"][1, t_dense[0] :] == -1).all()
+
+
+def assert_same(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same(a[k], b[k])
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    else:  # numpy scalars of a single item's conditions
+        assert type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("mode", ["checkpoints", "pairs"])
+def test_workers_give_the_same_batches(zoo, cache, mode):
+    serial = list(make(zoo, cache, mode=mode, tokenizer="layer_chunk", num_workers=0).train_dataloader())
+    parallel = list(make(zoo, cache, mode=mode, tokenizer="layer_chunk", num_workers=2).train_dataloader())
+    assert len(serial) == len(parallel) > 1
+    for a, b in zip(serial, parallel):
+        assert_same(a, b)
+
+
+def test_pairs_are_ordered_snapshots_of_one_run(zoo, cache):
+    dm = make(zoo, cache, mode="pairs")
+    ds = dm.datasets["train"]
+    table = store.read_zoo(zoo, columns=["member_id", "step", "test_loss"]).to_pylist()
+    runs = [r for r in ds.runs if len(r) > 1]
+    assert len(ds) == sum(len(r) * (len(r) - 1) // 2 for r in runs)
+    assert all(len(r) == 1 for r in ds.runs if table[r[0]]["member_id"].endswith(("quantized", "lowrank")))
+    for idx in range(0, len(ds), 7):
+        item = ds[idx]
+        run = int(np.searchsorted(ds.offsets, idx, side="right")) - 1
+        starts = {torch.tensor(table[i]["test_loss"], dtype=torch.float32).item() for i in ds.runs[run]}
+        assert item["cond"]["start_test_loss"].item() in starts
+        assert item["start_tokens"].shape == item["tokens"].shape
+    first = ds.runs[0]
+    steps = [table[i]["step"] for i in first]
+    assert steps == sorted(steps) and len({table[i]["member_id"] for i in first}) == 1
+
+
+def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
+    dm = make(zoo, cache)
+    dm.save(tmp_path / "dm")
+    state = json.loads((tmp_path / "dm" / "datamodule.json").read_text())
+    assert state["vocab"] == dm.vocab and state["splits"]["val"] == dm.splits["val"].tolist()
+    again = make(zoo, cache, tokenizer_dir=str(tmp_path / "dm" / "tokenizer"))
+    assert_same(again.datasets["test"][0], dm.datasets["test"][0])
+    again.load_state_dict(dm.state_dict())  # same zoo and seed: accepted
+    with pytest.raises(ConfigError, match="^splits: the checkpoint's splits differ"):
+        make(zoo, cache, seed=5).load_state_dict(dm.state_dict())
+    NeuronTokenizer().fit([random_member(CNN, "dense")]).save(tmp_path / "cnn")
+    with pytest.raises(ConfigError, match="^tokenizer: tokenizer built for cnn .*, got mlp"):
+        make(zoo, cache, tokenizer_dir=str(tmp_path / "cnn"))
+    with pytest.raises(ConfigError, match="fractions"):
+        ZooDataModule(str(zoo), fractions=(0.5, 0.5, 0.5))

@@ -1,0 +1,70 @@
+"""Canonical neuron order: same function, invertible, one representative per permutation class."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mole.tokenizer import apply_permutation, canonical_order, invert
+from mole.tokenizer.canonical import hidden_links
+from tests.tokenizer.helpers import KINDS, architectures, random_member, reconstruct
+
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+def outputs(member, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of the plain module and of the stacked forward (K = 1)."""
+    arch = member.arch
+    with torch.no_grad():
+        plain = arch.to_module(member.params)(x)
+        stacked = arch.forward_stacked({n: t[None] for n, t in member.params.items()}, x)[0]
+    return plain, stacked
+
+
+def random_perms(member, seed: int) -> dict[str, list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        w: torch.randperm(member.params[w].shape[0], generator=g).tolist()
+        for w, *_ in hidden_links(member.arch)
+    }
+
+
+@SETTINGS
+@given(arch=architectures(), kind=st.sampled_from(KINDS), seed=st.integers(0, 2**16))
+def test_canonical_order_keeps_outputs_and_inverts(arch, kind, seed):
+    m = random_member(arch, kind, seed)
+    canon, perms = canonical_order(m)
+    x = torch.randn(7, *arch.input_shape, generator=torch.Generator().manual_seed(seed))
+    for a, b in zip(outputs(m, x), outputs(canon, x)):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert apply_permutation(canon, invert(perms)).equal(m)
+    assert set(perms) == {w for w, *_ in hidden_links(arch)}
+
+
+@SETTINGS
+@given(arch=architectures(), kind=st.sampled_from(KINDS), seed=st.integers(0, 2**16))
+def test_permuted_copies_share_one_canonical_form(arch, kind, seed):
+    m = random_member(arch, kind, seed)
+    shuffled = apply_permutation(m, random_perms(m, seed + 1))
+    assert canonical_order(shuffled)[0].equal(canonical_order(m)[0])
+
+
+@SETTINGS
+@given(arch=architectures(), seed=st.integers(0, 2**16))
+def test_every_field_is_permuted_consistently(arch, seed):
+    """After permuting, the variant relations still hold: params = init * mask, weights = code * scale,
+    weights = the factors' reconstruction."""
+    shapes = arch.param_shapes()
+    for kind in ("supermask", "quantized", "lowrank"):
+        m = apply_permutation(
+            random_member(arch, kind, seed), random_perms(random_member(arch, "dense"), seed)
+        )
+        for n in arch.weight_names():
+            if kind == "supermask":
+                assert torch.equal(m.params[n], m.init_params[n] * m.mask[n])
+            elif kind == "quantized":
+                scale = m.scales[n].reshape(-1, *[1] * (len(shapes[n]) - 1))
+                assert torch.equal(m.params[n], m.codes[n].float() * scale)
+            else:
+                assert torch.allclose(m.params[n], reconstruct(m.factors, n), atol=1e-5)
