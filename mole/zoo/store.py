@@ -42,6 +42,8 @@ SPEC = "spec.json"
 #   scales       float32, one per output channel of each weight tensor, same order.
 #   factors      float32, the flat concatenation of every factor tensor; their names and shapes are in
 #                extra["factor_shapes"] as [[name, [dims...]], ...] in concatenation order.
+# One zoo may hold several widths of one architecture family (neuron_pruned narrows hidden layers):
+# always rebuild a row's network from its own `arch_options`, never from the zoo's spec.
 SCHEMA = pa.schema(
     [
         ("zoo", pa.string()),
@@ -84,6 +86,7 @@ SCHEMA = pa.schema(
         ("extra", pa.string()),  # JSON: variant-specific metrics and layouts
     ]
 )
+ROW_GROUP_SIZE = 256
 METRIC_COLUMNS = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 TENSOR_COLUMNS = [f.name for f in SCHEMA if pa.types.is_list(f.type)]
 
@@ -151,7 +154,8 @@ def write_shard(path: Path, records: Sequence[dict]) -> dict:
     """Write one shard atomically; return its manifest entry (file, sha256, rows, member indices)."""
     table = records_to_table(records)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        # Small row groups let `datasets` convert and memory-map a shard without holding it whole.
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
     return {
         "file": f"shards/{path.name}",
         "sha256": sha256_file(path),
