@@ -195,11 +195,7 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
             ax.legend(fontsize=7)
     fig.suptitle(f"{Path(summary['zoo']).name}: final test accuracy per level")
     fig.tight_layout()
-    path = Path(path)
-    with store.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _plot_histogram(summary: dict, path: str | Path) -> Path:
@@ -222,6 +218,12 @@ def _plot_histogram(summary: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{Path(summary['zoo']).name}: final test accuracy")
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     with store.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mole.data import TaskData
+from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 from mole.zoo.spec import GroupPlan, ZooSpec
 from mole.zoo.train import evaluate_stacked, steps_per_epoch, train_stacked
@@ -134,6 +136,14 @@ class GroupContext:
                     rec[name] = rec[name].cpu().numpy() if rec[name].dim() else rec[name].item()
             out.append(rec)
         return out
+
+
+def check_known(name: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Unknown option keys -> ConfigError naming the first one and listing the valid ones."""
+    valid = tuple(valid)
+    for key in options:
+        if key not in valid:
+            raise ConfigError(f"variants.{name}.{key}", f"unknown option; valid: {', '.join(valid)}")
 
 
 class Variant(ABC):

@@ -10,8 +10,8 @@ from mole.errors import ConfigError
 from mole.nets import Params
 from mole.zoo import pruning
 from mole.zoo.train import steps_per_epoch, train_stacked
-from mole.zoo.variants.base import DenseRun, GroupContext, Record, Variant
-from mole.zoo.variants.magnitude import check_known, non_negative_int, pruned_records
+from mole.zoo.variants.base import DenseRun, GroupContext, Record, Variant, check_known
+from mole.zoo.variants.magnitude import non_negative_int, pruned_records
 
 
 def _fraction(value: Any, field: str) -> float:

@@ -14,17 +14,10 @@ from mole.nets import Params
 from mole.zoo import pruning
 from mole.zoo.pruning import Masks
 from mole.zoo.train import steps_per_epoch
-from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant
+from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant, check_known
 
 
 # ---------------------------------------------------------------------------- shared by the pruning variants
-def check_known(name: str, options: dict, valid: tuple[str, ...]) -> None:
-    """Unknown option keys -> ConfigError naming the first one and listing the valid ones."""
-    for key in options:
-        if key not in valid:
-            raise ConfigError(f"variants.{name}.{key}", f"unknown option; valid: {', '.join(valid)}")
-
-
 def levels(value: Any, field: str, check: Callable[[Any, str], Any]) -> tuple:
     """A scalar or a non-empty list of distinct levels, each passed through `check(value, field)`."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]

@@ -27,7 +27,7 @@ from mole.nets import Architecture, Params, build_architecture
 from mole.nets.cnn import CNNArchitecture
 from mole.nets.functional import stacked_conv2d, stacked_linear
 from mole.nets.mlp import MLPArchitecture
-from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant
+from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant, check_known
 
 METHODS = ("merge", "remove")
 OPTIONS = ("width_fraction", "width", "method", "samples")
@@ -166,9 +166,7 @@ class NeuronPruned(Variant):
 
     def __init__(self, **options):
         f = f"variants.{self.name}"
-        for key in options:
-            if key not in OPTIONS:
-                raise ConfigError(f"{f}.{key}", f"unknown option; valid: {', '.join(OPTIONS)}")
+        check_known(self.name, options, OPTIONS)
         if "width" in options and "width_fraction" in options:
             raise ConfigError(f"{f}.width", "give either width or width_fraction, not both")
         self.size_key = "width" if "width" in options else "width_fraction"

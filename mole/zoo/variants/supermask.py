@@ -27,7 +27,7 @@ from mole.nets import Architecture, Params
 from mole.zoo import pruning
 from mole.zoo.spec import MemberPlan
 from mole.zoo.train import Forward, steps_per_epoch, train_stacked
-from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant
+from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant, check_known
 
 INITS = ("signed_constant", "normal", "kaiming_uniform")
 DEFAULTS = {
@@ -146,9 +146,7 @@ class Supermask(Variant):
 
     def __init__(self, **options):
         f = f"variants.{self.name}"
-        for key in options:
-            if key not in DEFAULTS:
-                raise ConfigError(f"{f}.{key}", f"unknown option; valid: {', '.join(DEFAULTS)}")
+        check_known(self.name, options, DEFAULTS)
         opts = {**DEFAULTS, **options}
         self.sparsities = [
             pruning.check_sparsity(v, f"{f}.sparsity") for v in _levels(opts["sparsity"], f"{f}.sparsity")
