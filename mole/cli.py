@@ -68,6 +68,79 @@ def quickstart(out: str, progress: bool) -> int:
     return 0
 
 
+def train(argv: list[str]) -> int:
+    """`mole train CONFIG [--key value ...]`: everything after `train` goes to LightningCLI."""
+    from mole.diffusion.train import cli_main
+
+    cli_main(argv)
+    return 0
+
+
+def sample(
+    model: str,
+    conditions: str,
+    num: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    out: str,
+    init_zoo: str | None,
+    init_member: str | None,
+    batch_size: int,
+    scope: str | None,
+    progress: bool,
+) -> int:
+    """`mole sample MODEL_DIR --conditions ... --out ZOO`: generate networks into a zoo folder."""
+    from mole.diffusion.generated import generate_zoo
+    from mole.diffusion.sample import parse_conditions
+    from mole.errors import ConfigError
+
+    cond = parse_conditions(conditions)
+    context, ref = None, None
+    if (init_zoo is None) != (init_member is None):
+        raise ConfigError("init_member", "--init-zoo and --init-member come together")
+    if init_zoo is not None:
+        from mole.tokenizer import MemberTensors
+        from mole.zoo.export import find_member_rows
+
+        context, ref = (
+            MemberTensors.from_row(find_member_rows(Path(init_zoo), init_member)[-1]),
+            f"{init_zoo}:{init_member}",
+        )
+    with _sample_bar(progress) as on_step:
+        zoo, sampled = generate_zoo(
+            model, out, cond, num, steps, guidance, seed, context, ref, batch_size, scope, on_step=on_step
+        )
+    print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
+    return 0
+
+
+class _sample_bar:
+    """A rich progress bar over denoising steps (on_step(done, total)), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.task = enabled, None, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("denoising steps", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
@@ -115,10 +188,48 @@ def build_parser() -> ArgumentParser:
     qs.add_argument("--out", default="runs/quickstart", help="run folder")
     qs.add_argument("--progress", type=bool, default=True, help="show progress bars")
     commands.add_subcommand("quickstart", qs, help="run the default pipeline on digits")
+
+    tr = ArgumentParser(
+        description="Train a conditional diffusion denoiser on a zoo (LightningCLI: `mole train --help`)."
+    )
+    commands.add_subcommand("train", tr, help="train a denoiser: mole train CONFIG [--trainer.* ...]")
+
+    sp = ArgumentParser(
+        description="Draw networks from a trained denoiser (DDIM, classifier-free guidance), project them "
+        "onto the prompted sparsity / bits / rank and write them as a zoo (variant 'generated')."
+    )
+    sp.add_argument("model", help="model folder (a `mole train` run's model/)")
+    sp.add_argument(
+        "--conditions",
+        default="{}",
+        help='JSON (\'{"test_acc": 0.95, "variant": "dense"}\') or key=value pairs',
+    )
+    sp.add_argument("--num", type=int, default=16, help="networks to draw")
+    sp.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    sp.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the noise (and drawn frozen inits)")
+    sp.add_argument("--out", required=True, help="zoo folder to write")
+    sp.add_argument("--init-zoo", default=None, help="mask models: zoo holding the frozen init")
+    sp.add_argument("--init-member", default=None, help="mask models: member id whose init_params to use")
+    sp.add_argument("--batch-size", type=int, default=64, help="networks per denoiser batch")
+    sp.add_argument("--scope", default=None, help="sparsity ranking: global or layerwise (default by target)")
+    sp.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    commands.add_subcommand("sample", sp, help="generate networks: mole sample MODEL_DIR --out ZOO")
+
+    from mole.theory.cli import add_theory_parser
+
+    add_theory_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # LightningCLI parses the rest itself (--config, --trainer.*, --help)
+        try:
+            return train(argv[1:])
+        except MoleError as e:
+            print(f"mole: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     cfg = parser.parse_args(argv)
     try:
@@ -135,6 +246,16 @@ def main(argv: list[str] | None = None) -> int:
                 return zoo_export(args.zoo, args.member, args.to, args.step)
         if cfg.command == "quickstart":
             return quickstart(cfg.quickstart.out, cfg.quickstart.progress)
+        if cfg.command == "theory":
+            from mole.theory.cli import run_theory
+
+            return run_theory(cfg.theory)
+        if cfg.command == "sample":
+            a = cfg.sample
+            return sample(
+                a.model, a.conditions, a.num, a.steps, a.guidance, a.seed, a.out,
+                a.init_zoo, a.init_member, a.batch_size, a.scope, a.progress,
+            )  # fmt: skip
     except MoleError as e:
         print(f"mole: error: {e}", file=sys.stderr)
         return 2

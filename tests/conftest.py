@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# One intra-op thread per process (subprocesses inherit it): the test nets are tiny, and two OpenMP
+# threads per process on a 2-core machine that also runs DDP peers or builds slow steps down ~10x.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -48,3 +51,10 @@ def digits():
     from mole.data import load_task
 
     return load_task("digits")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)  # in case torch was imported before OMP_NUM_THREADS was set

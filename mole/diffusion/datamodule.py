@@ -22,9 +22,12 @@ from torch.utils.data._utils.collate import default_collate
 
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, Tokenizer, build_tokenizer
+from mole.tokenizer.layout import valid_mask
 from mole.zoo.store import load_zoo_dataset, write_json
 
 MODES = ("checkpoints", "pairs")
+TARGETS = ("weights", "mask")  # what the denoiser learns: all tokens, or masks over frozen inits
+MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights (target "mask")
 CATEGORICAL = ("variant", "architecture", "task")  # conditions given as ids into a saved vocabulary
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
@@ -69,13 +72,24 @@ class ZooTokens(Dataset):
         tokenizer: a fitted tokenizer.
         vocab: category -> sorted values (ids are positions).
         normalize: apply the tokenizer's fitted statistics.
+        raw: items also carry "raw_tokens" (T, D), the un-normalised tokens (mask bits read exactly),
+            and "entry_valid" (T, D) bool, the entries that hold a value of the member.
     """
 
-    def __init__(self, dataset, rows: np.ndarray, tokenizer: Tokenizer, vocab: dict, normalize: bool = True):
+    def __init__(
+        self,
+        dataset,
+        rows: np.ndarray,
+        tokenizer: Tokenizer,
+        vocab: dict,
+        normalize: bool = True,
+        raw: bool = False,
+    ):
         self.dataset = dataset  # as load_zoo_dataset gives it: no indices mapping, rows by position
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.tokenizer, self.vocab, self.normalize = tokenizer, vocab, normalize
+        self.tokenizer, self.vocab, self.normalize, self.raw = tokenizer, vocab, normalize, raw
         self._table = None
+        self._valid: dict[str, torch.Tensor] = {}  # structure -> (T, D) entry_valid
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_table": None}  # workers re-map the Arrow files; never pickle columns
@@ -104,11 +118,20 @@ class ZooTokens(Dataset):
 
     def encode(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(tokens (T, D), layer ids (T,), conditions) of zoo row `index`."""
+        return self._encode(index)[:3]
+
+    def _encode(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+        """As `encode`, plus the raw_tokens / entry_valid extras when `raw`."""
         row = self.row(index)
-        tokens, layout = self.tokenizer.tokenize(MemberTensors.from_row(row))
-        if self.normalize:
-            tokens = self.tokenizer.normalize(tokens, layout)
-        return tokens, self.tokenizer.layer_ids(layout), self.conditions(row)
+        raw, layout = self.tokenizer.tokenize(MemberTensors.from_row(row))
+        tokens = self.tokenizer.normalize(raw, layout) if self.normalize else raw
+        extras = {}
+        if self.raw:
+            key = json.dumps([layout[k] for k in ("architecture", "arch_config", "present", "factor_shapes")])
+            if key not in self._valid:
+                self._valid[key] = valid_mask(layout)
+            extras = {"raw_tokens": raw, "entry_valid": self._valid[key]}
+        return tokens, self.tokenizer.layer_ids(layout), self.conditions(row), extras
 
     def conditions(self, row: dict) -> dict[str, np.generic]:
         """Scalar conditions as numpy scalars (default_collate stacks them into float32 / int64 tensors)."""
@@ -124,8 +147,8 @@ class ZooTokens(Dataset):
         return cond
 
     def __getitem__(self, idx: int) -> dict:
-        tokens, ids, cond = self.encode(self.rows[idx])
-        return {"tokens": tokens, "layer_ids": ids, "cond": cond}
+        tokens, ids, cond, extras = self._encode(self.rows[idx])
+        return {"tokens": tokens, "layer_ids": ids, "cond": cond, **extras}
 
 
 class ZooPairs(ZooTokens):
@@ -167,8 +190,10 @@ def collate(items: list[dict]) -> dict:
     out = {"token_valid": torch.stack([torch.arange(t_max) < it["tokens"].shape[0] for it in items])}
     for key in items[0]:
         values = [it[key] for it in items]
-        if key in ("tokens", "start_tokens"):
+        if key in ("tokens", "start_tokens", "raw_tokens"):
             out[key] = torch.stack([F.pad(v, (0, 0, 0, t_max - v.shape[0])) for v in values])  # (B, T, D)
+        elif key == "entry_valid":
+            out[key] = torch.stack([F.pad(v.float(), (0, 0, 0, t_max - v.shape[0])) > 0 for v in values])
         elif key == "layer_ids":
             out[key] = torch.stack([F.pad(v, (0, t_max - v.shape[0]), value=-1) for v in values])  # (B, T)
         else:
@@ -193,6 +218,10 @@ class ZooDataModule(L.LightningDataModule):
         fit_rows: at most this many train rows to fit the tokenizer on, spread over every
             (variant, config) so each structure is seen; None: all.
         cache_dir: `datasets` cache for the Arrow files (None: its default).
+        variants: keep only rows of these variants (None: all; for target "mask": MASK_VARIANTS).
+        target: "weights" (default) or "mask": learn masks over frozen random weights; items then
+            carry "raw_tokens" and "entry_valid" (see ZooTokens) and the tokenizer must give token
+            space to masks and inits. Vocabularies and splits are those of the whole zoo either way.
     """
 
     def __init__(
@@ -209,11 +238,21 @@ class ZooDataModule(L.LightningDataModule):
         normalize: bool = True,
         fit_rows: int | None = 2048,
         cache_dir: str | None = None,
+        variants: list[str] | None = None,
+        target: str = "weights",
     ):
         super().__init__()
         self.save_hyperparameters()
         if mode not in MODES:
             raise ConfigError("mode", f"unknown {mode!r}; valid: {', '.join(MODES)}")
+        if target not in TARGETS:
+            raise ConfigError("target", f"unknown {target!r}; valid: {', '.join(TARGETS)}")
+        if target == "mask" and mode != "checkpoints":
+            raise ConfigError("target", "mask is learned from single checkpoints: use mode checkpoints")
+        self.target = target
+        self.variants = (
+            list(variants) if variants is not None else (MASK_VARIANTS if target == "mask" else None)
+        )
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise ConfigError(
                 "fractions", f"need three non-negative fractions summing to 1, got {list(fractions)}"
@@ -244,7 +283,8 @@ class ZooDataModule(L.LightningDataModule):
             return
         ds = load_zoo_dataset(self.zoo, cache_dir=self.cache_dir)
         col = {
-            c: ds.data.column(c).to_numpy(zero_copy_only=False) for c in ("member_index", "member_id", "step")
+            c: ds.data.column(c).to_numpy(zero_copy_only=False)
+            for c in ("member_index", "member_id", "step", "variant")
         }
         self.vocab = {c: sorted(set(ds.data.column(c).to_pylist())) for c in CATEGORICAL}
         first = ds.select_columns(["architecture", "arch_options"])[0]
@@ -253,14 +293,27 @@ class ZooDataModule(L.LightningDataModule):
         )
         self.splits = split_members(np.unique(col["member_index"]), self.fractions, self.seed)
         rows = {s: np.flatnonzero(np.isin(col["member_index"], m)) for s, m in self.splits.items()}
+        if self.variants is not None:
+            unknown = sorted(set(self.variants) - set(self.vocab["variant"]))
+            if unknown:
+                raise ConfigError("variants", f"{unknown} not in this zoo; it holds {self.vocab['variant']}")
+            rows = {s: r[np.isin(col["variant"][r], self.variants)] for s, r in rows.items()}
         if self.tokenizer.stats is None:
             reader = ZooTokens(ds, rows["train"], self.tokenizer, self.vocab, normalize=False)
             picked = self._fit_sample(ds, rows["train"])
             self.tokenizer.fit(MemberTensors.from_row(reader.row(i)) for i in picked)
+        if self.target == "mask" and not {"mask", "init_params"} <= set(self.tokenizer.fields or []):
+            raise ConfigError(
+                "target",
+                f"mask needs rows with masks over frozen inits; the tokenizer's fields are "
+                f"{self.tokenizer.fields} (variants {self.variants})",
+            )
         self.datasets = {}
         for split, r in rows.items():
             if self.mode == "checkpoints":
-                self.datasets[split] = ZooTokens(ds, r, self.tokenizer, self.vocab, self.normalize)
+                self.datasets[split] = ZooTokens(
+                    ds, r, self.tokenizer, self.vocab, self.normalize, raw=self.target == "mask"
+                )
             else:
                 self.datasets[split] = ZooPairs(
                     ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize

@@ -1,0 +1,190 @@
+"""What a denoiser is conditioned on: condition specs read from a zoo, prompt validation, dropout.
+
+A condition spec is JSON: {"kind": "continuous", "min": lo, "max": hi} (the range seen in the
+training split) or {"kind": "categorical", "vocab": [...]} (ids are positions). The same dict is the
+Denoiser's `conditions` config and mole.json's "conditions", so sampling validates prompts against
+exactly what the model was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from mole.diffusion.datamodule import CATEGORICAL, FLOAT32_BITS, FULL_RANK
+from mole.errors import ConfigError
+from mole.tokenizer import MemberTensors
+
+# Continuous conditions of every item, and the zoo column (and null fill) each is read from.
+CONTINUOUS = {
+    "test_acc": ("test_acc", None),
+    "test_loss": ("test_loss", None),
+    "sparsity": ("sparsity", 0.0),
+    "bits": ("bits", FLOAT32_BITS),
+    "rank": ("rank", FULL_RANK),
+}
+PAIR_CONDITIONS = {"start_test_loss": "test_loss", "start_test_acc": "test_acc"}  # G.pt pairs mode
+RANGE_SLACK = 1e-6  # relative: float32 rounding of a value at the very edge of the range still passes
+
+
+# ---------------------------------------------------------------------------- from a data module
+def condition_specs(dm) -> dict[str, dict]:
+    """Condition name -> spec for a set-up ZooDataModule: continuous ranges over its train rows.
+
+    Args:
+        dm: a ZooDataModule (set up here if it is not yet).
+    """
+    dm.setup()
+    train = dm.datasets["train"]
+    table = train.dataset.data.table
+    rows = np.asarray(train.rows, dtype=np.int64)
+    specs: dict[str, dict] = {}
+    ranges = {}
+    for name, (column, fill) in CONTINUOUS.items():
+        values = table.column(column).take(rows).to_pylist() if len(rows) else []
+        values = [fill if v is None else float(v) for v in values]
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+        ranges[column] = (lo, hi)
+        specs[name] = {"kind": "continuous", "min": lo, "max": hi}
+    if dm.mode == "pairs":
+        for name, column in PAIR_CONDITIONS.items():
+            lo, hi = ranges[column]
+            specs[name] = {"kind": "continuous", "min": lo, "max": hi}
+    for name in CATEGORICAL:
+        specs[name] = {"kind": "categorical", "vocab": list(dm.vocab[name])}
+    return specs
+
+
+def channel_groups(tokenizer) -> dict[str, list[int]]:
+    """[start, stop) columns of the params, mask and init_params channel groups of a fitted tokenizer
+    that gives token space to masks and frozen inits (the supermask layout)."""
+    if not {"mask", "init_params"} <= set(tokenizer.fields or []):
+        raise ConfigError(
+            "target", f"mask needs a tokenizer with mask and init_params fields, got {tokenizer.fields}"
+        )
+    layout = tokenizer.plan(tokenizer.architecture, tokenizer.arch_config, ["mask", "init_params"], None)
+    start = {
+        f: min(p["col"] for p in layout["placements"] if p["field"] == f)
+        for f in ("params", "mask", "init_params")
+    }
+    w = start["mask"] - start["params"]  # the groups are equally wide, one after another
+    return {f: [s, s + w] for f, s in start.items()}
+
+
+def denoiser_args(dm) -> dict[str, Any]:
+    """The data-dependent Denoiser arguments of a ZooDataModule (the CLI links them in).
+
+    Tokenizes one row of every (variant, variant_config, arch_options) structure, so token_dim,
+    max_tokens and num_layers_ids cover every member the model will see.
+    """
+    cached = getattr(dm, "_denoiser_args", None)
+    if cached is not None:
+        return cached
+    dm.setup()
+    table = dm.datasets["train"].dataset.data.table
+    keys = ("variant", "variant_config", "arch_options")
+    cols = {k: table.column(k).to_numpy(zero_copy_only=False) for k in keys}
+    reader, seen, dims, t_max, n_layers = dm.datasets["train"], set(), set(), 0, 0
+    for split in dm.datasets.values():
+        for r in np.asarray(split.rows, dtype=np.int64):
+            key = tuple(cols[k][r] for k in keys)
+            if key in seen:
+                continue
+            seen.add(key)
+            tokens, layout = dm.tokenizer.tokenize(MemberTensors.from_row(reader.row(r)))
+            dims.add(tokens.shape[1])
+            t_max, n_layers = max(t_max, tokens.shape[0]), max(n_layers, len(layout["segments"]))
+    if len(dims) != 1:
+        raise ConfigError("tokenizer", f"members tokenize to different widths {sorted(dims)}: refit it")
+    target = getattr(dm, "target", "weights")
+    channels = channel_groups(dm.tokenizer) if target == "mask" else None
+    width = dims.pop() if channels is None else channels["mask"][1] - channels["mask"][0]
+    args = {
+        "token_dim": width,
+        "max_tokens": t_max,
+        "num_layers_ids": n_layers,
+        "conditions": condition_specs(dm),
+        "target": target,
+        "context_dim": width if (dm.mode == "pairs" or target == "mask") else 0,
+        "channels": channels,
+    }
+    dm._denoiser_args = args
+    return args
+
+
+# ---------------------------------------------------------------------------- prompts
+def encode_conditions(meta: Mapping, conditions: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Validate prompted conditions against a trained model's metadata and turn them into tensors.
+
+    Scalars and lists mix: a scalar is repeated to the longest list. Conditions left out get their
+    null embedding in the denoiser.
+
+    Args:
+        meta: mole.json of a model folder (or anything with its "conditions" specs).
+        conditions: name -> value(s); categorical values by name (e.g. variant="supermask").
+
+    Returns:
+        name -> (B,) tensors: float32 for continuous, int64 ids for categorical.
+    """
+    specs = meta["conditions"]
+    out: dict[str, list] = {}
+    for name, value in conditions.items():
+        if name not in specs:
+            raise ConfigError(f"conditions.{name}", f"unknown condition; valid: {', '.join(specs)}")
+        spec = specs[name]
+        values = list(value) if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)) else [value]
+        if spec["kind"] == "categorical":
+            vocab = list(spec["vocab"])
+            for v in values:
+                if v not in vocab:
+                    raise ConfigError(
+                        f"conditions.{name}", f"unknown value {v!r}; valid: {', '.join(map(str, vocab))}"
+                    )
+            out[name] = [vocab.index(v) for v in values]
+        else:
+            lo, hi = float(spec["min"]), float(spec["max"])
+            slack = RANGE_SLACK * max(1.0, abs(lo), abs(hi))
+            for v in values:
+                v = float(v)
+                if not math.isfinite(v) or v < lo - slack or v > hi + slack:
+                    raise ConfigError(
+                        f"conditions.{name}", f"{v:g} is outside the trained range [{lo:.4g}, {hi:.4g}]"
+                    )
+            out[name] = [float(v) for v in values]
+    sizes = {len(v) for v in out.values()} - {1}
+    if len(sizes) > 1:
+        raise ConfigError("conditions", f"lists of different lengths {sorted(sizes)}")
+    batch = sizes.pop() if sizes else 1
+    return {
+        name: torch.tensor(
+            v * batch if len(v) == 1 else v,
+            dtype=torch.long if specs[name]["kind"] == "categorical" else torch.float32,
+        )
+        for name, v in out.items()
+    }
+
+
+# ---------------------------------------------------------------------------- training
+def drop_conditions(
+    names: list[str], batch: int, p: float, device: torch.device | None = None, generator=None
+) -> dict[str, torch.Tensor]:
+    """Classifier-free guidance dropout: name -> (B,) bool. Each row drops all conditions at once
+    with probability p (the unconditional model guidance needs), and each condition alone with
+    probability p (so a prompt may leave any subset out).
+
+    Args:
+        names: the denoiser's condition names.
+        batch: B.
+        p: cond_drop_prob.
+        device, generator: where and from what to draw.
+    """
+    if p <= 0 or not names:
+        return {}
+    rand = torch.rand(len(names) + 1, batch, device=device, generator=generator)  # (K + 1, B)
+    every = rand[0] < p
+    return {n: every | (rand[i + 1] < p) for i, n in enumerate(names)}

@@ -1,0 +1,354 @@
+"""Denoiser: a DiT-style transformer over parameter tokens, conditioned by adaLN-zero.
+
+Each token (one neuron or one chunk of a layer, see mole.tokenizer) is encoded by one linear map,
+gets a learned position and layer-id embedding, and the sequence runs through DiT blocks whose
+LayerNorms are shifted, scaled and gated by a conditioning vector c: the timestep embedding plus one
+embedding per condition (test accuracy, sparsity, variant, ...). Every condition has a null
+embedding, used when it is missing, NaN / negative (categorical), or dropped, which is what
+classifier-free guidance needs. An optional per-token `context` (a starting checkpoint's tokens in
+G.pt pairs, or the frozen random weights of a supermask) is projected and added to the input.
+
+Targets:
+    "weights"  x are noisy tokens x_t; the output is what the scheduler's prediction_type asks for
+               (epsilon, v or x0), (B, T, token_dim).
+    "mask"     a one-pass mask predictor over given frozen weights: x is read only for its (B, T)
+               shape (pass zeros) and `timesteps` is ignored (no timestep embedding is built).
+               `context` carries the frozen weights' channel group of the tokens (config
+               channels["init_params"]) and output[b, t, k] is the logit that the weight whose value
+               sits at column channels["params"][0] + k of token t is kept (its mask bit at
+               channels["mask"][0] + k, its frozen value at channels["init_params"][0] + k).
+               Padding columns produce logits that mean nothing; project with top-k over real weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from mole.errors import ConfigError
+
+TARGETS = ("weights", "mask")
+KINDS = ("continuous", "categorical")
+
+# Named sizes (DiT_models style): tiny for tests, small for the CPU demo, base for GPUs.
+DENOISER_SIZES = {
+    "tiny": {"width": 32, "depth": 1, "heads": 2},
+    "small": {"width": 128, "depth": 4, "heads": 4},
+    "base": {"width": 384, "depth": 12, "heads": 6},
+}
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)  # (B, T, W)
+
+
+#################################################################################
+#               Embedding Layers for Timesteps and Conditions                  #
+#################################################################################
+
+
+class TimestepEmbedder(nn.Module):
+    """Embeds scalar timesteps into vector representations (DiT: sinusoidal features + MLP)."""
+
+    def __init__(self, width: int, frequency_size: int = 256):
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, width), nn.SiLU(), nn.Linear(width, width))
+
+    @staticmethod
+    def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]  # (B, half)
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.timestep_embedding(t, self.frequency_size))  # (B, W)
+
+
+class ScalarEmbedder(nn.Module):
+    """Embeds a continuous condition with sin/cos frequency features and an MLP (G.pt), after
+    mapping its trained range [low, high] onto [-1, 1]; NaN or dropped values get a null embedding.
+
+    Args:
+        width: embedding width.
+        low, high: the range seen in training (values outside still embed, but sampling refuses them).
+        num_frequencies: octaves of sin/cos features.
+    """
+
+    def __init__(self, width: int, low: float = 0.0, high: float = 1.0, num_frequencies: int = 8):
+        super().__init__()
+        self.low, self.span = float(low), float(high) - float(low)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_frequencies), persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * num_frequencies + 1, width), nn.SiLU(), nn.Linear(width, width)
+        )
+        self.null = nn.Parameter(torch.zeros(width))
+
+    def forward(self, v: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        drop = drop | torch.isnan(v)
+        v = torch.where(drop, 0.0, v.float())  # NaN would poison the gradients of the kept rows
+        u = (2 * (v - self.low) / self.span - 1) if self.span > 0 else v - self.low  # (B,)
+        args = u[:, None] * self.freqs  # (B, F)
+        emb = self.mlp(torch.cat([u[:, None], torch.sin(args), torch.cos(args)], dim=-1))  # (B, W)
+        return torch.where(drop[:, None], self.null.to(emb.dtype), emb)
+
+
+class LabelEmbedder(nn.Module):
+    """Embeds categorical ids; the extra last row is the null label (dropped or id < 0)."""
+
+    def __init__(self, num_classes: int, width: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, width)
+
+    def forward(self, ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        ids = torch.where(drop | (ids < 0), self.num_classes, ids.long())  # (B,)
+        return self.table(ids)  # (B, W)
+
+
+#################################################################################
+#                                 Core DiT Model                                #
+#################################################################################
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; padding keys are masked out."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        b, t, w = x.shape
+        q, k, v = (
+            self.qkv(x).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        )  # (B, H, T, d)
+        mask = None if key_valid is None else key_valid[:, None, None, :]  # (B, 1, 1, T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, d)
+        return self.proj(y.transpose(1, 2).reshape(b, t, w))  # (B, T, W)
+
+
+class DiTBlock(nn.Module):
+    """A DiT block with adaptive layer norm zero (adaLN-Zero) conditioning."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
+        )
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, key_valid: torch.Tensor | None) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
+            6, dim=1
+        )
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), key_valid)
+        return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    """The final layer of DiT: adaLN, then a per-token linear decoder back to token channels."""
+
+    def __init__(self, width: int, out_dim: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(width, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, D)
+
+
+class Denoiser(ModelMixin, ConfigMixin):
+    """DiT over a zoo member's tokens (see the module docstring for targets and channels).
+
+    Args:
+        token_dim: D, channels per token (for target "mask": the width of one channel group).
+        max_tokens: the longest token sequence (size of the position table).
+        num_layers_ids: distinct layer ids (tokenizer segments); id -1 marks padding.
+        width, depth, heads: transformer width, blocks and attention heads (see DENOISER_SIZES).
+        conditions: name -> {"kind": "continuous", "min": lo, "max": hi} (min / max: the range seen in
+            training, default 0 / 1) or {"kind": "categorical", "vocab": [...]}.
+        target: "weights" (denoise tokens) or "mask" (mask logits over frozen weights in `context`).
+        context_dim: channels of the per-token context (0: none).
+        mlp_ratio: MLP hidden width over `width`.
+        channels: the tokenizer's channel groups {"params": [start, stop), ...} (target "mask").
+        position_embedding: learn one embedding per token position (off: tokens of one layer are
+            told apart only by their content, as permutation equivariance needs).
+        num_frequencies: sin/cos octaves of continuous conditions.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        token_dim: int,
+        max_tokens: int,
+        num_layers_ids: int,
+        width: int = 32,
+        depth: int = 1,
+        heads: int = 2,
+        conditions: dict | None = None,
+        target: str = "weights",
+        context_dim: int = 0,
+        mlp_ratio: float = 4.0,
+        channels: dict | None = None,
+        position_embedding: bool = True,
+        num_frequencies: int = 8,
+    ):
+        super().__init__()
+        if target not in TARGETS:
+            raise ConfigError("denoiser.target", f"unknown {target!r}; valid: {', '.join(TARGETS)}")
+        if width % heads:
+            raise ConfigError("denoiser.heads", f"width {width} is not divisible by {heads} heads")
+        for name, spec in (conditions or {}).items():
+            if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
+                raise ConfigError(f"denoiser.conditions.{name}", f"needs kind in {KINDS}, got {spec!r}")
+        self.x_embed = nn.Linear(token_dim, width) if target == "weights" else None
+        self.context_embed = nn.Linear(context_dim, width) if context_dim else None
+        self.pos_embed = nn.Embedding(max_tokens, width) if position_embedding else None
+        self.layer_embed = nn.Embedding(num_layers_ids + 1, width)  # the last row: padding (id -1)
+        self.t_embedder = TimestepEmbedder(width) if target == "weights" else None
+        self.cond_embedders = nn.ModuleDict()
+        # Sorted: the saved config.json sorts its keys, and the embeddings' sum must add up in the
+        # same order after from_pretrained to give bitwise the same outputs.
+        for name, spec in sorted((conditions or {}).items()):
+            if spec["kind"] == "continuous":
+                low, high = spec.get("min", 0.0), spec.get("max", 1.0)
+                self.cond_embedders[name] = ScalarEmbedder(width, low, high, num_frequencies)
+            else:
+                self.cond_embedders[name] = LabelEmbedder(len(spec["vocab"]), width)
+        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.final_layer = FinalLayer(width, token_dim)
+        # A condition-gated skip from the input, out = F(x) + g(c) * x (EDM's c_skip in spirit):
+        # epsilon / v prediction must hand the noise in x_t through, which a per-token bottleneck of
+        # `width` < token_dim channels cannot do; g(c) depends on the timestep, so it can.
+        self.skip = nn.Linear(width, token_dim) if target == "weights" else None
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT's init: Xavier linears, N(0, 0.02) embeddings, adaLN modulations and decoder at zero,
+        so every block starts as the identity and the output at zero."""
+
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        self.apply(_basic_init)
+        for emb in (self.pos_embed, self.layer_embed):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
+        for m in self.cond_embedders.values():
+            if isinstance(m, LabelEmbedder):
+                nn.init.normal_(m.table.weight, std=0.02)
+            else:
+                nn.init.normal_(m.mlp[0].weight, std=0.02)
+                nn.init.normal_(m.mlp[2].weight, std=0.02)
+        if self.t_embedder is not None:
+            nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
+
+    def embed_conditions(
+        self, cond: dict[str, torch.Tensor], batch: int, drop: torch.Tensor | dict | None
+    ) -> torch.Tensor:
+        """(B, W): the sum of every condition's embedding (null where missing or dropped).
+
+        Args:
+            cond: name -> (B,) values (continuous float, categorical long ids); unknown names raise.
+            batch: B.
+            drop: None, a (B,) bool dropping every condition of a row, or name -> (B,) bool.
+        """
+        unknown = sorted(set(cond) - set(self.cond_embedders))
+        if unknown:
+            raise ConfigError(
+                f"cond.{unknown[0]}", f"unknown condition; valid: {', '.join(self.cond_embedders)}"
+            )
+        device = self.layer_embed.weight.device
+        c = torch.zeros(batch, self.config.width, device=device)
+        for name, embedder in self.cond_embedders.items():
+            d = drop.get(name) if isinstance(drop, dict) else drop
+            d = torch.zeros(batch, dtype=torch.bool, device=device) if d is None else d.to(device).bool()
+            if name not in cond:
+                v, d = torch.zeros(batch, device=device), torch.ones_like(d)
+            else:
+                v = cond[name].to(device).reshape(-1).expand(batch)  # a scalar applies to the batch
+            c = c + embedder(v, d)
+        return c
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor | None,
+        cond: dict[str, torch.Tensor] | None,
+        layer_ids: torch.Tensor,
+        token_valid: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        drop: torch.Tensor | dict | None = None,
+    ) -> torch.Tensor:
+        """Predict (B, T, token_dim) from noisy tokens (or mask logits, see the module docstring).
+
+        Args:
+            x: (B, T, token_dim) noisy tokens (target "mask": only the shape is read).
+            timesteps: (B,) long diffusion steps (a scalar applies to the batch; ignored for "mask").
+            cond: name -> (B,) condition values; missing names get their null embedding.
+            layer_ids: (B, T) long segment index of each token, -1 on padding.
+            token_valid: (B, T) bool, False on padding tokens (None: all real).
+            context: (B, T, context_dim) per-token context, or None.
+            drop: classifier-free guidance: (B,) bool, or name -> (B,) bool, replacing conditions
+                by their null embedding.
+        """
+        b, t = x.shape[:2]
+        cfg = self.config
+        if cfg.target == "weights" and x.shape[-1] != cfg.token_dim:
+            raise ValueError(f"x has {x.shape[-1]} channels, the denoiser expects {cfg.token_dim}")
+        if t > cfg.max_tokens:
+            raise ValueError(f"{t} tokens, the denoiser was built for at most {cfg.max_tokens}")
+        layer_ids = torch.where(layer_ids < 0, cfg.num_layers_ids, layer_ids)  # padding row
+        h = self.layer_embed(layer_ids)  # (B, T, W)
+        if self.x_embed is not None:
+            h = h + self.x_embed(x)
+        if self.pos_embed is not None:
+            h = h + self.pos_embed.weight[:t]
+        if self.context_embed is not None and context is not None:
+            h = h + self.context_embed(context)  # G.pt: the starting checkpoint beside the noisy one
+        c = self.embed_conditions(cond or {}, b, drop)  # (B, W)
+        if self.t_embedder is not None:
+            c = c + self.t_embedder(torch.as_tensor(timesteps, device=h.device).reshape(-1).expand(b))
+        for block in self.blocks:
+            h = block(h, c, token_valid)  # (B, T, W)
+        out = self.final_layer(h, c)  # (B, T, D)
+        if self.skip is not None:
+            out = out + self.skip(c).unsqueeze(1) * x
+        if token_valid is not None:
+            out = out * token_valid[..., None]  # padding tokens predict exactly zero
+        return out
+
+    @classmethod
+    def sized(cls, size: str, **kwargs) -> Denoiser:
+        """A Denoiser of a named size in DENOISER_SIZES (other arguments as for __init__)."""
+        if size not in DENOISER_SIZES:
+            raise ConfigError("denoiser.size", f"unknown {size!r}; valid: {', '.join(DENOISER_SIZES)}")
+        return cls(**{**DENOISER_SIZES[size], **kwargs})

@@ -1,0 +1,248 @@
+"""Generated members in the zoo format: evaluate them on their task and write shards + manifest.
+
+A generated zoo is an ordinary zoo folder (mole.zoo.store): spec.json describes the generation
+(model folder, conditions, number, steps, guidance, seed, task) and its hash names the zoo,
+shards hold one row per network with `variant = "generated"` and `variant_config` = the network's
+prompt plus guidance / steps / seed, and every tensor column follows the store's contract (params
+are the effective parameters; mask / init_params / codes + scales / factors as the projection made
+them). Metrics come from the architecture's stacked forward on the task's train / val / test splits,
+as for trained members. As in `mole zoo build`, the spec is written first, each shard atomically,
+and the manifest last, so a killed run leaves nothing that counts and the same command redoes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mole.data import TaskData, load_task
+from mole.errors import ConfigError, StoreError
+from mole.tokenizer import MemberTensors
+from mole.zoo import pruning, store
+from mole.zoo.train import evaluate_stacked
+
+VARIANT = "generated"
+SHARD_ROWS = 4096  # rows per shard
+
+
+def spec_hash(description: Mapping[str, Any]) -> str:
+    """sha256 of the generation's description (sorted JSON): names the generated zoo."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_out(out: Path, description: Mapping[str, Any]) -> bool:
+    """Whether `out` already holds this generation, complete (raises if it holds anything else).
+
+    Called before sampling, so a conflicting folder fails fast with nothing written.
+    """
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a folder")
+    if (out / store.SPEC).exists():
+        old = store.read_json(out / store.SPEC, "spec")
+        if old.get("spec_hash") != spec_hash(description):
+            raise StoreError(f"{out}: holds another zoo or generation; choose another --out")
+    elif any(out.iterdir()):
+        raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
+    if not (out / store.MANIFEST).exists():
+        return False
+    manifest = store.verify_zoo(out)
+    return len(manifest["shards"]) == manifest.get("num_groups")
+
+
+def task_options_of(meta: Mapping[str, Any]) -> dict:
+    """The task options of the zoo a model was trained on (its spec.json), {} when unreadable."""
+    zoo = meta.get("zoo")
+    try:
+        spec = store.read_json(Path(zoo) / store.SPEC, "spec") if zoo else {}
+    except StoreError:
+        return {}
+    return dict((spec.get("spec") or {}).get("task_options") or {})
+
+
+def resolve_task(meta: Mapping[str, Any], conditions: Mapping[str, Any]) -> str:
+    """The task generated networks are evaluated on: the model's, or the prompted one."""
+    task = conditions.get("task", meta.get("task"))
+    if isinstance(task, (list, tuple)):
+        if len(set(task)) != 1:
+            raise ConfigError("conditions.task", f"the model knows several tasks {list(task)}: prompt one")
+        task = task[0]
+    if not isinstance(task, str):
+        raise ConfigError("conditions.task", f"cannot tell which task to evaluate on (got {task!r})")
+    return task
+
+
+# ---------------------------------------------------------------------------- records
+def evaluate(members: Sequence[MemberTensors], data: TaskData) -> dict[str, torch.Tensor]:
+    """Train / val / test loss and accuracy of members of one architecture, stacked: name -> (K,)."""
+    arch = members[0].arch
+    params = {n: torch.stack([m.params[n] for m in members]) for n in members[0].params}  # (K, ...)
+    return evaluate_stacked(arch.forward_stacked, params, data)
+
+
+def records(
+    members: Sequence[MemberTensors],
+    metrics: Mapping[str, torch.Tensor],
+    description: Mapping[str, Any],
+    name: str,
+    task: str,
+    task_options: Mapping[str, Any],
+) -> list[dict]:
+    """One zoo row per generated member (see mole.zoo.store.SCHEMA)."""
+    digest = spec_hash(description)
+    run = {k: description[k] for k in ("guidance", "steps", "seed") if k in description}
+    out = []
+    for i, m in enumerate(members):
+        row, prompt = m.to_row(), m.extra.get("prompt", {})
+        weights = m.arch.weight_names()
+        sparsity = 0.0
+        extra: dict[str, Any] = {"prompt": prompt, "model": description.get("model"), **run}
+        if m.mask is not None:
+            masks = {n: m.mask[n][None] for n in weights}  # (1, *shape)
+            sparsity = float(pruning.sparsity_of(masks)[0])
+            extra["layer_sparsity"] = {n: float(v[0]) for n, v in pruning.layer_sparsity(masks).items()}
+        if m.factors is not None:
+            extra["factor_shapes"] = row["factor_shapes"]
+        if "init_seed" in m.extra:
+            extra["init_seed"] = m.extra["init_seed"]
+        bits = prompt.get("bits") if m.codes is not None else None
+        rank = None
+        if m.factors is not None:  # the prompted rank; else the widest U factor's
+            rank = prompt.get("rank") or max(d[1] for n, d in row["factor_shapes"] if n.endswith(".U"))
+        out.append(
+            {
+                "zoo": name,
+                "member_id": f"{name}-{digest[:8]}-{i:05d}-{VARIANT}",
+                "member_index": i,
+                "variant": VARIANT,
+                "variant_config": json.dumps({**prompt, **run}, sort_keys=True),
+                "task": task,
+                "task_options": json.dumps(dict(task_options), sort_keys=True),
+                "architecture": m.architecture,
+                "arch_options": row["arch_options"],
+                "seed": int(description.get("seed", 0)),
+                "step": 0,
+                "final": True,
+                **{k: float(v[i]) for k, v in metrics.items()},
+                "num_params": int(row["params"].size),
+                "nonzero_params": int((row["params"] != 0).sum()),
+                "sparsity": sparsity,
+                "bits": None if bits is None else (2 if bits == "ternary" else int(bits)),
+                "rank": None if rank is None else int(rank),
+                **{k: row[k] for k in ("params", "mask", "init_params", "codes", "scales", "factors")},
+                "extra": json.dumps(extra, sort_keys=True, default=str),
+            }
+        )
+    return out
+
+
+def write_generated(
+    out: str | Path,
+    members: Sequence[MemberTensors],
+    description: Mapping[str, Any],
+    task: str,
+    task_options: Mapping[str, Any] | None = None,
+    data: TaskData | None = None,
+) -> Path:
+    """Evaluate generated members and write them as a zoo folder.
+
+    Args:
+        out: the zoo folder (created; must be empty, or hold this same generation).
+        members: the generated, projected members (one architecture).
+        description: what produced them (model, conditions, num, steps, guidance, seed, ...);
+            written to spec.json, its hash names the zoo and the member ids.
+        task: TASKS name the networks are evaluated on.
+        task_options: its options (the training zoo's, so the splits are the same).
+        data: the loaded task (skips loading it).
+    """
+    out = Path(out)
+    if not members:
+        raise ConfigError("num", "no members to write")
+    task_options = dict(task_options or {})
+    description = {**description, "task": task, "task_options": task_options}
+    if check_out(out, description):
+        return out
+    data = data if data is not None else load_task(task, **task_options)
+    metrics = evaluate(members, data)
+    name = str(description.get("name") or out.name)
+    rows = records(members, metrics, description, name, task, task_options)
+    digest = spec_hash(description)
+    store.write_json(out / store.SPEC, {"spec_hash": digest, "spec": {"generated": description}})
+    shards = [rows[i : i + SHARD_ROWS] for i in range(0, len(rows), SHARD_ROWS)]
+    for k, chunk in enumerate(shards):
+        entry = store.write_shard(out / "shards" / store.shard_name(k), chunk)
+        store.record_shard(out, k, entry, digest, len(shards))
+    return out
+
+
+# ---------------------------------------------------------------------------- sample + write
+def generate_zoo(
+    model_dir: str | Path,
+    out: str | Path,
+    conditions: Mapping[str, Any],
+    num: int,
+    steps: int = 50,
+    guidance: float = 1.0,
+    seed: int = 0,
+    context: MemberTensors | Sequence[MemberTensors] | None = None,
+    context_ref: str | None = None,
+    batch_size: int = 64,
+    scope: str | None = None,
+    init_scheme: str = "signed_constant",
+    task_options: Mapping[str, Any] | None = None,
+    on_step=None,
+) -> tuple[Path, bool]:
+    """Sample networks (mole.diffusion.sample.sample) and write them as a zoo in `out`.
+
+    Args:
+        model_dir, conditions, num, steps, guidance, seed, context, batch_size, scope, init_scheme,
+            on_step: as for `sample`.
+        out: the generated zoo's folder.
+        context_ref: how `context` was chosen (e.g. "ZOO:MEMBER"), recorded in spec.json.
+        task_options: options of the evaluation task (default: the training zoo's, from its spec.json).
+
+    Returns:
+        (out, whether anything was sampled: False when `out` already held this generation).
+    """
+    from mole.diffusion.sample import load, sample
+
+    model = load(model_dir)
+    meta = model[3]
+    task = resolve_task(meta, conditions)
+    options = dict(task_options) if task_options is not None else task_options_of(meta)
+    description = {
+        "model": str(model_dir),
+        "conditions": dict(conditions),
+        "num": num,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+        "scope": scope,
+        "init": context_ref or (init_scheme if meta.get("target") == "mask" else None),
+        "task": task,
+        "task_options": options,
+    }
+    if check_out(Path(out), description):  # before sampling: a conflicting folder fails fast
+        return Path(out), False
+    members = sample(
+        model_dir,
+        conditions,
+        num,
+        steps,
+        guidance,
+        seed,
+        context,
+        batch_size,
+        scope,
+        init_scheme,
+        on_step,
+        model,
+    )
+    return write_generated(out, members, description, task, options), True

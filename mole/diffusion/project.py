@@ -1,0 +1,230 @@
+"""Projection of generated members onto exact constraints: sparsity, a bit grid, a rank.
+
+A denoiser's output is only approximately sparse, quantized or low-rank; these functions make the
+constraint hold exactly, reusing the zoo's own helpers so a generated member is stored like a
+trained one (mole.zoo.store's variant column contract):
+    sparsity  remove exactly round(s * n) weights (biases never), the lowest |w| or the lowest score
+              (mask logits for the mask target), over each tensor ("layerwise") or the whole member
+              ("global"); mole.zoo.pruning. `sparsity` is the fraction REMOVED, as everywhere.
+    bits      per-output-channel symmetric codes + scales (or ternary); mole.zoo.quant. Weights are
+              exactly code * scale, codes within the grid. Combined with sparsity, pruning comes
+              first: removed weights get code 0, so the member stays exactly as sparse.
+    rank      truncated SVD of every linear weight (U V, Eckart-Young); conv kernels stay whole;
+              mole.zoo.lowrank. Cannot be combined with sparsity or bits (a product of factors is
+              neither sparse nor on a grid).
+Neutral levels are no-ops: sparsity 0, bits 32 (float), rank 0 (full), as in the data module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mole.errors import ConfigError
+from mole.nets import Architecture, Params
+from mole.tokenizer import MemberTensors
+from mole.zoo import pruning
+from mole.zoo.lowrank import flat_factors, from_factors, plan_layers, to_factors
+from mole.zoo.quant import LEVELS, TERNARY, level_bits, quantize_params
+
+FLOAT_BITS = 32  # the `bits` condition of an unquantized member (datamodule.FLOAT32_BITS)
+FULL_RANK = 0  # the `rank` condition of a member without factors (datamodule.FULL_RANK)
+
+
+@dataclass
+class Projected:
+    """K projected members in the zoo's column layout (each tensor (K, ...) or None)."""
+
+    params: Params  # effective params (K, ...)
+    mask: torch.Tensor | None = None  # (K, P) bool over every parameter, biases True
+    init_params: torch.Tensor | None = None  # (K, P) float32 frozen weights (mask target)
+    codes: torch.Tensor | None = None  # (K, sum of weight numels) int8
+    scales: torch.Tensor | None = None  # (K, sum of output channels) float32
+    factors: torch.Tensor | None = None  # (K, F) float32
+    factor_shapes: list | None = None  # [[name, dims], ...]
+    sparsity: torch.Tensor | None = None  # (K,) float64 achieved fraction of weights removed
+    bits: int | None = None
+    rank: int | None = None
+
+    def members(self, arch: Architecture) -> list[MemberTensors]:
+        """One validated MemberTensors per member (through the zoo row format, so bit for bit)."""
+        flat = arch.flatten(self.params).float()  # (K, P)
+        out = []
+        for k in range(flat.shape[0]):
+            row = {
+                "architecture": arch.name,
+                "arch_options": json.dumps(arch.config(), sort_keys=True),
+                "params": flat[k].numpy(),
+                "extra": {"factor_shapes": self.factor_shapes} if self.factors is not None else None,
+            }
+            for name in ("mask", "init_params", "codes", "scales", "factors"):
+                value = getattr(self, name)
+                row[name] = None if value is None else value[k].numpy()
+            out.append(MemberTensors.from_row(row))
+        return out
+
+
+# ---------------------------------------------------------------------------- level checks
+def check_levels(
+    arch: Architecture, sparsity=None, bits=None, rank=None, prefix: str = "conditions"
+) -> tuple[float, int | str, int]:
+    """Normalise requested levels, else a ConfigError naming `<prefix>.<level>`.
+
+    Returns:
+        (sparsity in [0, 1), bit level 8 / 4 / 2 / "ternary" / 32, rank >= 0); neutral when None.
+    """
+    s = 0.0 if sparsity is None else pruning.check_sparsity(sparsity, f"{prefix}.sparsity")
+    b = FLOAT_BITS if bits is None else bits
+    numeric = isinstance(b, (int, float)) and not isinstance(b, bool) and b == int(b)
+    if b != TERNARY and (not numeric or int(b) not in (*LEVELS, FLOAT_BITS)):
+        valid = ", ".join(str(x) for x in (*LEVELS, FLOAT_BITS))
+        raise ConfigError(f"{prefix}.bits", f"unsupported bit-width {bits!r}; valid: {valid} (float)")
+    b = b if b == TERNARY else int(b)
+    r = FULL_RANK if rank is None else rank
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or r != int(r) or r < 0:
+        raise ConfigError(f"{prefix}.rank", f"must be a non-negative integer (0: full rank), got {rank!r}")
+    r = int(r)
+    if r != FULL_RANK:
+        if s > 0 or b != FLOAT_BITS:
+            raise ConfigError(
+                f"{prefix}.rank",
+                "cannot be combined with sparsity or bits (factors are neither sparse nor on a grid)",
+            )
+        plan_layers(arch, r, "none", f"{prefix}.rank")  # a rank above a hidden layer's limit
+    return s, b, r
+
+
+# ---------------------------------------------------------------------------- single projections
+def sparsify(
+    arch: Architecture,
+    params: Params,
+    sparsity: float,
+    scope: str = "global",
+    scores: Params | None = None,
+) -> tuple[Params, pruning.Masks]:
+    """Remove exactly round(sparsity * n) weights of each stacked member.
+
+    Args:
+        arch: the members' architecture.
+        params: stacked params (K, ...) that are masked (the frozen init for the mask target).
+        sparsity: fraction of weights removed, in [0, 1).
+        scope: "global" or "layerwise".
+        scores: {weight name: (K, *shape)} ranking (higher kept first); None: |params|.
+    """
+    pruning.check_sparsity(sparsity, "sparsity")
+    weights = pruning.prunable(arch, params)
+    scores = {n: w.detach().abs() for n, w in weights.items()} if scores is None else scores
+    masks = pruning.masks_from_scores({n: scores[n].float() for n in weights}, sparsity, scope)
+    return pruning.apply_masks(params, masks), masks
+
+
+def truncate_rank(arch: Architecture, params: Params, rank: int) -> tuple[Params, torch.Tensor, list]:
+    """Truncated SVD of every linear weight to `rank` (the output layer clamps at its width).
+
+    Returns:
+        (effective params (K, ...), flat factors (K, F), factor shapes [[name, dims], ...]).
+    """
+    plans = plan_layers(arch, rank, "none", "rank")
+    fparams = to_factors(params, plans)
+    rebuilt = {k: v.detach().float() for k, v in from_factors(arch, fparams, plans).items()}
+    flat, shapes = flat_factors(fparams, plans)
+    return rebuilt, flat, shapes
+
+
+# ---------------------------------------------------------------------------- all constraints
+def project(
+    arch: Architecture,
+    params: Params,
+    sparsity: float | None = None,
+    bits: int | str | None = None,
+    rank: int | None = None,
+    scope: str = "global",
+    scores: Params | None = None,
+    init: Params | None = None,
+) -> Projected:
+    """Project K stacked members onto one set of levels.
+
+    Args:
+        arch: the members' architecture.
+        params: stacked params (K, ...) as generated (ignored when `init` is given).
+        sparsity: fraction of weights removed (0 / None: dense).
+        bits: 8, 4, 2, "ternary" (32 / None: float).
+        rank: truncated-SVD rank of linear layers (0 / None: full).
+        scope: "global" or "layerwise" ranking for sparsity.
+        scores: ranking of the weights for sparsity (mask logits); None: |w|.
+        init: frozen weights (K, ...) to mask instead of `params` (mask target); stored as init_params.
+    """
+    s, b, r = check_levels(arch, sparsity, bits, rank, prefix="projection")
+    base = {n: t.detach().float() for n, t in (init if init is not None else params).items()}  # (K, ...)
+    out = Projected(params=base, bits=None if b == FLOAT_BITS else level_bits(b))
+    if init is not None:
+        out.init_params = arch.flatten(base).float()
+    if s > 0 or init is not None:
+        out.params, masks = sparsify(arch, base, s, scope, scores)
+        out.mask = pruning.full_mask(arch, masks)
+        out.sparsity = pruning.sparsity_of(masks)
+    if b != FLOAT_BITS:
+        q = quantize_params(arch, out.params, b)
+        out.params, out.codes, out.scales = q.params, q.codes, q.scales
+    if r != FULL_RANK:
+        out.params, out.factors, out.factor_shapes = truncate_rank(arch, base, r)
+        out.rank = r
+    if out.sparsity is None:
+        out.sparsity = torch.zeros(len(next(iter(base.values()))), dtype=torch.float64)
+    return out
+
+
+def stack(members: Sequence[MemberTensors]) -> tuple[Architecture, Params]:
+    """The shared architecture and stacked params (K, ...) of members of one architecture."""
+    first = members[0]
+    for m in members[1:]:
+        if (m.architecture, m.arch_config) != (first.architecture, first.arch_config):
+            raise ConfigError("members", f"mixed architectures: {first.signature()} and {m.signature()}")
+    return first.arch, {n: torch.stack([m.params[n] for m in members]) for n in first.params}
+
+
+def project_members(
+    members: Sequence[MemberTensors],
+    sparsity=None,
+    bits=None,
+    rank=None,
+    scope: str = "global",
+    scores: Sequence[Params] | None = None,
+    inits: Sequence[Params] | None = None,
+) -> list[MemberTensors]:
+    """Project members (one architecture) onto levels given per member or once for all.
+
+    Members sharing levels are projected together (stacked); the output keeps the input order and
+    each member's `extra`.
+
+    Args:
+        members: generated members.
+        sparsity, bits, rank: a scalar, or a sequence with one value per member.
+        scope: "global" or "layerwise".
+        scores: per member {weight name: scores} (mask logits), or None for |w|.
+        inits: per member frozen weights {name: tensor} to mask (mask target), or None.
+    """
+    n = len(members)
+
+    def each(v) -> list:
+        values = list(v) if isinstance(v, (list, tuple)) else [v] * n
+        if len(values) != n:
+            raise ConfigError("projection", f"{len(values)} levels for {n} members")
+        return values
+
+    levels = list(zip(each(sparsity), each(bits), each(rank)))
+    arch, _ = stack(members)
+    out: list[MemberTensors | None] = [None] * n
+    for level in dict.fromkeys(levels):  # distinct levels, first-seen order
+        idx = [i for i in range(n) if levels[i] == level]
+        _, params = stack([members[i] for i in idx])
+        sc = None if scores is None else {k: torch.stack([scores[i][k] for i in idx]) for k in scores[idx[0]]}
+        init = None if inits is None else {k: torch.stack([inits[i][k] for i in idx]) for k in inits[idx[0]]}
+        projected = project(arch, params, *level, scope=scope, scores=sc, init=init).members(arch)
+        for i, m in zip(idx, projected):
+            m.extra = dict(members[i].extra)
+            out[i] = m
+    return out  # type: ignore[return-value]

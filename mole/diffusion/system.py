@@ -1,0 +1,268 @@
+"""DiffusionSystem: the Denoiser + a diffusers DDPM scheduler + the loss, EMA and the model folder.
+
+Two targets (the Denoiser's config.target):
+    weights  DDPM on normalised tokens: x_t = scheduler.add_noise(x0, noise, t), the denoiser predicts
+             epsilon, v (scheduler.get_velocity) or x0 ("sample", G.pt), MSE over real tokens.
+    mask     a one-pass mask predictor over frozen random weights, trained with binary cross-entropy
+             on the mask bits of real weight entries. We chose BCE over diffusion on +-1 mask values:
+             an edge-popup mask is close to a function of its init and sparsity (masks drawn from
+             the same init agree on most weights), so per-weight logits carry what is needed; BCE
+             makes them calibrated scores whose top-k gives exactly the requested sparsity in one
+             forward pass (B6 asks for one pass), where a diffusion chain would spend many steps to
+             land on a +-1 sample that still needs the same top-k projection.
+
+The model folder (`export_model`): denoiser/ (EMA weights, save_pretrained), scheduler/, tokenizer/,
+mole.json; written into a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch.optim.swa_utils import AveragedModel
+
+from mole.diffusion.conditioning import drop_conditions
+from mole.diffusion.denoiser import Denoiser
+from mole.errors import ConfigError, StoreError
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# DDPM defaults for normalised tokens: no clipping (tokens are not images in [-1, 1]), cosine betas.
+SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False}
+META_FILE = "mole.json"
+META_FORMAT = 1
+
+
+def ema_update(decay: float):
+    """multi_avg_fn for AveragedModel: EMA with DiT-style warm-up min(decay, (1 + n) / (10 + n)),
+    so short runs export an average of their recent weights, not of their init."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(averaged, current, 1 - d)
+
+    return update
+
+
+class DiffusionSystem(L.LightningModule):
+    """Trains a Denoiser on ZooDataModule batches.
+
+    Args:
+        denoiser: the model (its config says the target, conditions and context).
+        scheduler: DDPMScheduler options over SCHEDULER_DEFAULTS (e.g. {"num_train_timesteps": 1000}).
+        prediction_type: "sample" (x0, G.pt's choice and the default), "epsilon" or "v_prediction",
+            for target "weights". Measured on 4 tiny members: x0 regenerates them after 1k steps,
+            epsilon needs ~8k (its DDIM steps near t = T divide the error by sqrt(alpha_bar)).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear learning-rate warm-up.
+        ema_decay: decay of the exported EMA copy.
+        cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        scheduler: dict | None = None,
+        prediction_type: str = "sample",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        ema_decay: float = 0.999,
+        cond_drop_prob: float = 0.1,
+    ):
+        super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(
+                "model.prediction_type", f"unknown {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}"
+            )
+        if not 0 <= cond_drop_prob < 1:
+            raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
+        self.save_hyperparameters(ignore=["denoiser"])
+        self.denoiser = denoiser
+        self.scheduler = DDPMScheduler(
+            **{**SCHEDULER_DEFAULTS, **(scheduler or {}), "prediction_type": prediction_type}
+        )
+        self.ema = AveragedModel(denoiser, multi_avg_fn=ema_update(ema_decay), use_buffers=False)
+        self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
+        self.target = denoiser.config.target
+        self.cond_names = list(denoiser.config.conditions or {})
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """Inference with the EMA denoiser (same arguments as Denoiser.forward)."""
+        return self.ema.module(*args, **kwargs)
+
+    # ------------------------------------------------------------------ loss
+    def conditions(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The batch's conditions the denoiser knows, continuous ones as float."""
+        specs = self.denoiser.config.conditions or {}
+        cond = batch["cond"]
+        return {
+            n: cond[n].float() if specs[n]["kind"] == "continuous" else cond[n].long()
+            for n in self.cond_names
+            if n in cond
+        }
+
+    def loss(
+        self, batch: dict, model: Denoiser | None = None, generator=None, drop: bool = True
+    ) -> torch.Tensor:
+        """The training loss of a batch.
+
+        Args:
+            batch: a ZooDataModule batch.
+            model: the denoiser to score (default: the trained one; validation passes the EMA).
+            generator: draws noise, timesteps and condition dropout (None: the global RNG).
+            drop: apply classifier-free guidance dropout.
+        """
+        model = model or self.denoiser
+        tokens, valid, ids = batch["tokens"], batch["token_valid"], batch["layer_ids"]  # (B, T, D), (B, T)
+        b = tokens.shape[0]
+        cond = self.conditions(batch)
+        dropped = drop_conditions(
+            self.cond_names, b, self.hparams.cond_drop_prob if drop else 0.0, tokens.device, generator
+        )
+        if self.target == "mask":
+            ch = model.config.channels
+            context = tokens[..., slice(*ch["init_params"])]  # (B, T, w) normalised frozen weights
+            bits = (batch["raw_tokens"][..., slice(*ch["mask"])] > 0.5).float()  # (B, T, w)
+            entries = batch["entry_valid"][..., slice(*ch["mask"])] & valid[..., None]  # (B, T, w)
+            logits = model(torch.zeros_like(context), None, cond, ids, valid, context, dropped)
+            bce = F.binary_cross_entropy_with_logits(logits, bits, reduction="none")
+            return (bce * entries).sum() / entries.sum().clamp(min=1)
+        noise = torch.randn(tokens.shape, device=tokens.device, generator=generator)
+        t = torch.randint(
+            0, self.scheduler.config.num_train_timesteps, (b,), device=tokens.device, generator=generator
+        )
+        noisy = self.scheduler.add_noise(tokens, noise, t)  # (B, T, D)
+        pred = model(noisy, t, cond, ids, valid, batch.get("start_tokens"), dropped)
+        kind = self.scheduler.config.prediction_type
+        if kind == "epsilon":
+            want = noise
+        elif kind == "v_prediction":
+            want = self.scheduler.get_velocity(tokens, noise, t)
+        else:
+            want = tokens
+        mse = ((pred - want) ** 2).mean(-1)  # (B, T)
+        return (mse * valid).sum() / valid.sum().clamp(min=1)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.ema.update_parameters(self.denoiser)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        g = torch.Generator(device=batch["tokens"].device).manual_seed(batch_idx)  # the same noise every time
+        loss = self.loss(batch, self.ema.module, generator=g, drop=False)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(
+            self.denoiser.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        warm = max(1, self.hparams.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+# ---------------------------------------------------------------------------- the model folder
+def model_meta(system: DiffusionSystem, datamodule) -> dict[str, Any]:
+    """mole.json: what sampling needs besides the weights (conditions and their ranges, the zoo's
+    architecture, task, tokenizer, target, prediction type, channel groups)."""
+    cfg, tok = system.ema.module.config, datamodule.tokenizer
+    tasks = list(datamodule.vocab.get("task", []))
+    return {
+        "format": META_FORMAT,
+        "target": cfg.target,
+        "prediction_type": system.scheduler.config.prediction_type,
+        "mode": datamodule.mode,
+        "conditions": dict(cfg.conditions or {}),
+        "architecture": tok.architecture,
+        "arch_config": tok.arch_config,
+        "task": tasks[0] if len(tasks) == 1 else tasks,
+        "tokenizer": tok.name,
+        "normalized": bool(datamodule.normalize),
+        "token_dim": cfg.token_dim,
+        "max_tokens": cfg.max_tokens,
+        "context_dim": cfg.context_dim,
+        "channels": cfg.channels,
+        "variants": datamodule.variants,
+        "zoo": str(datamodule.zoo),
+    }
+
+
+def export_model(system: DiffusionSystem, datamodule, path: str | Path) -> Path:
+    """Write the model folder (EMA denoiser, scheduler, tokenizer, mole.json) atomically.
+
+    Args:
+        system: the trained system (its EMA copy is exported).
+        datamodule: the set-up ZooDataModule it was trained on (tokenizer, vocabularies).
+        path: the folder; replaced whole if it exists.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        system.ema.module.save_pretrained(tmp / "denoiser")
+        system.scheduler.save_pretrained(tmp / "scheduler")
+        datamodule.tokenizer.save(tmp / "tokenizer")
+        (tmp / META_FILE).write_text(
+            json.dumps(model_meta(system, datamodule), indent=1, sort_keys=True) + "\n"
+        )
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)  # directories cannot be replaced in one rename: move the old aside
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_model(path: str | Path) -> tuple[Denoiser, DDPMScheduler, Any, dict]:
+    """(denoiser, scheduler, tokenizer, meta) of a model folder written by `export_model`."""
+    from mole.tokenizer import Tokenizer
+
+    path = Path(path)
+    for part in ("denoiser", "scheduler", "tokenizer", META_FILE):
+        if not (path / part).exists():
+            raise StoreError(f"{path}: not a mole model folder ({part} is missing)")
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path / META_FILE}: corrupt ({e})") from None
+    if meta.get("format") != META_FORMAT:
+        raise StoreError(f"{path / META_FILE}: format {meta.get('format')!r}, this mole reads {META_FORMAT}")
+    # low_cpu_mem_usage needs `accelerate`, which mole does not require: load plainly, quietly.
+    denoiser = Denoiser.from_pretrained(path / "denoiser", low_cpu_mem_usage=False).eval()
+    scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+    return denoiser, scheduler, Tokenizer.from_dir(path / "tokenizer"), meta
+
+
+class ExportModel(L.Callback):
+    """Exports the model folder when fit ends (global rank 0 only).
+
+    Args:
+        path: the model folder (e.g. <run_dir>/model).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: DiffusionSystem) -> None:
+        if trainer.is_global_zero:
+            export_model(pl_module, trainer.datamodule, self.path)

@@ -1,0 +1,145 @@
+"""`mole train CONFIG [--section.key value ...]`: LightningCLI over DiffusionSystem + ZooDataModule.
+
+Everything is a typed argument of a class (the denoiser arrives via class_path / init_args); the
+denoiser's data-dependent arguments (token_dim, max_tokens, num_layers_ids, conditions, target,
+context_dim, channels) are linked in from the set-up data module. The run lives in `run_dir`:
+    checkpoints/last.ckpt   resumed automatically when the same command runs again
+    csv/version_N/          CSVLogger (always) and the resolved config.yaml
+    wandb/                  WandbLogger (offline unless --wandb online; --wandb disabled: none)
+    model/                  the exported model folder (mole.diffusion.system.export_model)
+Strategies come from Lightning unchanged: --trainer.strategy ddp --trainer.devices N --trainer.num_nodes M.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from mole.diffusion.conditioning import denoiser_args
+from mole.diffusion.datamodule import ZooDataModule
+from mole.diffusion.system import DiffusionSystem, ExportModel
+
+LINKED = ("token_dim", "max_tokens", "num_layers_ids", "conditions", "target", "context_dim", "channels")
+WANDB_MODES = ("offline", "online", "disabled")
+DEFAULT_RUNS = Path("runs") / "diffusion"
+
+
+def _linked(key: str, dm: ZooDataModule):
+    return denoiser_args(dm)[key]
+
+
+class MoleCLI(LightningCLI):
+    """LightningCLI with mole's run folder, loggers, checkpoints, resume and model export."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="run folder (default: runs/diffusion/<config name>)",
+        )
+        env = os.environ.get("WANDB_MODE")  # tests and CI set it; an explicit --wandb wins
+        parser.add_argument(
+            "--wandb",
+            type=str,
+            default=env if env in WANDB_MODES else "offline",
+            choices=WANDB_MODES,
+            help="W&B logging: offline (default), online, disabled (default: $WANDB_MODE when set)",
+        )
+        parser.add_argument(
+            "--checkpoint_every", type=int, default=0, help="also checkpoint every N steps (0: per epoch)"
+        )
+        for key in LINKED:
+            fn = functools.partial(_linked, key)
+            fn.__name__ = f"denoiser_args[{key}]"
+            parser.link_arguments(
+                "data", f"model.denoiser.init_args.{key}", compute_fn=fn, apply_on="instantiate"
+            )
+
+    # ------------------------------------------------------------------ run folder
+    @property
+    def _cfg(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def run_dir(self) -> Path:
+        """--run_dir, else runs/diffusion/<first config file's stem>, else a hash of the config."""
+        cfg = self._cfg
+        if cfg.get("run_dir"):
+            return Path(cfg["run_dir"])
+        configs = cfg.get("config") or []
+        if configs:
+            return DEFAULT_RUNS / Path(str(configs[0])).stem
+        digest = hashlib.sha256(json.dumps(cfg.as_dict(), sort_keys=True, default=str).encode()).hexdigest()
+        return DEFAULT_RUNS / digest[:12]
+
+    def instantiate_trainer(self, **kwargs):
+        run_dir = self.run_dir()
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        if trainer_cfg.get("logger") in (None, True):  # not configured: CSV always, W&B as asked
+            loggers = [CSVLogger(run_dir, name="csv")]
+            if self._cfg["wandb"] != "disabled":
+                loggers.append(
+                    WandbLogger(
+                        save_dir=str(run_dir),
+                        project="mole",
+                        name=run_dir.name,
+                        offline=self._cfg["wandb"] == "offline",
+                    )
+                )
+            kwargs["logger"] = loggers
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        every = self._cfg["checkpoint_every"] or None
+        self.trainer_defaults = {
+            **self.trainer_defaults,
+            "callbacks": [
+                ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, every_n_train_steps=every),
+                ExportModel(run_dir / "model"),
+            ],
+        }
+        return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        """Resume from <run_dir>/checkpoints/last.ckpt when it exists (the same command rerun)."""
+        last = self.run_dir() / "checkpoints" / "last.ckpt"
+        fit = self.config_init[self.subcommand]
+        if fit.get("ckpt_path") is None and last.is_file():
+            rank_zero_info(f"mole train: resuming from {last}")
+            fit["ckpt_path"] = str(last)
+        if fit.get("ckpt_path") is not None and "weights_only" in fit:
+            fit["weights_only"] = True  # our checkpoints hold only tensors and plain containers
+
+
+def cli_main(args: list[str] | None = None) -> MoleCLI:
+    """Run `fit` with LightningCLI; `args` are what follows `mole train` (CONFIG first, if any)."""
+    args = list(args or [])
+    if args and not args[0].startswith("-") and args[0] not in ("fit", "validate", "test"):
+        args = ["--config", args[0], *args[1:]]
+    if not args or args[0] not in ("fit", "validate", "test"):
+        args = ["fit", *args]
+    with warnings.catch_warnings():
+        # `mole train` hands LightningCLI its own argv; LightningCLI warns when sys.argv holds more.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return MoleCLI(
+            DiffusionSystem,
+            ZooDataModule,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            trainer_defaults={"accelerator": "auto"},
+            parser_kwargs={"prog": "mole train"},
+        )
+
+
+if __name__ == "__main__":
+    import sys
+
+    cli_main(sys.argv[1:])

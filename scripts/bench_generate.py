@@ -1,0 +1,204 @@
+"""B2 / B3 / B4 / B7 on the embedded default: train a denoiser on a zoo's dense members, sample, measure.
+
+    python scripts/bench_generate.py --out runs/bench_generate.json [--zoo ZOO] [--train-steps N]
+
+Without --zoo the default digits zoo (mole/zoo/quickstart.yaml) is built into a temporary folder.
+The denoiser trains (Lightning, through mole.diffusion.system) on the dense rows of every snapshot
+(init to final, so the test accuracy condition spans the zoo's range), then:
+    acc_generated_mean  one network per final SGD-trained member, prompted with that member's test
+                        accuracy (variant dense); acc_zoo_mean is the mean of those accuracies (B2:
+                        acc_ratio >= 0.97)
+    spearman_prompt     prompts evenly spaced over the trained test accuracy range, several networks
+                        each; Spearman between prompted and achieved test accuracy (B3: >= 0.9)
+    nn_cosine_median    cosine similarity of each B2 network to its nearest training row (flat params,
+    frac_novel          both in canonical neuron order); the share below 0.98 (B4: >= 0.9)
+    nets_per_s_sampling networks per second of the B2 batch (DDIM steps, guidance, projection)
+    train_steps_per_s   denoiser training steps per second
+Prints the figures and writes them (with the settings and a `met` dict) as JSON, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+TARGETS = {"acc_ratio": 0.97, "spearman_prompt": 0.9, "frac_novel": 0.9}
+
+
+def build_default_zoo(root: Path) -> Path:
+    from mole.zoo.build import build_zoo
+    from mole.zoo.spec import ZooSpec
+
+    with resources.as_file(resources.files("mole.zoo") / "quickstart.yaml") as path:
+        spec = ZooSpec.from_yaml(path)
+    return build_zoo(spec, root / "zoo", progress=False).zoo
+
+
+def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
+    """Train through the training side's API; return (model folder, steps per second, data module).
+
+    The train split is tokenized once and held in memory (a few hundred rows here), so the timing
+    measures the denoiser, not per-item tokenization.
+    """
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from mole.diffusion.conditioning import denoiser_args
+    from mole.diffusion.datamodule import ZooDataModule, collate
+    from mole.diffusion.denoiser import Denoiser
+    from mole.diffusion.system import DiffusionSystem, export_model
+
+    L.seed_everything(args.seed, verbose=False)
+    dm = ZooDataModule(
+        str(zoo),
+        variants=["dense"],
+        batch_size=args.batch_size,
+        tokenizer_options={"canonical": args.canonical},
+        cache_dir=str(run / "cache"),
+    )
+    denoiser = Denoiser(**denoiser_args(dm), width=args.width, depth=args.depth, heads=args.heads)
+    system = DiffusionSystem(
+        denoiser, prediction_type=args.prediction_type, lr=args.lr, warmup_steps=100, ema_decay=0.995
+    )
+    items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
+    loader = DataLoader(
+        items,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    trainer = L.Trainer(
+        max_steps=args.train_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(system, train_dataloaders=loader)
+    seconds = time.perf_counter() - t0
+    return export_model(system, dm, run / "model"), args.train_steps / seconds, dm
+
+
+def accuracies(members, data) -> np.ndarray:
+    from mole.diffusion.generated import evaluate
+
+    return evaluate(members, data)["test_acc"].numpy()
+
+
+def canonical_flat(members) -> torch.Tensor:
+    """(N, P) flat params after canonical neuron ordering (a permuted copy is not novel)."""
+    from mole.tokenizer import canonical_order
+
+    rows = []
+    for m in members:
+        c, _ = canonical_order(m)
+        rows.append(torch.cat([c.params[n].flatten() for n in c.params]))  # (P,) in param order
+    return torch.stack(rows)
+
+
+def nearest_cosine(generated, train_members) -> np.ndarray:
+    a = torch.nn.functional.normalize(canonical_flat(generated).double(), dim=1)  # (N, P)
+    b = torch.nn.functional.normalize(canonical_flat(train_members).double(), dim=1)  # (M, P)
+    return (a @ b.T).max(1).values.numpy()  # (N,)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--zoo", default=None, help="zoo folder (default: build quickstart.yaml in a temp dir)")
+    p.add_argument("--train-steps", type=int, default=2000)
+    p.add_argument("--width", type=int, default=64, help="denoiser width")
+    p.add_argument("--depth", type=int, default=2, help="denoiser blocks")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--canonical", type=int, default=1, help="canonical neuron order in the tokenizer")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--prediction-type", default="sample")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--prompts", type=int, default=16, help="B3: prompts over the accuracy range")
+    p.add_argument("--per-prompt", type=int, default=4, help="B3: networks per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    from mole.data import load_task
+    from mole.diffusion.sample import load, sample
+    from mole.tokenizer import MemberTensors
+    from mole.zoo import store
+
+    with tempfile.TemporaryDirectory(prefix="bench_generate.") as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        zoo = Path(args.zoo) if args.zoo else build_default_zoo(tmp)
+        zoo_seconds = time.perf_counter() - t0
+        model_dir, steps_per_s, dm = train(zoo, tmp, args)
+        model = load(model_dir)
+        meta = model[3]
+        rows = store.read_zoo(zoo).to_pylist()
+        dense = [r for r in rows if r["variant"] == "dense"]
+        data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
+        train_idx = set(dm.splits["train"].tolist())
+        train_members = [MemberTensors.from_row(r) for r in dense if r["member_index"] in train_idx]
+        finals = [r for r in dense if r["final"]]
+
+        # B2 + B7 + B4: one network per final SGD member, prompted with its accuracy
+        lo, hi = meta["conditions"]["test_acc"]["min"], meta["conditions"]["test_acc"]["max"]
+        prompts = [min(max(r["test_acc"], lo), hi) for r in finals]
+        t0 = time.perf_counter()
+        gen = sample(
+            model_dir, {"test_acc": prompts, "variant": "dense"}, len(prompts), args.steps,
+            args.guidance, args.seed, batch_size=len(prompts), model=model,
+        )  # fmt: skip
+        sample_seconds = time.perf_counter() - t0
+        acc_gen = accuracies(gen, data)
+        acc_zoo = np.asarray([r["test_acc"] for r in finals])
+        cos = nearest_cosine(gen, train_members)
+
+        # B3: prompts spanning the trained range
+        sweep = np.repeat(np.linspace(lo, hi, args.prompts), args.per_prompt).tolist()
+        gen3 = sample(
+            model_dir, {"test_acc": sweep, "variant": "dense"}, len(sweep), args.steps, args.guidance,
+            args.seed + 1, batch_size=64, model=model,
+        )  # fmt: skip
+        acc3 = accuracies(gen3, data)
+        rho = float(spearmanr(sweep, acc3).statistic)
+
+    result = {
+        "train_steps_per_s": steps_per_s,
+        "nets_per_s_sampling": len(gen) / sample_seconds,
+        "acc_generated_mean": float(acc_gen.mean()),
+        "acc_zoo_mean": float(acc_zoo.mean()),
+        "acc_ratio": float(acc_gen.mean() / acc_zoo.mean()),
+        "spearman_prompt": rho,
+        "nn_cosine_median": float(np.median(cos)),
+        "frac_novel": float((cos < 0.98).mean()),
+        "prompt_range": [lo, hi],
+        "b3_mean_acc_per_prompt": acc3.reshape(args.prompts, -1).mean(1).round(4).tolist(),
+        "settings": {**vars(args), "zoo_seconds": zoo_seconds, "threads": torch.get_num_threads()},
+    }
+    result["met"] = {
+        "acc_ratio": result["acc_ratio"] >= TARGETS["acc_ratio"],
+        "spearman_prompt": rho >= TARGETS["spearman_prompt"],
+        "frac_novel": result["frac_novel"] >= TARGETS["frac_novel"]
+        and result["acc_ratio"] >= TARGETS["acc_ratio"],
+    }
+    from mole.zoo.store import write_json
+
+    write_json(Path(args.out), result)
+    print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

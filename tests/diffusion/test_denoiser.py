@@ -1,0 +1,143 @@
+"""Denoiser: shapes, padding, null conditions, mask target, save_pretrained round trip, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from mole.diffusion.denoiser import DENOISER_SIZES, Denoiser
+from mole.errors import ConfigError
+
+B, T, D = 3, 7, 5
+CONDITIONS = {
+    "test_acc": {"kind": "continuous", "min": 0.1, "max": 0.9},
+    "variant": {"kind": "categorical", "vocab": ["dense", "supermask"]},
+}
+
+
+def perturbed(model: Denoiser, seed: int = 0) -> Denoiser:
+    """Zero-initialised adaLN and decoder make every output 0: randomise them so tests see something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def tiny(**kw) -> Denoiser:
+    args = {
+        "token_dim": D,
+        "max_tokens": 8,
+        "num_layers_ids": 2,
+        "conditions": CONDITIONS,
+        **DENOISER_SIZES["tiny"],
+    }
+    return Denoiser(**{**args, **kw})
+
+
+def inputs(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, D, generator=g)  # (B, T, D)
+    ids = torch.tensor([0, 0, 0, 1, 1, 1, 1]).expand(B, T).clone()  # (B, T)
+    valid = torch.ones(B, T, dtype=torch.bool)
+    valid[1, 5:] = False  # row 1 has two padding tokens
+    ids[1, 5:] = -1
+    cond = {"test_acc": torch.tensor([0.2, 0.5, 0.8]), "variant": torch.tensor([0, 1, 0])}
+    return x, torch.tensor([10, 500, 999]), cond, ids, valid
+
+
+def test_starts_at_zero_and_keeps_shapes():
+    x, t, cond, ids, valid = inputs()
+    model = tiny()
+    out = model(x, t, cond, ids, valid)
+    assert out.shape == (B, T, D) and torch.count_nonzero(out) == 0  # adaLN-zero, zero decoder
+    out = perturbed(model)(x, t, cond, ids, valid)
+    assert out.shape == (B, T, D) and out.abs().sum() > 0
+    assert torch.count_nonzero(out[1, 5:]) == 0  # padding tokens predict zero
+
+
+def test_padding_does_not_leak_into_real_tokens():
+    x, t, cond, ids, valid = inputs()
+    model = perturbed(tiny())
+    out = model(x, t, cond, ids, valid)
+    x2 = x.clone()
+    x2[1, 5:] = 100.0  # garbage in the padding
+    assert torch.allclose(model(x2, t, cond, ids, valid), out, atol=1e-6)
+    x3 = x.clone()
+    x3[1, 0] += 1.0  # a real token does reach the others
+    assert not torch.allclose(model(x3, t, cond, ids, valid)[1, 1], out[1, 1])
+
+
+def test_missing_dropped_and_null_conditions_agree():
+    x, t, cond, ids, valid = inputs()
+    model = perturbed(tiny())
+    missing = model(x, t, {"variant": cond["variant"]}, ids, valid)
+    dropped = model(x, t, cond, ids, valid, drop={"test_acc": torch.ones(B, dtype=torch.bool)})
+    nan = model(x, t, {**cond, "test_acc": torch.full((B,), float("nan"))}, ids, valid)
+    assert torch.allclose(missing, dropped) and torch.allclose(missing, nan)
+    assert not torch.allclose(missing, model(x, t, cond, ids, valid))
+    none = model(x, t, {}, ids, valid)
+    assert torch.allclose(none, model(x, t, cond, ids, valid, drop=torch.ones(B, dtype=torch.bool)))
+    assert torch.allclose(none, model(x, t, {"variant": torch.full((B,), -1)}, ids, valid))
+    with pytest.raises(ConfigError, match=r"^cond\.accuracy: unknown condition; valid: test_acc, variant$"):
+        model(x, t, {"accuracy": cond["test_acc"]}, ids, valid)
+
+
+def test_mask_target_reads_context_not_x_or_time():
+    x, t, cond, ids, valid = inputs()
+    model = perturbed(tiny(target="mask", context_dim=4, token_dim=4))
+    context = x[..., :4]  # (B, T, 4) frozen weights' channel group
+    logits = model(torch.zeros(B, T, 4), None, cond, ids, valid, context)
+    assert logits.shape == (B, T, 4)  # one logit per weight channel
+    assert torch.equal(logits, model(torch.randn(B, T, 4), t, cond, ids, valid, context))
+    assert not torch.allclose(logits, model(torch.zeros(B, T, 4), None, cond, ids, valid, context + 1))
+
+
+def ddim_sample(model: Denoiser, scheduler, seed: int) -> torch.Tensor:
+    _, _, cond, ids, valid = inputs()
+    g = torch.Generator().manual_seed(seed)
+    sched = DDIMScheduler.from_config(scheduler.config)
+    sched.set_timesteps(5)
+    x = torch.randn(B, T, D, generator=g)
+    with torch.no_grad():
+        for step in sched.timesteps:
+            x = sched.step(model(x, step, cond, ids, valid), step, x).prev_sample
+    return x
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    model = perturbed(tiny(context_dim=D))
+    model.save_pretrained(tmp_path / "denoiser")
+    again = Denoiser.from_pretrained(tmp_path / "denoiser", low_cpu_mem_usage=False).eval()
+    public = lambda m: {k: v for k, v in m.config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(again) == public(model) and again.config.conditions == CONDITIONS
+    x, t, cond, ids, valid = inputs()
+    assert torch.equal(model(x, t, cond, ids, valid, x), again(x, t, cond, ids, valid, x))
+    scheduler = DDPMScheduler(num_train_timesteps=100, clip_sample=False)
+    scheduler.save_pretrained(tmp_path / "scheduler")
+    reloaded = DDPMScheduler.from_pretrained(tmp_path / "scheduler")
+    plain = tiny()  # no context: the sampler's plain call
+    plain.load_state_dict(perturbed(tiny(), seed=3).state_dict())
+    plain.save_pretrained(tmp_path / "plain")
+    a = ddim_sample(plain, scheduler, seed=7)
+    b = ddim_sample(
+        Denoiser.from_pretrained(tmp_path / "plain", low_cpu_mem_usage=False).eval(), reloaded, seed=7
+    )
+    assert torch.equal(a, b) and not torch.equal(a, ddim_sample(plain, scheduler, seed=8))
+
+
+def test_sizes_and_bad_configs():
+    assert set(DENOISER_SIZES) == {"tiny", "small", "base"}
+    assert DENOISER_SIZES["tiny"] == {"width": 32, "depth": 1, "heads": 2}
+    model = Denoiser.sized("small", token_dim=D, max_tokens=8, num_layers_ids=2)
+    assert (model.config.width, model.config.depth) == (128, 4)
+    with pytest.raises(ConfigError, match="^denoiser.size: unknown 'huge'"):
+        Denoiser.sized("huge", token_dim=D, max_tokens=8, num_layers_ids=2)
+    with pytest.raises(ConfigError, match="^denoiser.target: unknown 'bias'"):
+        tiny(target="bias")
+    with pytest.raises(ConfigError, match="^denoiser.heads"):
+        tiny(heads=3)
+    x, t, cond, ids, valid = inputs()
+    with pytest.raises(ValueError, match="the denoiser was built for at most 4"):
+        tiny(max_tokens=4)(x, t, cond, ids, valid)

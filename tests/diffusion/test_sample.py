@@ -1,0 +1,256 @@
+"""Sampling end to end: tiny models trained through DiffusionSystem, exact constraints, seeds,
+guidance, one-line CLI errors, and generated zoos read back like trained ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mole.cli import main
+from mole.diffusion.conditioning import denoiser_args
+from mole.diffusion.datamodule import ZooDataModule
+from mole.diffusion.denoiser import Denoiser
+from mole.diffusion.sample import guided, parse_conditions, sample
+from mole.diffusion.system import DiffusionSystem, export_model
+from mole.tokenizer import MemberTensors
+from mole.zoo import store
+from mole.zoo.build import build_zoo
+from mole.zoo.export import module_from_row
+from mole.zoo.quant import dequantize_params
+from mole.zoo.spec import ZooSpec
+from tests.conftest import TINY_ZOO
+
+TINY = {"width": 32, "depth": 1, "heads": 2}
+VARIANTS = [
+    "dense",
+    {"name": "magnitude", "options": {"sparsity": 0.5}},
+    {"name": "quantized", "options": {"bits": [4, "ternary"]}},
+    {"name": "lowrank", "options": {"rank": [4]}},
+]
+
+
+def train_model(zoo, out, target: str = "weights", steps: int = 12):
+    """A tiny model trained through the training side's API and exported as a model folder."""
+    torch.manual_seed(0)
+    dm = ZooDataModule(
+        str(zoo), batch_size=16, fractions=(1.0, 0.0, 0.0), target=target, cache_dir=str(out / "cache")
+    )
+    system = DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), prediction_type="sample", ema_decay=0.9)
+    opt = system.configure_optimizers()["optimizer"]
+    batches = iter(())
+    for _ in range(steps):
+        batch = next(batches, None) or next(batches := iter(dm.train_dataloader()))
+        loss = system.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        system.ema.update_parameters(system.denoiser)
+    return export_model(system, dm, out / "model")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample-zoo") / "zoo"
+    build_zoo(
+        ZooSpec.from_dict({**TINY_ZOO, "name": "tiny-mixed", "variants": VARIANTS}), out, progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(zoo, tmp_path_factory):
+    return train_model(zoo, tmp_path_factory.mktemp("weights-model"))
+
+
+@pytest.fixture(scope="module")
+def mask_zoo(tmp_path_factory):
+    spec = {
+        **TINY_ZOO,
+        "name": "tiny-slth",
+        "members": 4,
+        "variants": [{"name": "supermask", "options": {"sparsity": 0.5}}],
+    }
+    out = tmp_path_factory.mktemp("sample-mask-zoo") / "zoo"
+    build_zoo(ZooSpec.from_dict(spec), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mask_model(mask_zoo, tmp_path_factory):
+    return train_model(mask_zoo, tmp_path_factory.mktemp("mask-model"), target="mask")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------------------- sampling
+def test_same_seed_same_networks_other_seed_differs(model):
+    prompt = {"test_acc": [0.3, 0.5, 0.7], "variant": "dense"}
+    a = sample(model, prompt, num=3, steps=4, guidance=2.0, seed=7, batch_size=2)
+    b = sample(model, prompt, num=3, steps=4, guidance=2.0, seed=7, batch_size=2)
+    c = sample(model, prompt, num=3, steps=4, guidance=2.0, seed=8, batch_size=2)
+    assert all(x.equal(y) for x, y in zip(a, b))
+    assert not any(x.equal(y) for x, y in zip(a, c))
+    assert [m.extra["prompt"]["test_acc"] for m in a] == [0.3, 0.5, 0.7] and a[0].present() == []
+
+
+@pytest.mark.parametrize("bits,q", [(4, 7), ("ternary", 1)])
+def test_quantized_sampling_lands_on_the_grid(model, bits, q):
+    for m in sample(model, {"variant": "quantized", "bits": bits}, num=3, steps=3):
+        arch = m.arch
+        codes = torch.cat([m.codes[w].flatten() for w in arch.weight_names()])
+        scales = torch.cat([m.scales[w] for w in arch.weight_names()])
+        back = dequantize_params(arch, codes, scales, m.params)
+        for w in arch.weight_names():  # code * scale == params, bitwise; codes inside the grid
+            assert torch.equal(back[w].view(torch.int32), m.params[w].view(torch.int32))
+        assert codes.abs().max() <= q
+
+
+def test_sparse_and_low_rank_sampling(model):
+    for m in sample(model, {"variant": "magnitude", "sparsity": 0.5}, num=2, steps=3):
+        n = sum(m.mask[w].numel() for w in m.arch.weight_names())
+        assert sum((~m.mask[w]).sum().item() for w in m.arch.weight_names()) == round(0.5 * n)
+    for m in sample(model, {"variant": "lowrank", "rank": 4}, num=2, steps=3):
+        for w in m.arch.weight_names():
+            assert torch.linalg.matrix_rank(m.params[w].double(), rtol=1e-5) <= 4
+
+
+def test_mask_sampling_exact_sparsity_from_drawn_and_given_inits(mask_model, mask_zoo):
+    drawn = sample(mask_model, {}, num=3, seed=1)  # the trained sparsity, 0.5; inits from the seed
+    assert len({m.extra["init_seed"] for m in drawn}) == 3
+    row = MemberTensors.from_row(next(r for r in store.read_zoo(mask_zoo).to_pylist() if r["final"]))
+    given = sample(mask_model, {"sparsity": 0.5}, num=2, context=row)
+    for m in drawn + given:
+        for w in m.arch.weight_names():  # edge-popup's layer-wise top-k: exactly half of each layer
+            assert (~m.mask[w]).sum().item() == round(0.5 * m.mask[w].numel())
+            assert torch.equal(m.params[w], m.init_params[w] * m.mask[w])
+    assert all(torch.equal(given[0].init_params[n], row.init_params[n]) for n in row.params)
+
+
+def test_oracle_denoiser_regenerates_its_member(model, zoo):
+    """A stand-in that always predicts one member's clean tokens (x0, as the model's prediction type
+    says) must come out of the DDIM loop, denormalisation and detokenization as that member."""
+    from mole.diffusion.sample import load
+
+    denoiser, scheduler, tok, meta = load(model)
+    row = next(r for r in store.read_zoo(zoo).to_pylist() if r["final"] and r["variant"] == "dense")
+    member = MemberTensors.from_row(row)
+    raw, layout = tok.tokenize(member)
+    target = tok.normalize(raw, layout)  # (T, D)
+
+    class Oracle:
+        config = denoiser.config
+
+        def __call__(self, x, t, cond, ids, valid, context):
+            assert x.shape[1:] == target.shape and t.shape == (x.shape[0],)
+            return target.expand_as(x)
+
+    assert scheduler.config.prediction_type == "sample"
+    (out,) = sample(model, {"variant": "dense"}, num=1, steps=5, model=(Oracle(), scheduler, tok, meta))
+    for n, p in member.params.items():
+        assert torch.allclose(out.params[n], p, atol=1e-5), n
+
+
+def test_guidance_is_uncond_plus_g_times_the_difference():
+    def fake(x, t, cond, ids, valid, context):  # a stand-in with the denoiser's forward signature
+        shift = cond["test_acc"][:, None, None] if "test_acc" in cond else 0.0
+        return x + 1.0 + shift  # (B, T, D)
+
+    x, ids = torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long)
+    cond = {"test_acc": torch.tensor([0.5, 0.25])}
+    out = guided(fake, x, torch.zeros(2, dtype=torch.long), cond, ids, None, None, 3.0)
+    assert torch.equal(out[:, 0, 0], torch.tensor([2.5, 1.75]))  # 1 + 3 * shift
+    assert torch.equal(guided(fake, x, 0, cond, ids, None, None, 1.0), fake(x, 0, cond, ids, None, None))
+
+
+def test_parse_conditions():
+    assert parse_conditions('{"test_acc": 0.9, "variant": "dense"}') == {"test_acc": 0.9, "variant": "dense"}
+    assert parse_conditions("test_acc=0.9, variant=dense bits=ternary test_loss=[1,2]") == {
+        "test_acc": 0.9,
+        "variant": "dense",
+        "bits": "ternary",
+        "test_loss": [1, 2],
+    }
+
+
+# ---------------------------------------------------------------------------- the command
+@pytest.mark.parametrize(
+    "conditions,message",
+    [
+        ('{"accuracy": 0.9}', "conditions.accuracy: unknown condition; valid: "),
+        ("test_acc=1.5", "conditions.test_acc: 1.5 is outside the trained range ["),
+        (
+            "variant=imp",
+            "conditions.variant: unknown value 'imp'; valid: dense, lowrank, magnitude, quantized",
+        ),
+        ("bits=1", "conditions.bits: 1 is outside the trained range [2, 32]"),
+        ("bits=5", "conditions.bits: unsupported bit-width 5; valid: 8, 4, 2, ternary, 32 (float)"),
+        ("rank=3,sparsity=0.5", "conditions.rank: cannot be combined with sparsity or bits"),
+        ('{"test_acc": ', "conditions: not valid JSON"),
+    ],
+)
+def test_bad_conditions_are_one_line_errors(model, tmp_path, capsys, conditions, message):
+    code, out, err = run(capsys, "sample", model, "--conditions", conditions, "--out", tmp_path / "gen")
+    assert code == 2 and err.startswith(f"mole: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_missing_model_folder_is_one_line_error(tmp_path, capsys):
+    code, _, err = run(capsys, "sample", tmp_path / "nope", "--out", tmp_path / "gen")
+    assert code == 2 and err.count("\n") == 1 and "not a mole model folder" in err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
+    out = tmp_path / "gen"
+    args = ["sample", model, "--conditions", "test_acc=0.7,variant=magnitude,sparsity=0.5", "--num", 4]
+    args += ["--steps", 3, "--seed", 1, "--out", out, "--progress", "false"]
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and f"sampled 4 network(s) -> {out}" in stdout
+    rows = store.read_zoo(out).to_pylist()
+    assert [r["variant"] for r in rows] == ["generated"] * 4 and len({r["member_id"] for r in rows}) == 4
+    config = json.loads(rows[0]["variant_config"])
+    assert config == {
+        "test_acc": 0.7,
+        "variant": "magnitude",
+        "sparsity": 0.5,
+        "guidance": 1.0,
+        "steps": 3,
+        "seed": 1,
+    }
+    digits = None
+    for r in rows:
+        assert r["sparsity"] == 0.5 and MemberTensors.from_row(r).mask is not None
+        net = module_from_row(r).eval()
+        if digits is None:
+            from mole.data import load_task
+
+            digits = load_task(r["task"], **json.loads(r["task_options"]))
+        with torch.no_grad():
+            acc = (net(digits.x_test).argmax(1) == digits.y_test).double().mean().item()
+        assert acc == r["test_acc"]
+    code, stdout, _ = run(capsys, "zoo", "info", out, "--json")
+    assert code == 0 and json.loads(stdout)["variants"]["generated"]["members"] == 4
+    code, stdout, _ = run(capsys, *args)  # the same command again: nothing to do
+    assert code == 0 and "already there" in stdout
+    code, _, err = run(capsys, *args[:-4], "--seed", 2, "--out", out)
+    assert code == 2 and "holds another zoo or generation" in err
+
+
+def test_mask_model_from_a_zoo_members_init(mask_model, mask_zoo, tmp_path, capsys):
+    row = next(r for r in store.read_zoo(mask_zoo).to_pylist() if r["final"])
+    out = tmp_path / "gen"
+    code, _, err = run(
+        capsys, "sample", mask_model, "--init-zoo", mask_zoo, "--init-member", row["member_id"],
+        "--num", 2, "--out", out, "--progress", "false",
+    )  # fmt: skip
+    assert code == 0, err
+    for r in store.read_zoo(out).to_pylist():
+        assert r["init_params"] == row["init_params"] and r["sparsity"] == 0.5
+    code, _, err = run(capsys, "sample", mask_model, "--init-zoo", mask_zoo, "--out", tmp_path / "x")
+    assert code == 2 and "init_member: --init-zoo and --init-member come together" in err

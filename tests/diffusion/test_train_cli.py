@@ -1,0 +1,98 @@
+"""`mole train`: two-process DDP on CPU (gloo), resume after SIGKILL, model export, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mole.cli import main
+from mole.diffusion.system import load_model
+from tests.tokenizer.helpers import tiny_zoo
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "digits_tiny.yaml"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return tiny_zoo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("datasets-cache"))
+
+
+def command(zoo: Path, cache: str, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "mole", "train", str(CONFIG),
+        "--data.zoo", str(zoo), "--data.cache_dir", cache, "--run_dir", str(run_dir),
+        "--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false", *extra,
+    ]  # fmt: skip
+
+
+def global_step(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_two_process_ddp_trains_checkpoints_and_exports(zoo, cache, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = command(
+        zoo, cache, run_dir, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_steps", "4"
+    )
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=240)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "distributed_backend=gloo" in out and "Starting with 2 processes" in out
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == 4
+    denoiser, scheduler, tokenizer, meta = load_model(run_dir / "model")
+    assert denoiser.config.width == 32 and meta["target"] == "weights" and tokenizer.stats is not None
+    assert (run_dir / "csv" / "version_0" / "config.yaml").is_file()
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(zoo, cache, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = command(zoo, cache, run_dir, "--trainer.max_steps", "150", "--checkpoint_every", "5")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with open(tmp_path / "first.log", "w") as log:
+        # its own session, so the kill reaches exactly this run and any worker it started
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=tmp_path, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not last.exists():
+                assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.02)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed_at = global_step(last)
+    assert 5 <= killed_at < 150 and not (run_dir / "model").exists()
+
+    result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=240)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert f"resuming from {last}" in out
+    assert global_step(last) == 150
+    with open(run_dir / "csv" / "version_1" / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert min(steps) >= killed_at  # the rerun continued, it did not start again at step 0
+    assert load_model(run_dir / "model")[3]["conditions"]["variant"]["vocab"] == ["dense"]
+
+
+def test_bad_config_is_one_line_error(zoo, cache, tmp_path, capsys):
+    args = command(zoo, cache, tmp_path / "run", "--data.target", "biases")[3:]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "mole: error: target: unknown 'biases'; valid: weights, mask"
+    assert not (tmp_path / "run").exists()
