@@ -14,6 +14,10 @@ the prompted sparsity; the effective params are init * mask. The frozen weights 
 members (a supermask row's init_params) or are drawn per network from the seed with
 supermask.frozen_init.
 
+Prompts are validated against the model's trained vocabularies and ranges (mole.diffusion.conditioning);
+conditions the model only ever saw with one value (task, architecture, sparsity 0 in a dense zoo)
+are filled in at that value (see `fill_constants`), the others left out get their null embedding.
+
 Everything random is drawn from one torch.Generator seeded with `seed`, so a seed gives the same
 networks bit for bit (on one machine); the noise of network i does not depend on the batch size.
 """
@@ -182,8 +186,11 @@ def sample(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(name, f"must be a positive integer, got {value!r}")
     arch = MemberTensors(meta["architecture"], meta["arch_config"], {}).arch
-    if target == "mask":
-        fill_mask_sparsity(meta, per_net)
+    fill_constants(meta, per_net)
+    if target == "mask" and any("sparsity" not in p for p in per_net):
+        raise ConfigError(
+            "conditions.sparsity", "required for a mask model (the fraction of weights removed)"
+        )
     cond = encode_prompts(meta, per_net)
     for p in per_net:  # every level is checked before any denoiser step
         check_levels(arch, *levels_of(p))
@@ -210,17 +217,22 @@ def sample(
     return project_members(members, *levels, scope=scope, scores=scores, inits=inits)
 
 
-def fill_mask_sparsity(meta: Mapping, per_net: list[dict]) -> None:
-    """A mask model needs a sparsity; when the prompt has none, use the one it was trained on."""
-    spec = meta["conditions"].get("sparsity")
-    if all("sparsity" in p for p in per_net):
-        return
-    if spec is None or spec["min"] != spec["max"]:
-        raise ConfigError(
-            "conditions.sparsity", "required for a mask model (the fraction of weights removed)"
-        )
-    for p in per_net:
-        p.setdefault("sparsity", float(spec["min"]))
+def fill_constants(meta: Mapping, per_net: list[dict]) -> None:
+    """Prompt every condition the model saw with a single value (one vocabulary entry, or min == max:
+    e.g. the task, the architecture, sparsity 0 in a dense zoo) at that value.
+
+    In training such a condition is always present unless dropped, and dropping several conditions
+    but not all is rare (see conditioning.drop_conditions), so leaving them null would condition
+    on combinations the model has hardly seen. A mask model also needs its sparsity for top-k.
+    """
+    for name, spec in meta["conditions"].items():
+        if spec["kind"] == "categorical":
+            known = list(spec["vocab"]) if len(spec["vocab"]) == 1 else None
+        else:
+            known = [spec["min"]] if spec["min"] == spec["max"] else None
+        if known is not None:
+            for p in per_net:
+                p.setdefault(name, known[0])
 
 
 def _context_members(context, num: int) -> list[MemberTensors] | None:

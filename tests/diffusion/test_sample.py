@@ -97,6 +97,7 @@ def test_same_seed_same_networks_other_seed_differs(model):
     assert all(x.equal(y) for x, y in zip(a, b))
     assert not any(x.equal(y) for x, y in zip(a, c))
     assert [m.extra["prompt"]["test_acc"] for m in a] == [0.3, 0.5, 0.7] and a[0].present() == []
+    assert a[0].extra["prompt"]["task"] == "digits"  # a single-valued condition is filled in
 
 
 @pytest.mark.parametrize("bits,q", [(4, 7), ("ternary", 1)])
@@ -215,10 +216,12 @@ def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
     rows = store.read_zoo(out).to_pylist()
     assert [r["variant"] for r in rows] == ["generated"] * 4 and len({r["member_id"] for r in rows}) == 4
     config = json.loads(rows[0]["variant_config"])
-    assert config == {
+    assert config == {  # the prompt, the conditions the model knows one value of, the run
         "test_acc": 0.7,
         "variant": "magnitude",
         "sparsity": 0.5,
+        "architecture": "mlp",
+        "task": "digits",
         "guidance": 1.0,
         "steps": 3,
         "seed": 1,
