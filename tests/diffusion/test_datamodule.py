@@ -21,11 +21,6 @@ def zoo(tmp_path_factory):
     return variant_zoo(tiny_zoo(tmp_path_factory), tmp_path_factory.mktemp("variant-zoo") / "zoo")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets-cache"))
-
-
 def make(zoo, cache, **kw) -> ZooDataModule:
     kw = {"batch_size": 8, "fractions": (0.5, 0.25, 0.25), "cache_dir": cache, **kw}
     dm = ZooDataModule(str(zoo), **kw)

@@ -30,11 +30,6 @@ def zoo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets-cache"))
-
-
-@pytest.fixture(scope="module")
 def mask_zoo(tmp_path_factory):
     """4 tiny MLP members, each dense and as an edge-popup supermask at 50% over a frozen init."""
     spec = {

@@ -26,11 +26,6 @@ def zoo(tmp_path_factory):
     return tiny_zoo(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets-cache"))
-
-
 def command(zoo: Path, cache: str, run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "mole", "train", str(CONFIG),
