@@ -61,7 +61,7 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
         str(zoo),
         variants=["dense"],
         batch_size=args.batch_size,
-        tokenizer_options={"canonical": args.canonical},
+        tokenizer_options={"canonical": False if args.canonical == "none" else args.canonical},
         cache_dir=str(run / "cache"),
     )
     denoiser = Denoiser(**denoiser_args(dm), width=args.width, depth=args.depth, heads=args.heads)
@@ -122,7 +122,10 @@ def main() -> None:
     p.add_argument("--width", type=int, default=64, help="denoiser width")
     p.add_argument("--depth", type=int, default=2, help="denoiser blocks")
     p.add_argument("--heads", type=int, default=4, help="attention heads")
-    p.add_argument("--canonical", type=int, default=1, help="canonical neuron order in the tokenizer")
+    p.add_argument(
+        "--canonical", default="match", choices=["none", "sort", "match"],
+        help="neuron order in the tokenizer (match: weight matching to the zoo's aligned mean)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--prediction-type", default="sample")

@@ -10,6 +10,7 @@ one float32 ulp and masks / codes, which detokenize snaps to their grid, are exa
 
 from __future__ import annotations
 
+import itertools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,7 @@ import torch
 from mole.errors import ConfigError
 from mole.nets import Architecture
 from mole.tokenizer import layout as L
-from mole.tokenizer.canonical import apply_permutation, canonical_order, invert
+from mole.tokenizer.canonical import apply_permutation, canonical_order, invert, match_order, match_reference
 from mole.tokenizer.member import (
     OPTIONAL_FIELDS,
     MemberTensors,
@@ -32,6 +33,8 @@ from mole.tokenizer.member import (
 from mole.tokenizer.stats import RunningStats, stat_maps
 
 STATS_PER = ("column", "tensor")
+CANONICAL = ("sort", "match")
+REFERENCE_MEMBERS = 256  # members `fit` aligns to build the matching reference (it is their mean)
 
 
 class Tokenizer(ABC):
@@ -42,14 +45,19 @@ class Tokenizer(ABC):
             None: whatever each member holds (`fit` then fixes it to the union seen, so every member
             of a zoo gets the same token width). A member holding a field outside a fixed set is
             refused.
-        canonical: put hidden neurons in canonical order before encoding (mole.tokenizer.canonical);
-            the permutation goes into the layout, so detokenize still returns the original member.
+        canonical: reorder hidden neurons before encoding (mole.tokenizer.canonical); the
+            permutation goes into the layout, so detokenize still returns the original member.
+            "sort" (or True): a canonical sort per member; "match": weight matching to a reference
+            that `fit` builds (the mean of the aligned members), so that neurons doing the same job
+            in different members share a token position; False: as stored.
         stats_per: "column" (mean/std per layer and column) or "tensor" (per layer only).
     """
 
     name: str = ""
 
-    def __init__(self, fields: list[str] | None = None, canonical: bool = False, stats_per: str = "column"):
+    def __init__(
+        self, fields: list[str] | None = None, canonical: bool | str = False, stats_per: str = "column"
+    ):
         if fields is not None:
             bad = [f for f in fields if f not in OPTIONAL_FIELDS]
             if bad:
@@ -57,8 +65,15 @@ class Tokenizer(ABC):
             fields = [f for f in OPTIONAL_FIELDS if f in fields]
         if stats_per not in STATS_PER:
             raise ConfigError("tokenizer.stats_per", f"unknown {stats_per!r}; valid: {', '.join(STATS_PER)}")
+        if canonical is True:
+            canonical = "sort"
+        if canonical not in (False, None, *CANONICAL):
+            raise ConfigError(
+                "tokenizer.canonical", f"unknown {canonical!r}; valid: false, true, {', '.join(CANONICAL)}"
+            )
         self.fields = fields
-        self.canonical = bool(canonical)
+        self.canonical: str | bool = canonical or False
+        self.reference: dict[str, torch.Tensor] | None = None  # "match": fitted by `fit`
         self.stats_per = stats_per
         # Bound by fit / from_dir; other widths of the same layers pass (see check_architecture).
         self.architecture: str | None = None
@@ -223,12 +238,20 @@ class Tokenizer(ABC):
         self.check_architecture(member.architecture, member.arch_config, "member")
         perm = None
         if self.canonical:
-            member, perm = canonical_order(member)
+            member, perm = self._reorder(member)
         template, key = self._structure(
             member.architecture, member.info.key, member.present(), member.factor_shapes() or None
         )
         layout = {**template, "perm": perm}
         return L.encode(member, layout, self._compiled_for(key)), layout  # (T, D)
+
+    def _reorder(self, member: MemberTensors) -> tuple[MemberTensors, dict]:
+        """The member in this tokenizer's canonical neuron order, and the permutations applied."""
+        if self.canonical == "sort":
+            return canonical_order(member)
+        if self.reference is None:
+            raise ConfigError("tokenizer", "canonical='match' needs a reference: call fit(rows) first")
+        return match_order(member, self.reference)
 
     def detokenize(self, tokens: torch.Tensor, layout: dict) -> MemberTensors:
         """The member of (un-normalised) tokens (T, D); masks > 0.5, codes rounded to int8."""
@@ -254,10 +277,15 @@ class Tokenizer(ABC):
         running, seen, count = RunningStats(), set(), 0
         self.architecture = self.arch_config = None
         self._reset_caches()
-        for item in items:
-            if max_items is not None and count >= max_items:
-                break
-            member = item if isinstance(item, MemberTensors) else MemberTensors.from_row(item)
+        members = (m if isinstance(m, MemberTensors) else MemberTensors.from_row(m) for m in items)
+        if max_items is not None:
+            members = itertools.islice(members, max_items)
+        if self.canonical == "match":  # two passes: build the reference, then the statistics
+            members = list(members)
+            if not members:
+                raise ConfigError("fit", "no members to fit on")
+            self.reference = match_reference([m.validate() for m in members[:REFERENCE_MEMBERS]])
+        for member in members:
             if count == 0:
                 name, config = member.architecture, member.arch_config
                 family = architecture_family(name, config)
@@ -268,7 +296,7 @@ class Tokenizer(ABC):
                     f"{architecture_signature(name, config)} and {member.signature()} are mixed",
                 )
             if self.canonical:
-                member, _ = canonical_order(member.validate())
+                member, _ = self._reorder(member.validate())
             layout = self.layout_for(member.validate())
             running.update(member, layout["placements"])
             self._observe(layout)

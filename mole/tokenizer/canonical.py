@@ -12,12 +12,22 @@ canonical when its key is computed, and the outgoing part is reduced to permutat
 summaries (layer l+1 is not canonical yet). Two permuted copies of a member therefore map to the same
 canonical member unless two neurons tie on the whole key. The key reads the effective params; masks,
 init_params, codes, scales and low-rank factors (see FACTOR_AXES) are permuted the same way.
+
+Sorting gives every member a representative, but not one that lines up with other members: two
+trained members put the neuron that does the same job in unrelated positions. `match_order` instead
+permutes a member to be as close as possible to a reference (weight matching, Ainsworth et al. 2023,
+"Git Re-Basin", algorithm 1: coordinate ascent over layers, each step a linear assignment solved
+exactly by scipy), and `match_reference` builds the reference as the mean of the members aligned to
+it (their "MergeMany"). On the digits zoo (64 MLPs 64-64-64-10 at 0.963 test accuracy) the mean of
+all final members is at chance (0.11) after sorting and at 0.88 after matching; midpoints of pairs
+0.67 vs 0.93: aligned members share one basin, which is what a weight generator needs to learn.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from mole.errors import ConfigError
 from mole.nets import Architecture
@@ -82,6 +92,71 @@ def canonical_order(member: MemberTensors) -> tuple[MemberTensors, Perms]:
             params[b] = params[b].index_select(0, idx)
         params[nxt] = params[nxt].index_select(1, _index(perm, block))
     return apply_permutation(member, perms), perms
+
+
+def match_order(
+    member: MemberTensors, reference: dict[str, torch.Tensor], max_iters: int = 50
+) -> tuple[MemberTensors, Perms]:
+    """The member with hidden neurons permuted to best match `reference`, and the permutations.
+
+    Maximises sum_l <W_l^ref, P_l W_l P_{l-1}^T> (biases included) by coordinate ascent over the
+    hidden layers in a fixed order, each step one exact linear assignment, after a first forward
+    sweep on incoming weights alone; stops when a sweep changes nothing. Deterministic; the result computes the same function as `member`.
+
+    Args:
+        member: any member (validated); not modified. Matching reads its effective params.
+        reference: params of the same architecture (e.g. from `match_reference`).
+        max_iters: sweeps at most.
+    """
+    links = hidden_links(member.arch)
+    for n, t in member.params.items():
+        if n not in reference or tuple(reference[n].shape) != tuple(t.shape):
+            raise ConfigError("reference", f"has no {n} of shape {tuple(t.shape)} ({member.signature()})")
+    ref = {n: t.double() for n, t in reference.items()}
+    own = {n: t.double() for n, t in member.params.items()}
+    perms = {w: torch.arange(own[w].shape[0]) for w, *_ in links}
+    # Sweep 0 matches on incoming weights only, first layer to last (each layer's inputs are then
+    # already aligned): it recovers a shuffled copy of the reference exactly, which coordinate
+    # ascent from the identity can miss (a local optimum). Later sweeps use the whole objective.
+    for sweep in range(max_iters + 1):
+        changed = False
+        for i, (w, b, nxt, _) in enumerate(links):
+            incoming = own[w]
+            if i > 0:  # inputs of layer i are the previous hidden layer's (permuted) outputs
+                prev, *_, prev_block = links[i - 1]
+                incoming = incoming.index_select(1, _index(perms[prev], prev_block))
+            score = ref[w].flatten(1) @ incoming.flatten(1).T  # (out, out): ref neuron i vs own j
+            if b:
+                score += ref[b][:, None] * own[b][None, :]
+            if sweep == 0:
+                _, cols = linear_sum_assignment(score.numpy(), maximize=True)
+                perms[w] = torch.from_numpy(cols)
+                continue
+            outgoing = own[nxt]
+            if i + 1 < len(links):  # outputs of layer i+1 are hidden too: use their current order
+                outgoing = outgoing.index_select(0, perms[links[i + 1][0]])
+            out = own[w].shape[0]
+            score += ref[nxt].movedim(1, 0).reshape(out, -1) @ outgoing.movedim(1, 0).reshape(out, -1).T
+            _, cols = linear_sum_assignment(score.numpy(), maximize=True)
+            cols = torch.from_numpy(cols)
+            if not torch.equal(cols, perms[w]):
+                perms[w], changed = cols, True
+        if sweep > 0 and not changed:
+            break
+    out = {w: p.tolist() for w, p in perms.items()}
+    return apply_permutation(member, out), out
+
+
+def match_reference(members: list[MemberTensors], rounds: int = 3) -> dict[str, torch.Tensor]:
+    """A reference to align members to: the mean of all members matched to it (Git Re-Basin's
+    MergeMany), starting from the first member, `rounds` times. float32 params, architecture order."""
+    if not members:
+        raise ConfigError("reference", "no members to build a matching reference from")
+    ref = {n: t.double() for n, t in members[0].params.items()}
+    for _ in range(rounds):
+        aligned = [match_order(m, ref)[0].params for m in members]
+        ref = {n: torch.stack([a[n].double() for a in aligned]).mean(0) for n in ref}
+    return {n: t.float() for n, t in ref.items()}
 
 
 def invert(perms: Perms) -> Perms:

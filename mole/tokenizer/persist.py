@@ -1,5 +1,6 @@
 """Saving and loading tokenizers: `tokenizer.json` (TOKENIZERS name, options, architecture) plus
-`stats.safetensors` (the fitted statistics), each written to a temporary name and renamed."""
+`stats.safetensors` (the fitted statistics) and, for canonical="match", `reference.safetensors` (the
+params members are matched to), each written to a temporary name and renamed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mole.tokenizer.base import Tokenizer
 
 CONFIG_FILE = "tokenizer.json"
 STATS_FILE = "stats.safetensors"
+REFERENCE_FILE = "reference.safetensors"
 FORMAT = 1
 
 
@@ -47,6 +49,9 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> Path:
         flat = {f"{k}/{s}": v.contiguous() for k, d in tok.stats.items() for s, v in d.items()}
         with _atomic(path / STATS_FILE) as tmp:
             save_file(flat, str(tmp))
+    if tok.reference is not None:
+        with _atomic(path / REFERENCE_FILE) as tmp:
+            save_file({k: v.contiguous() for k, v in tok.reference.items()}, str(tmp))
     with _atomic(path / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     return path
@@ -88,4 +93,9 @@ def load_tokenizer(path: Path, expected: type[Tokenizer] | None = None) -> Token
             key, _, stat = k.rpartition("/")  # keys are "<field>/<tensor>/<mean|std|count>"
             stats.setdefault(key, {})[stat] = v
         tok.stats = stats
+    if tok.canonical == "match" and config["fitted"]:
+        try:
+            tok.reference = load_file(str(path / REFERENCE_FILE))
+        except FileNotFoundError:
+            raise ConfigError("tokenizer", f"{path / REFERENCE_FILE}: missing") from None
     return tok

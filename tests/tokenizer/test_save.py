@@ -15,15 +15,19 @@ from mole.zoo import store
 from tests.tokenizer.helpers import MLP, random_member, tiny_zoo
 
 
+@pytest.mark.parametrize("canonical", [True, "match"])
 @pytest.mark.parametrize("name", TOKENIZERS.names())
-def test_save_then_from_dir_gives_identical_tokens(tmp_path_factory, tmp_path, name):
+def test_save_then_from_dir_gives_identical_tokens(tmp_path_factory, tmp_path, name, canonical):
     rows = store.read_zoo(tiny_zoo(tmp_path_factory)).to_pylist()
-    tok = build_tokenizer(name, canonical=True).fit(rows[:20])
+    tok = build_tokenizer(name, canonical=canonical).fit(rows[:20])
     tok.save(tmp_path / "tok")
     config = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
     assert config["tokenizer"] == name and (tmp_path / "tok" / "stats.safetensors").is_file()
     again = Tokenizer.from_dir(tmp_path / "tok")
     assert type(again) is type(tok) and again.options() == tok.options()
+    if canonical == "match":
+        assert again.reference.keys() == tok.reference.keys()
+        assert all(torch.equal(again.reference[k], v) for k, v in tok.reference.items())
     for row in rows[20:]:
         m = MemberTensors.from_row(row)
         (a, la), (b, lb) = tok.tokenize(m), again.tokenize(m)
