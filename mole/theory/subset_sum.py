@@ -155,3 +155,86 @@ def bitset_window(bits: int, offset: int, lo: int, hi: int) -> np.ndarray:
     raw = np.frombuffer(window.to_bytes((width + 7) // 8, "little"), dtype=np.uint8)
     flags = np.unpackbits(raw, bitorder="little")[:width]
     return np.flatnonzero(flags).astype(np.int64) + lo
+
+
+# ---------------------------------------------------------------------------- chosen subsets, many targets
+_BATCH_SUMS = 1 << 20  # (targets x half-sums) per batch of `closest_subsets`: ~8 MB per float64 array
+
+
+def _indexed_sums(values: np.ndarray) -> np.ndarray:
+    """(T, m) values -> (T, 2^m) subset sums; column i holds the sum of the values whose bit is set in i."""
+    sums = np.zeros((values.shape[0], 1))
+    for b in range(values.shape[1]):
+        sums = np.concatenate([sums, sums + values[:, b : b + 1]], axis=1)  # bit b: without, with value b
+    return sums
+
+
+def _searchsorted_rows(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """np.searchsorted (side="left") of each row of `queries` (T, Q) in the same row of sorted `rows` (T, R).
+
+    A vectorised bisection: ceil(log2(R + 1)) passes over (T, Q), every row searched at once.
+    """
+    lo = np.zeros(queries.shape, dtype=np.int64)
+    hi = np.full(queries.shape, rows.shape[1], dtype=np.int64)
+    for _ in range(rows.shape[1].bit_length()):
+        mid = (lo + hi) // 2
+        below = np.take_along_axis(rows, np.minimum(mid, rows.shape[1] - 1), axis=1) < queries
+        active = lo < hi
+        lo = np.where(active & below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
+    return lo
+
+
+def closest_subsets(
+    values: np.ndarray, targets: np.ndarray, field: str = "n"
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each target z_t, the subset S of its own values minimising |z_t - sum_{i in S} values[t, i]|.
+
+    Exact (meet in the middle, like `closest_sum_distance`) and vectorised over targets: each target
+    may have its own n values (the subset-sum construction of Pensia et al. gives every weight its own
+    random products). Both halves' 2^(n/2) sums are enumerated for a batch of targets at once, the
+    right half sorted per row, and every left sum's complement searched in it. Ties between equally
+    close subsets go to the lowest left-half index (deterministic).
+
+    Args:
+        values: (T, n) one row of n values per target, or (n,) shared by all targets; n <= MITM_MAX_N.
+        targets: (T,) the sums to approximate.
+        field: config field named in the error when n is too large.
+
+    Returns:
+        (chosen, sums): chosen (T, n) bool, True where a value is in the subset; sums (T,) float64,
+        the chosen subsets' sums (|targets - sums| is the exact closest distance).
+    """
+    targets = np.asarray(targets, dtype=np.float64).ravel()
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 1:
+        values = np.broadcast_to(values, (len(targets), len(values)))
+    if values.ndim != 2 or values.shape[0] != len(targets):
+        raise ValueError(f"values {values.shape} do not match {len(targets)} targets: give (T, n) or (n,)")
+    t_all, n = values.shape
+    _check_mitm(n, field)
+    h = n // 2  # left half h values (queried), right half n - h values (sorted, searched)
+    chosen = np.zeros((t_all, n), dtype=bool)
+    sums = np.zeros(t_all)
+    batch = max(1, _BATCH_SUMS >> (n - h))
+    for start in range(0, t_all, batch):
+        rows = slice(start, min(start + batch, t_all))
+        v, z = values[rows], targets[rows]
+        left, right = _indexed_sums(v[:, :h]), _indexed_sums(v[:, h:])  # (B, 2^h), (B, 2^(n-h))
+        order = np.argsort(right, axis=1, kind="stable")
+        ranked = np.take_along_axis(right, order, axis=1)  # (B, 2^(n-h)) ascending
+        need = z[:, None] - left  # (B, 2^h): what the right half must add
+        idx = _searchsorted_rows(ranked, need)
+        # the closest right sum is the neighbour just below or just above `need`
+        below = np.maximum(idx - 1, 0)
+        above = np.minimum(idx, ranked.shape[1] - 1)
+        d_below = np.abs(need - np.take_along_axis(ranked, below, axis=1))
+        d_above = np.abs(need - np.take_along_axis(ranked, above, axis=1))
+        pick = np.where(d_above < d_below, above, below)  # (B, 2^h) rank of the best right sum
+        best_left = np.minimum(d_below, d_above).argmin(axis=1)  # (B,)
+        r = np.arange(len(z))
+        best_right = order[r, pick[r, best_left]]  # (B,) column of the right sum (its subset bits)
+        chosen[rows, :h] = (best_left[:, None] >> np.arange(h)) & 1
+        chosen[rows, h:] = (best_right[:, None] >> np.arange(n - h)) & 1
+        sums[rows] = left[r, best_left] + right[r, best_right]
+    return chosen, sums

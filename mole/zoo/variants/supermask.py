@@ -184,13 +184,27 @@ class Supermask(Variant):
         return m.epochs * steps_per_epoch(len(ctx.data.y_train), m.batch_size)  # one stacked run
 
     def run(self, ctx: GroupContext, config: dict) -> list[Record]:
-        arch, k, sparsity = ctx.arch, ctx.k, config["sparsity"]
         replicas = list(product(range(config["inits_per_member"]), range(config["masks_per_init"])))
         # Stack every replica of every member: rows r*K .. r*K+K-1 hold replica r = (init j, mask i).
         init_seeds = [derive_seed(m.seed, "init", j) for j, _ in replicas for m in ctx.group.members]
-        score_seeds = [derive_seed(s, "scores", replicas[row // k][1]) for row, s in enumerate(init_seeds)]
-        drawn = frozen_init(arch, init_seeds, config["init"])  # (R*K, ...), drawn on CPU
+        drawn = frozen_init(ctx.arch, init_seeds, config["init"])  # (R*K, ...), drawn on CPU
         init = {n: p.to(ctx.device) for n, p in drawn.items()}
+        return self.train_masks(ctx, config, init, init_seeds, replicas)
+
+    def train_masks(
+        self, ctx: GroupContext, config: dict, init: Params, init_seeds: list[int], replicas: list[tuple]
+    ) -> list[Record]:
+        """Train edge-popup masks over the frozen `init` and return their rows (also used by mole.baselines).
+
+        Args:
+            ctx: the group (its members' plans give data order and, via `_plan`, the score training).
+            config: one of `configs()` (its "init" only labels the rows).
+            init: frozen weights (R*K, ...) on ctx.device, replica-major: rows r*K .. r*K+K-1 are replica r.
+            init_seeds: (R*K,) the seed each frozen init was drawn from (stored; seeds the scores).
+            replicas: the R (init index j, mask index i) pairs.
+        """
+        arch, k, sparsity = ctx.arch, ctx.k, config["sparsity"]
+        score_seeds = [derive_seed(s, "scores", replicas[row // k][1]) for row, s in enumerate(init_seeds)]
         # Scores start as in the paper, kaiming_uniform(a=sqrt(5)): PyTorch's default layer init.
         start = arch.init_stacked(score_seeds)
         scores = {n: start[n].to(ctx.device) for n in arch.weight_names()}
