@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
@@ -52,19 +51,20 @@ def zoo_export(zoo: str, member: str, to: str, step: int | None) -> int:
     return 0
 
 
-def quickstart(out: str, progress: bool) -> int:
-    from mole.zoo.build import build_zoo
-    from mole.zoo.info import print_summary, zoo_summary
-    from mole.zoo.spec import ZooSpec
+def quickstart(out: str, preset: str, wandb: str | None, progress: bool) -> int:
+    """`mole quickstart`: zoo -> tokenizer -> diffusion -> sampling -> baselines -> report (mole.pipeline)."""
+    from mole.pipeline import run_quickstart
 
-    with resources.as_file(resources.files("mole.zoo") / "quickstart.yaml") as path:
-        spec = ZooSpec.from_yaml(path)
-    zoo = Path(out) / "zoo"
-    result = build_zoo(spec, zoo, progress=progress)
-    print(
-        f"zoo: built {len(result.built)} shard(s), skipped {len(result.skipped)}, {result.seconds:.1f} s -> {zoo}"
-    )
-    print_summary(zoo_summary(zoo))
+    report = run_quickstart(out, preset, wandb, progress)
+    print(f"report: {report}")
+    return 0
+
+
+def evaluate_run(run: str, wandb: str) -> int:
+    """`mole eval RUN`: rewrite a quickstart run's report.md (and results.json, W&B) from its folders."""
+    from mole.pipeline import report_from_run
+
+    print(f"report: {report_from_run(run, wandb)}")
     return 0
 
 
@@ -184,10 +184,24 @@ def build_parser() -> ArgumentParser:
     export.add_argument("--step", type=int, default=None, help="snapshot step (default: final)")
     zoo_cmds.add_subcommand("export", export, help="export a member")
 
-    qs = ArgumentParser(description="Build the default small digits zoo and print its summary.")
+    qs = ArgumentParser(
+        description="The whole pipeline on digits: build the zoo (dense + every variant), train the "
+        "weight and mask denoisers, sample dense and sparse networks and supermasks, run the baselines "
+        "(magnitude, random, IMP, edge-popup, subset sum) and the theory experiments, and write "
+        "OUT/report.md. Resumable: rerun the same command after an interruption."
+    )
     qs.add_argument("--out", default="runs/quickstart", help="run folder")
+    qs.add_argument("--preset", default="default", help="sizes: default (the demo, < 10 min) or tiny (CI)")
+    qs.add_argument(
+        "--wandb", default=None, help="W&B: offline, online or disabled (default: $WANDB_MODE, else offline)"
+    )
     qs.add_argument("--progress", type=bool, default=True, help="show progress bars")
-    commands.add_subcommand("quickstart", qs, help="run the default pipeline on digits")
+    commands.add_subcommand("quickstart", qs, help="run the whole pipeline on digits, write a report")
+
+    ev = ArgumentParser(description="Evaluate a quickstart run folder again and rewrite its report.md.")
+    ev.add_argument("run", help="a `mole quickstart` run folder")
+    ev.add_argument("--wandb", default="disabled", help="W&B: offline, online or disabled")
+    commands.add_subcommand("eval", ev, help="rewrite a run's report: mole eval RUN")
 
     tr = ArgumentParser(
         description="Train a conditional diffusion denoiser on a zoo (LightningCLI: `mole train --help`)."
@@ -219,6 +233,9 @@ def build_parser() -> ArgumentParser:
     from mole.theory.cli import add_theory_parser
 
     add_theory_parser(commands)
+    from mole.baselines.cli import add_baselines_parser
+
+    add_baselines_parser(commands)
     return parser
 
 
@@ -245,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             if sub == "export":
                 return zoo_export(args.zoo, args.member, args.to, args.step)
         if cfg.command == "quickstart":
-            return quickstart(cfg.quickstart.out, cfg.quickstart.progress)
+            q = cfg.quickstart
+            return quickstart(q.out, q.preset, q.wandb, q.progress)
+        if cfg.command == "eval":
+            return evaluate_run(cfg.eval.run, cfg.eval.wandb)
+        if cfg.command == "baselines":
+            from mole.baselines.cli import run_baselines_command
+
+            return run_baselines_command(cfg.baselines)
         if cfg.command == "theory":
             from mole.theory.cli import run_theory
 
