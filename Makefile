@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check mole tests scripts
 
 bench: $(STAMP)
-	$(PY) scripts/bench_zoo.py --out runs/bench/bench_zoo.json
+	$(PY) scripts/bench_all.py --out runs/bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

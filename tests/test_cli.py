@@ -89,9 +89,3 @@ def test_help_explains(capsys):
         main(["zoo", "build", "--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "--num-shards" in out and "resumes" in out
-
-
-def test_quickstart(tmp_path, capsys):
-    code, stdout, _ = run(capsys, "quickstart", "--out", str(tmp_path / "qs"), "--progress", "false")
-    assert code == 0 and "dense" in stdout
-    assert (tmp_path / "qs" / "zoo" / "manifest.json").is_file()

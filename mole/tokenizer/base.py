@@ -10,6 +10,7 @@ one float32 ulp and masks / codes, which detokenize snaps to their grid, are exa
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 from abc import ABC, abstractmethod
@@ -48,8 +49,9 @@ class Tokenizer(ABC):
         canonical: reorder hidden neurons before encoding (mole.tokenizer.canonical); the
             permutation goes into the layout, so detokenize still returns the original member.
             "sort" (or True): a canonical sort per member; "match": weight matching to a reference
-            that `fit` builds (the mean of the aligned members), so that neurons doing the same job
-            in different members share a token position; False: as stored.
+            that `fit` builds (the mean of the aligned members of the most common widths), so
+            that neurons doing the same job in different members share a token position; members
+            of other widths are sorted; False: as stored.
         stats_per: "column" (mean/std per layer and column) or "tensor" (per layer only).
     """
 
@@ -251,7 +253,10 @@ class Tokenizer(ABC):
             return canonical_order(member)
         if self.reference is None:
             raise ConfigError("tokenizer", "canonical='match' needs a reference: call fit(rows) first")
-        return match_order(member, self.reference)
+        ref = self.reference
+        if any(n not in ref or ref[n].shape != t.shape for n, t in member.params.items()):
+            return canonical_order(member)  # another width (e.g. neuron_pruned): no reference to match
+        return match_order(member, ref)
 
     def detokenize(self, tokens: torch.Tensor, layout: dict) -> MemberTensors:
         """The member of (un-normalised) tokens (T, D); masks > 0.5, codes rounded to int8."""
@@ -284,7 +289,9 @@ class Tokenizer(ABC):
             members = list(members)
             if not members:
                 raise ConfigError("fit", "no members to fit on")
-            self.reference = match_reference([m.validate() for m in members[:REFERENCE_MEMBERS]])
+            widest = collections.Counter(m.signature() for m in members).most_common(1)[0][0]
+            same = [m.validate() for m in members if m.signature() == widest]
+            self.reference = match_reference(same[:REFERENCE_MEMBERS])
         for member in members:
             if count == 0:
                 name, config = member.architecture, member.arch_config

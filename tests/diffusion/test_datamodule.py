@@ -140,3 +140,16 @@ def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
         make(zoo, cache, tokenizer_dir=str(tmp_path / "cnn"))
     with pytest.raises(ConfigError, match="fractions"):
         ZooDataModule(str(zoo), fractions=(0.5, 0.5, 0.5))
+
+
+def test_cached_items_equal_fresh_ones_and_the_cache_is_bounded(zoo, cache):
+    cached = make(zoo, cache, cache_items=3, tokenizer_options={"canonical": "match"})
+    fresh = make(zoo, cache, cache_items=0, tokenizer_options={"canonical": "match"})
+    a, b = cached.datasets["train"], fresh.datasets["train"]
+    for _ in range(2):  # the second pass reads the cache for the first three items
+        for i in range(len(a)):
+            x, y = a[i], b[i]
+            assert torch.equal(x["tokens"], y["tokens"]) and x["cond"] == y["cond"]
+    assert len(a._cache) == 3 and len(b._cache) == 0
+    with pytest.raises(ConfigError, match="cache_items: must be >= 0"):
+        ZooDataModule(str(zoo), cache_items=-1)

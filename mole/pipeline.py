@@ -1,0 +1,324 @@
+"""`mole quickstart`: the whole pipeline on digits, from zoo to report, resumable stage by stage.
+
+    zoo/                  the checkpoint zoo (mole/zoo/quickstart.yaml, or the tiny preset's)
+    diffusion/weights/    denoiser over dense and sparse weights (mole train, LightningCLI)
+    diffusion/masks/      denoiser over supermasks for given frozen random weights
+    generated/{dense,prompts,sparse,masks}/   sampled networks, zoo format (variant "generated")
+    baselines/{pruning,edge_popup}/           magnitude, random, IMP on the zoo's final dense
+                          members; edge-popup on the very inits the generated masks were given
+    subset_sum/ theory/   the strong-lottery-ticket construction and the random subset sum /
+                          number partitioning experiments (CSV + PNG)
+    results.json          every evaluator row, the stage timings and the B2-B8 figures
+    report.md, plots/     the report (mole.eval.report)
+
+Every stage writes its folder atomically and is skipped when its output is already complete, so a
+killed quickstart rerun with the same command goes on where it stopped. PRESETS holds the sizes:
+"default" (the demo: under 10 minutes on 2 CPU cores) and "tiny" (the CI smoke run: every stage and
+every report section, in well under 2 minutes, with numbers that mean nothing).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mole.errors import ConfigError
+
+SPARSITIES = (0.5, 0.8, 0.9)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "zoo": {},  # mole/zoo/quickstart.yaml as is
+        "weights": {  # the denoiser over weights: conditions test_acc, sparsity, variant
+            "variants": ["dense", "magnitude", "imp"],
+            "steps": 2000, "width": 64, "depth": 2, "heads": 4, "batch_size": 32, "lr": 2e-3,
+        },
+        "masks": {"steps": 600, "width": 64, "depth": 2, "heads": 4, "batch_size": 16, "lr": 1e-3},
+        "sample": {"steps": 50, "guidance": 2.0, "prompts": 8, "per_prompt": 4, "per_sparsity": 16, "masks": 16},
+        "imp": {"rounds": 3, "target_sparsity": 0.9},
+        "edge_popup": {"epochs": 20},
+        "subset_sum": {"n": [4, 8, 12, 16, 20]},
+        "theory": {"rss_trials": 300, "npp_trials": 200, "npp_n": [10, 16, 22]},
+    },
+    "tiny": {
+        "zoo": {"members": 8, "group_size": 8, "arch_options": {"hidden": [16, 16]},
+                "hparams": {"epochs": [3]}, "snapshots": {"every": 40, "include_init": True},
+                "variants": [
+                    "dense",
+                    {"name": "magnitude", "options": {"sparsity": [0.5, 0.8, 0.9], "scope": "global"}},
+                    {"name": "imp", "options": {"rounds": 2, "prune_fraction": 0.5}},
+                    {"name": "supermask", "options": {"sparsity": 0.5, "init": "signed_constant", "epochs": 2}},
+                ]},
+        "weights": {"variants": ["dense", "magnitude", "imp"], "steps": 30, "width": 32, "depth": 1,
+                    "heads": 2, "batch_size": 8, "lr": 1e-3},
+        "masks": {"steps": 10, "width": 32, "depth": 1, "heads": 2, "batch_size": 4, "lr": 1e-3},
+        "sample": {"steps": 4, "guidance": 2.0, "prompts": 3, "per_prompt": 2, "per_sparsity": 2, "masks": 4},
+        "imp": {"rounds": 2, "target_sparsity": 0.75},
+        "edge_popup": {"epochs": 2},
+        "subset_sum": {"n": [4, 8]},
+        "theory": {"rss_trials": 20, "npp_trials": 10, "npp_n": [8, 10]},
+    },
+}  # fmt: skip
+
+
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError("preset", f"unknown {name!r}; valid: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def zoo_spec(p: dict):
+    from mole.zoo.spec import ZooSpec
+
+    with resources.as_file(resources.files("mole.zoo") / "quickstart.yaml") as path:
+        raw = yaml.safe_load(path.read_text())
+    for key, value in p["zoo"].items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key == "hparams" else value
+    return ZooSpec.from_dict(raw)
+
+
+# ---------------------------------------------------------------------------- stages
+def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, progress: bool) -> Path:
+    """Train (or resume, or find done) one denoiser through `mole train`'s LightningCLI; the model folder."""
+    from mole.diffusion.train import cli_main
+
+    model = run / "model"
+    done = run / "done.json"
+    if done.is_file() and model.is_dir() and json.loads(done.read_text()) == opts:
+        return model
+    data = {"zoo": str(zoo), "tokenizer": "neuron", "batch_size": opts["batch_size"], "target": target,
+            "cache_dir": str(run.parent / "cache"), "fractions": [0.8, 0.2, 0.0]}  # fmt: skip
+    if target == "weights":
+        data.update(variants=opts["variants"], tokenizer_options={"canonical": "match"})
+    config = {
+        "model": {
+            "denoiser": {
+                "class_path": "mole.diffusion.denoiser.Denoiser",
+                "init_args": {k: opts[k] for k in ("width", "depth", "heads")},
+            },
+            "prediction_type": "sample", "lr": opts["lr"], "warmup_steps": min(100, opts["steps"] // 10),
+            "ema_decay": 0.995, "cond_drop_prob": 0.1,
+        },
+        "data": data,
+        "trainer": {"max_steps": opts["steps"], "val_check_interval": opts["steps"],
+                    "check_val_every_n_epoch": None, "log_every_n_steps": 25,
+                    "enable_progress_bar": progress, "enable_model_summary": False},
+    }  # fmt: skip
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    cli_main([str(run / "config.yaml"), "--run_dir", str(run), "--wandb", wandb])
+    done.write_text(json.dumps(opts))
+    return model
+
+
+def sgd_seconds_per_step(zoo: Path, steps: int = 60) -> float:
+    """Wall seconds of one SGD step of ONE network (a dense member's hyperparameters, trained alone)."""
+    from mole.baselines.base import architecture_of, plan_of
+    from mole.data import load_task
+    from mole.eval import load_rows
+    from mole.zoo.train import train_stacked
+
+    row = next(r for r in load_rows(zoo) if r["variant"] == "dense")
+    arch, plan = architecture_of(row), plan_of(row)
+    data = load_task(row["task"], **json.loads(row["task_options"]))
+    params = arch.init_stacked([row["seed"]], [row["init_scale"]])
+    one_epoch = max(1, len(data.y_train) // plan.batch_size)
+    plan = plan.__class__(**{**plan.__dict__, "epochs": max(1, -(-steps // one_epoch))})
+    t0 = time.perf_counter()
+    train_stacked(arch.forward_stacked, params, data, [plan], snapshot_steps=[], on_snapshot=None)
+    return (time.perf_counter() - t0) / (plan.epochs * one_epoch)
+
+
+class Stages:
+    """Runs and times the stages; `log` prints one line per stage."""
+
+    def __init__(self, out: Path, log: Callable[[str], None]):
+        self.out, self.log, self.seconds = out, log, {}
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        self.seconds[name] = time.perf_counter() - t0
+        self.log(f"[{name}] {self.seconds[name]:.1f} s")
+        return result
+
+
+def run_quickstart(
+    out: str | Path = "runs/quickstart",
+    preset_name: str = "default",
+    wandb: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run (or resume) the whole pipeline into `out`; returns the report's path.
+
+    Args:
+        out: run folder.
+        preset_name: "default" or "tiny" (PRESETS).
+        wandb: "offline", "online" or "disabled" (default: $WANDB_MODE, else offline).
+        progress: progress bars.
+        log: where stage lines go.
+    """
+    from mole.baselines.run import run_baselines
+    from mole.baselines.subset_sum import plot_subset_sum, subset_sum_experiment
+    from mole.data import load_task
+    from mole.diffusion.generated import generate_zoo
+    from mole.eval import load_rows
+    from mole.theory.io import write_csv
+    from mole.theory.npp import npp_experiment, plot_npp
+    from mole.theory.rss import plot_rss, rss_experiment
+    from mole.zoo.build import build_zoo
+    from mole.zoo.store import write_json
+
+    p = preset(preset_name)
+    wandb = wandb or (
+        os.environ.get("WANDB_MODE")
+        if os.environ.get("WANDB_MODE") in ("offline", "online", "disabled")
+        else "offline"
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Stages(out, log)
+    t_start = time.perf_counter()
+
+    zoo = stage("zoo", lambda: build_zoo(zoo_spec(p), out / "zoo", progress=progress).zoo)
+    rows = load_rows(zoo, final_only=False)
+    finals = [r for r in rows if r["final"]]
+    dense = [r for r in finals if r["variant"] == "dense"]
+    data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
+
+    weights = stage(
+        "train weights",
+        lambda: train_denoiser(zoo, out / "diffusion" / "weights", p["weights"], "weights", wandb, progress),
+    )
+    masks = stage(
+        "train masks",
+        lambda: train_denoiser(zoo, out / "diffusion" / "masks", p["masks"], "mask", wandb, progress),
+    )
+
+    s = p["sample"]
+    meta = json.loads((weights / "mole.json").read_text())
+    lo, hi = meta["conditions"]["test_acc"]["min"], meta["conditions"]["test_acc"]["max"]
+    timings: dict[str, float] = {}
+
+    def gen(name: str, model: Path, conditions: dict, num: int, seed: int, **kw) -> list[dict]:
+        t0 = time.perf_counter()
+        folder, sampled = generate_zoo(
+            model, out / "generated" / name, conditions, num, s["steps"], s["guidance"], seed, **kw
+        )
+        if sampled:  # a resumed run keeps the timing of the run that sampled
+            timings[name] = time.perf_counter() - t0
+        return load_rows(folder)
+
+    def sample_all() -> dict[str, list[dict]]:
+        acc = [min(max(r["test_acc"], lo), hi) for r in dense]  # B2: one net per SGD member, its accuracy
+        sweep = np.repeat(np.linspace(lo, hi, s["prompts"]), s["per_prompt"]).tolist()  # B3
+        top = float(np.quantile([r["test_acc"] for r in dense], 0.9))
+        levels = [x for x in SPARSITIES for _ in range(s["per_sparsity"])]
+        return {
+            "dense": gen("dense", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1),
+            "prompts": gen("prompts", weights, {"test_acc": sweep, "variant": "dense"}, len(sweep), 2),
+            "sparse": gen("sparse", weights, {"test_acc": min(top, hi), "sparsity": levels, "variant": "imp"}, len(levels), 3),
+            "masks": gen("masks", masks, {"sparsity": 0.5}, s["masks"], 4, init_scheme="signed_constant"),
+        }  # fmt: skip
+
+    generated = stage("sample", sample_all)
+
+    def baselines() -> dict[str, list[dict]]:
+        pruning = run_baselines(
+            rows_of_members(rows, dense), data,
+            {"magnitude": {"sparsity": list(SPARSITIES), "scope": "global"},
+             "random": {"sparsity": list(SPARSITIES)},
+             "imp": {"rounds": p["imp"]["rounds"], "target_sparsity": p["imp"]["target_sparsity"]}},
+            out / "baselines" / "pruning", progress=progress,
+        )  # fmt: skip
+        # Generated rows carry no training hyperparameters; edge-popup trains their inits with the
+        # zoo's own (batch size, optimizer ...) from a supermask member, and its variant's options.
+        hp = next(r for r in finals if r["variant"] == "supermask")
+        keys = ("optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "init_scale")
+        given = [{**r, **{k: hp[k] for k in keys}} for r in generated["masks"]]
+        popup = run_baselines(
+            given, data, {"edge_popup": {"sparsity": 0.5, **p["edge_popup"]}},
+            out / "baselines" / "edge_popup", progress=progress,
+        )  # fmt: skip
+        return {"pruning": pruning, "edge_popup": popup}
+
+    stage("baselines", baselines)
+
+    def theory() -> dict[str, Path]:
+        folder = out / "theory"
+        folder.mkdir(parents=True, exist_ok=True)
+        t = p["theory"]
+        rss = rss_experiment(
+            n=list(range(1, 25)),
+            eps=[0.1, 0.03, 0.01, 0.003, 0.001],
+            bits=[None, 4, 8],
+            trials=t["rss_trials"],
+            seed=0,
+        )
+        write_csv(rss, folder / "rss.csv")
+        plot_rss(rss, folder / "rss.png")
+        npp = npp_experiment(n=t["npp_n"], trials=t["npp_trials"], seed=0)
+        write_csv(npp, folder / "npp.csv")
+        plot_npp(npp, folder / "npp.png")
+        target = dense[0]  # the zoo's first final dense member
+        ss = subset_sum_experiment(target, data, ns=p["subset_sum"]["n"], seed=0)
+        (out / "subset_sum").mkdir(exist_ok=True)
+        write_csv(ss, out / "subset_sum" / "subset_sum.csv")
+        plot_subset_sum(ss, out / "subset_sum" / "subset_sum.png", title=f"target {target['member_id']}")
+        write_json(folder / "rows.json", {"rss": rss, "npp": npp, "subset_sum": ss})
+
+    stage("theory", theory)
+    stage(
+        "sgd timing",
+        lambda: write_json(out / "sgd_timing.json", {"seconds_per_step": sgd_seconds_per_step(zoo)}),
+    )
+    timing_file = out / "generated" / "timings.json"
+    if timings or not timing_file.is_file():
+        old = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+        write_json(timing_file, {**old, **timings})
+    stage.seconds["total"] = time.perf_counter() - t_start
+    write_json(out / "stages.json", {"preset": preset_name, "seconds": stage.seconds})
+    return stage("report", lambda: report_from_run(out, wandb))
+
+
+def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
+    """(Re)write OUT/report.md from a quickstart run folder (`mole eval OUT`)."""
+    from mole.data import load_task
+    from mole.eval import load_rows
+    from mole.eval.report import write_report
+    from mole.zoo.store import read_json
+
+    out = Path(out)
+    if not (out / "stages.json").is_file():
+        raise ConfigError(
+            "run", f"{out} is not a finished quickstart run (no stages.json): run mole quickstart --out {out}"
+        )
+    stages = read_json(out / "stages.json", "stages")
+    rows = load_rows(out / "zoo", final_only=False)
+    dense = [r for r in rows if r["final"] and r["variant"] == "dense"]
+    data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
+    generated = {k: load_rows(out / "generated" / k) for k in ("dense", "prompts", "sparse", "masks")}
+    baselines = {k: load_rows(out / "baselines" / k) for k in ("pruning", "edge_popup")}
+    theory = read_json(out / "theory" / "rows.json", "theory rows")
+    return write_report(
+        out, zoo_rows=rows, generated=generated, baselines=baselines, theory=theory, data=data,
+        sampling_seconds=read_json(out / "generated" / "timings.json", "timings"),
+        sgd_seconds_per_step=read_json(out / "sgd_timing.json", "sgd timing")["seconds_per_step"],
+        stage_seconds=stages["seconds"], preset=stages["preset"], wandb=wandb,
+    )  # fmt: skip
+
+
+def rows_of_members(rows: list[dict], members: list[dict]) -> list[dict]:
+    """Every snapshot row (dense) of the given members: IMP rewinds to their step-0 rows."""
+    ids = {m["member_id"] for m in members}
+    return [r for r in rows if r["member_id"] in ids]

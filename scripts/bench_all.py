@@ -1,0 +1,73 @@
+"""Every benchmark of DESIGN.md section 5, one table against the targets.
+
+    python scripts/bench_all.py --out runs/bench [--run runs/bench/quickstart-run] [--skip-b1]
+
+B1 is scripts/bench_zoo.py (stacked vs one-by-one zoo training); B2-B8 come from one quickstart run
+(scripts/bench_quickstart.py; B5 / B6 details from scripts/bench_sparse.py / bench_masks.py on the
+same run). Each script runs as its own process and writes OUT/<name>.json; this one prints the table
+and writes OUT/all.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing mole
+from mole.zoo.store import write_json  # noqa: E402
+
+
+def script(name: str, *args: str) -> None:
+    subprocess.run([sys.executable, str(HERE / name), *args], check=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/bench", help="folder for the JSON files")
+    p.add_argument("--run", default=None, help="quickstart run folder (default: OUT/quickstart-run, fresh)")
+    p.add_argument("--preset", default="default", help="quickstart preset: default or tiny")
+    p.add_argument("--skip-b1", action="store_true", help="skip the zoo benchmark (B1)")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = Path(args.run) if args.run else out / "quickstart-run"
+    rows = []
+    if not args.skip_b1:
+        script("bench_zoo.py", "--out", str(out / "zoo.json"))
+        b1 = json.loads((out / "zoo.json").read_text())
+        rows.append(
+            [
+                "B1",
+                "zoo stacked vs one by one: speedup",
+                b1.get("speedup"),
+                ">= 20",
+                b1.get("speedup", 0) >= 20,
+            ]
+        )
+    script(
+        "bench_quickstart.py",
+        "--out",
+        str(out / "quickstart.json"),
+        "--run",
+        str(run),
+        "--preset",
+        args.preset,
+    )
+    script("bench_sparse.py", "--out", str(out / "sparse.json"), "--run", str(run), "--preset", args.preset)
+    script("bench_masks.py", "--out", str(out / "masks.json"), "--run", str(run), "--preset", args.preset)
+    for b, f in json.loads((out / "quickstart.json").read_text())["benchmarks"].items():
+        rows.append([b, f["what"], f["value"], f["target"], f["met"]])
+    print(f"{'#':<3} {'what':<96} {'value':>9}  {'target':<9} met")
+    for b, what, value, target, met in rows:
+        print(f"{b:<3} {what:<96} {value:>9.3f}  {target:<9} {'yes' if met else 'no'}")
+    write_json(
+        out / "all.json", {"rows": [dict(zip(["id", "what", "value", "target", "met"], r)) for r in rows]}
+    )
+
+
+if __name__ == "__main__":
+    main()

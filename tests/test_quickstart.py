@@ -1,0 +1,110 @@
+"""The whole pipeline at the tiny preset: every stage runs, the report has every section, reruns resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from mole.cli import main
+from mole.eval.report import TARGETS
+
+SECTIONS = [
+    "## Benchmarks",
+    "## Zoo",
+    "## Generated vs SGD (B2)",
+    "## Prompt alignment (B3)",
+    "## Novelty and diversity (B4)",
+    "## Sparse networks (B5)",
+    "## Supermasks on unseen random inits (B6)",
+    "## Constraints",
+    "## Time to a network (B7)",
+    "## Strong lottery tickets by subset sum",
+    "## Theory",
+    "## Stages",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    assert (
+        main(
+            [
+                "quickstart",
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--wandb",
+                "disabled",
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_report_has_every_section_and_its_plots(run):
+    text = (run / "report.md").read_text()
+    positions = [text.find(s) for s in SECTIONS]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(SECTIONS, positions) if p < 0]
+    assert positions == sorted(positions)
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (run / image).is_file() and (run / image).stat().st_size > 1000, image
+    assert len(re.findall(r"^\| B\d ", text, flags=re.M)) == len(TARGETS)
+
+
+def test_results_hold_measured_figures(run):
+    results = json.loads((run / "results.json").read_text())
+    bench = results["benchmarks"]
+    for key, _, _ in TARGETS.values():
+        assert isinstance(bench[key], float)
+    # The figures come from the written members, not from constants.
+    generated = [
+        r for r in results["evaluations"] if r["set"] == "generated/dense" and r["metric"] == "test_acc_mean"
+    ]
+    sgd = [r for r in results["evaluations"] if r["set"] == "sgd/dense" and r["metric"] == "test_acc_mean"]
+    assert bench["acc_ratio"] == pytest.approx(generated[0]["value"] / sgd[0]["value"])
+    assert 0 < bench["quickstart_seconds"] < 120
+    assert not math.isnan(bench["mask_ratio_edge_popup"])
+    constraints = {r["set"]: r["value"] for r in results["evaluations"] if r["metric"] == "frac_sparsity_met"}
+    assert constraints == {"generated/sparse": 1.0, "generated/masks": 1.0}
+
+
+def test_rerun_resumes_and_eval_rewrites_the_report(run, capsys):
+    stamps = {p: p.stat().st_mtime_ns for p in (run / "generated").rglob("*.parquet")}
+    assert stamps
+    assert (
+        main(
+            [
+                "quickstart",
+                "--out",
+                str(run),
+                "--preset",
+                "tiny",
+                "--wandb",
+                "disabled",
+                "--progress",
+                "false",
+            ]
+        )
+        == 0
+    )
+    assert {p: p.stat().st_mtime_ns for p in (run / "generated").rglob("*.parquet")} == stamps
+    (run / "report.md").unlink()
+    assert main(["eval", str(run), "--wandb", "offline"]) == 0
+    assert "## Benchmarks" in (run / "report.md").read_text()
+    assert list((run / "wandb").glob("offline-run-*")), "the offline W&B run was not written"
+    assert "report:" in capsys.readouterr().out
+
+
+def test_bad_input(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "x"), "--preset", "huge", "--progress", "false"]) == 2
+    assert "mole: error: preset: unknown 'huge'; valid: default, tiny" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "is not a finished quickstart run" in capsys.readouterr().err
