@@ -89,6 +89,7 @@ def sample(
     batch_size: int,
     scope: str | None,
     progress: bool,
+    temperature: float = 1.0,
 ) -> int:
     """`mole sample MODEL_DIR --conditions ... --out ZOO`: generate networks into a zoo folder."""
     from mole.diffusion.generated import generate_zoo
@@ -109,8 +110,9 @@ def sample(
         )
     with _sample_bar(progress) as on_step:
         zoo, sampled = generate_zoo(
-            model, out, cond, num, steps, guidance, seed, context, ref, batch_size, scope, on_step=on_step
-        )
+            model, out, cond, num, steps, guidance, seed, context, ref, batch_size, scope,
+            on_step=on_step, temperature=temperature,
+        )  # fmt: skip
     print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
     return 0
 
@@ -221,6 +223,10 @@ def build_parser() -> ArgumentParser:
     sp.add_argument("--num", type=int, default=16, help="networks to draw")
     sp.add_argument("--steps", type=int, default=50, help="DDIM steps")
     sp.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    sp.add_argument(
+        "--temperature", type=float, default=1.0,
+        help="initial noise scale in [0, 2] (weights): < 1 trades diversity for accuracy",
+    )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0, help="seed of the noise (and drawn frozen inits)")
     sp.add_argument("--out", required=True, help="zoo folder to write")
     sp.add_argument("--init-zoo", default=None, help="mask models: zoo holding the frozen init")
@@ -278,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             a = cfg.sample
             return sample(
                 a.model, a.conditions, a.num, a.steps, a.guidance, a.seed, a.out,
-                a.init_zoo, a.init_member, a.batch_size, a.scope, a.progress,
+                a.init_zoo, a.init_member, a.batch_size, a.scope, a.progress, a.temperature,
             )  # fmt: skip
     except MoleError as e:
         print(f"mole: error: {e}", file=sys.stderr)

@@ -34,6 +34,7 @@ import yaml
 from mole.errors import ConfigError
 
 SPARSITIES = (0.5, 0.8, 0.9)
+TEMPERATURES = (0.5, 0.0)  # besides 1: how accuracy trades against diversity
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
@@ -226,6 +227,8 @@ def run_quickstart(
         levels = [x for x in SPARSITIES for _ in range(s["per_sparsity"])]
         return {
             "dense": gen("dense", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1),
+            **{f"dense-t{t}": gen(f"dense-t{t}", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1,
+                                  temperature=t) for t in TEMPERATURES},
             "prompts": gen("prompts", weights, {"test_acc": sweep, "variant": "dense"}, len(sweep), 2),
             "sparse": gen("sparse", weights, {"test_acc": min(top, hi), "sparsity": levels, "variant": "imp"}, len(levels), 3),
             "masks": gen("masks", masks, {"sparsity": 0.5}, s["masks"], 4, init_scheme="signed_constant"),
@@ -307,7 +310,8 @@ def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
     rows = load_rows(out / "zoo", final_only=False)
     dense = [r for r in rows if r["final"] and r["variant"] == "dense"]
     data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
-    generated = {k: load_rows(out / "generated" / k) for k in ("dense", "prompts", "sparse", "masks")}
+    names = ["dense", "prompts", "sparse", "masks", *(f"dense-t{t}" for t in TEMPERATURES)]
+    generated = {k: load_rows(out / "generated" / k) for k in names}
     baselines = {k: load_rows(out / "baselines" / k) for k in ("pruning", "edge_popup")}
     theory = read_json(out / "theory" / "rows.json", "theory rows")
     return write_report(

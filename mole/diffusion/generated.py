@@ -97,7 +97,7 @@ def records(
 ) -> list[dict]:
     """One zoo row per generated member (see mole.zoo.store.SCHEMA)."""
     digest = spec_hash(description)
-    run = {k: description[k] for k in ("guidance", "steps", "seed") if k in description}
+    run = {k: description[k] for k in ("guidance", "steps", "seed", "temperature") if k in description}
     out = []
     for i, m in enumerate(members):
         row, prompt = m.to_row(), m.extra.get("prompt", {})
@@ -198,12 +198,13 @@ def generate_zoo(
     init_scheme: str = "signed_constant",
     task_options: Mapping[str, Any] | None = None,
     on_step=None,
+    temperature: float = 1.0,
 ) -> tuple[Path, bool]:
     """Sample networks (mole.diffusion.sample.sample) and write them as a zoo in `out`.
 
     Args:
         model_dir, conditions, num, steps, guidance, seed, context, batch_size, scope, init_scheme,
-            on_step: as for `sample`.
+            on_step, temperature: as for `sample`.
         out: the generated zoo's folder.
         context_ref: how `context` was chosen (e.g. "ZOO:MEMBER"), recorded in spec.json.
         task_options: options of the evaluation task (default: the training zoo's, from its spec.json).
@@ -224,6 +225,7 @@ def generate_zoo(
         "steps": steps,
         "guidance": guidance,
         "seed": seed,
+        **({"temperature": temperature} if temperature != 1.0 else {}),  # 1.0: as before it existed
         "scope": scope,
         "init": context_ref or (init_scheme if meta.get("target") == "mask" else None),
         "task": task,
@@ -244,5 +246,6 @@ def generate_zoo(
         init_scheme,
         on_step,
         model,
+        temperature,
     )
     return write_generated(out, members, description, task, options), True

@@ -152,6 +152,7 @@ def sample(
     init_scheme: str = "signed_constant",
     on_step: Callable[[int, int], None] | None = None,
     model=None,
+    temperature: float = 1.0,
 ) -> list[MemberTensors]:
     """Draw `num` networks for `conditions` and project them onto the prompted constraints.
 
@@ -170,6 +171,9 @@ def sample(
         scope: ranking for sparsity, "global" or "layerwise" (default: layerwise for masks, as
             edge-popup; global for weights, as the zoo's magnitude variant).
         init_scheme: frozen init drawn when `context` is None (supermask.INITS).
+        temperature: scale of the initial noise (weights target; DDIM is deterministic after it):
+            1 samples the learned distribution; below 1 trades diversity for typicality (0: every
+            network of one prompt is the same, the model's most central one).
         on_step: called as on_step(done, total) after every denoiser step of every batch (progress).
         model: an already loaded (denoiser, scheduler, tokenizer, meta) to skip loading.
 
@@ -182,6 +186,12 @@ def sample(
     scope = scope or ("layerwise" if target == "mask" else "global")
     if scope not in ("global", "layerwise"):
         raise ConfigError("scope", f"unknown {scope!r}; valid: global, layerwise")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not 0 <= temperature <= 2
+    ):
+        raise ConfigError("temperature", f"must be a number in [0, 2], got {temperature!r}")
     for name, value in (("batch_size", batch_size), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(name, f"must be a positive integer, got {value!r}")
@@ -208,8 +218,9 @@ def sample(
         )
     else:
         members = _sample_weights(
-            denoiser, scheduler, tok, meta, cond, num, steps, guidance, seed, context, batch_size, tick
-        )
+            denoiser, scheduler, tok, meta, cond, num, steps, guidance, seed, context, batch_size, tick,
+            temperature,
+        )  # fmt: skip
         scores = inits = None
     for m, p in zip(members, per_net):
         m.extra = {**m.extra, "prompt": p}
@@ -245,8 +256,9 @@ def _context_members(context, num: int) -> list[MemberTensors] | None:
 
 
 def _sample_weights(
-    denoiser, scheduler, tok, meta, cond, num, steps, guidance, seed, context, batch_size, on_step
-):
+    denoiser, scheduler, tok, meta, cond, num, steps, guidance, seed, context, batch_size, on_step,
+    temperature=1.0,
+):  # fmt: skip
     """DDIM over params-only token grids of the model's architecture -> unprojected members."""
     layout = tok.plan(meta["architecture"], meta["arch_config"], [], None)
     t_len, d = layout["shape"]
@@ -257,7 +269,9 @@ def _sample_weights(
     ddim = DDIMScheduler.from_config(scheduler.config)
     ddim.set_timesteps(steps)
     gen = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(num, t_len, d, generator=gen) * ddim.init_noise_sigma  # (N, T, D), all drawn up front
+    noise = torch.randn(num, t_len, d, generator=gen) * (
+        ddim.init_noise_sigma * temperature
+    )  # (N, T, D), all drawn up front
     ids = tok.layer_ids(layout)  # (T,)
     starts = _context_members(context, num)
     out = []

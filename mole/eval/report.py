@@ -294,6 +294,19 @@ def write_report(
                  [["SGD members", len(dense), mean_std(acc_sgd), float(np.mean([r["test_loss"] for r in dense]))],
                   ["generated", len(gen_dense), mean_std(acc_gen), float(np.mean([r["test_loss"] for r in gen_dense]))]]),
            ""]  # fmt: skip
+    temps = [(1.0, "dense")] + sorted(
+        ((float(k.split("-t")[1]), k) for k in generated if k.startswith("dense-t")), reverse=True
+    )
+    t_rows = []
+    for t, key in temps:
+        m = m_dense if key == "dense" else run(f"generated/{key}", generated[key], {"accuracy": {}, "novelty": {}, "diversity": {}}, reference=dense)  # fmt: skip
+        t_rows.append([t, m["test_acc_mean"], m["test_acc_max"], m["nn_cosine_median"], m["frac_novel"],
+                       m["pairwise_cosine_mean"], m.get("pairwise_disagreement_mean")])  # fmt: skip
+    md += ["### Temperature", "",
+           "The same prompts sampled from scaled initial noise: 1 samples the learned distribution, lower "
+           "values trade diversity for accuracy (0: one network per prompt). B2 and B4 use 1.", "",
+           table(["temperature", "test acc mean", "test acc max", "nn cosine median", "frac novel",
+                  "pairwise cosine mean", "pairwise disagreement"], t_rows), ""]  # fmt: skip
     md += ["## Prompt alignment (B3)", "",
            f"{len(sweep)} networks prompted over the zoo's accuracy range: Spearman "
            f"{fmt(bench['spearman_prompt'])}, MAE {fmt(m_prompts.get('test_acc_mae'))}.", "",

@@ -14,6 +14,7 @@ from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.sample import guided, parse_conditions, sample
 from mole.diffusion.system import DiffusionSystem, export_model
+from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors
 from mole.zoo import store
 from mole.zoo.build import build_zoo
@@ -98,6 +99,16 @@ def test_same_seed_same_networks_other_seed_differs(model):
     assert not any(x.equal(y) for x, y in zip(a, c))
     assert [m.extra["prompt"]["test_acc"] for m in a] == [0.3, 0.5, 0.7] and a[0].present() == []
     assert a[0].extra["prompt"]["task"] == "digits"  # a single-valued condition is filled in
+
+
+def test_temperature_zero_gives_one_network_per_prompt(model):
+    prompt = {"test_acc": 0.5, "variant": "dense"}
+    cold = sample(model, prompt, num=3, steps=4, seed=1, temperature=0.0)
+    assert cold[0].equal(cold[1]) and cold[1].equal(cold[2])
+    warm = sample(model, prompt, num=2, steps=4, seed=1, temperature=0.5)
+    assert not warm[0].equal(warm[1])
+    with pytest.raises(ConfigError, match="^temperature: must be a number in \\[0, 2\\], got -1"):
+        sample(model, prompt, num=1, steps=4, temperature=-1)
 
 
 @pytest.mark.parametrize("bits,q", [(4, 7), ("ternary", 1)])
