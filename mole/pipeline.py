@@ -310,8 +310,10 @@ def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
     rows = load_rows(out / "zoo", final_only=False)
     dense = [r for r in rows if r["final"] and r["variant"] == "dense"]
     data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
-    names = ["dense", "prompts", "sparse", "masks", *(f"dense-t{t}" for t in TEMPERATURES)]
-    generated = {k: load_rows(out / "generated" / k) for k in names}
+    generated = {k: load_rows(out / "generated" / k) for k in ("dense", "prompts", "sparse", "masks")}
+    for t in TEMPERATURES:  # optional: runs made before the temperature sweep have none
+        if (out / "generated" / f"dense-t{t}").is_dir():
+            generated[f"dense-t{t}"] = load_rows(out / "generated" / f"dense-t{t}")
     baselines = {k: load_rows(out / "baselines" / k) for k in ("pruning", "edge_popup")}
     theory = read_json(out / "theory" / "rows.json", "theory rows")
     return write_report(

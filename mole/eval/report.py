@@ -351,9 +351,9 @@ def write_report(
                    r.get("target_test_acc"), r.get("pruned_test_acc")] for r in ss]), "",
            "![subset sum](subset_sum/subset_sum.png)", ""]  # fmt: skip
     md += ["## Theory", "", "Random subset sum: probability that every target in [-1, 1] is ε-approximated, "
-           "against n (continuous and quantized samples).", "", "![rss](theory/rss.png)", "",
+           "against n (continuous and quantized samples).", "", *theory_lines(theory), "![rss](theory/rss.png)", "",
            "Random number partitioning: probability of a perfect partition against κ = b/n.", "",
-           "![npp](theory/npp.png)", ""]  # fmt: skip
+           *npp_lines(theory), "![npp](theory/npp.png)", ""]  # fmt: skip
     md += ["## Stages", "", table(["stage", "seconds"], [[k, v] for k, v in stage_seconds.items()]), ""]
 
     report = out / "report.md"
@@ -364,6 +364,38 @@ def write_report(
     if wandb != "disabled":
         log_wandb(out, bench, results, wandb)
     return report
+
+
+def theory_lines(theory: Mapping[str, list[dict]]) -> list[str]:
+    """Lueker's scaling as measured: n needed for P >= 0.9 against log2(1/eps), per distribution."""
+    from mole.theory.rss import fit_scaling, n_needed
+
+    rows = theory.get("rss") or []
+    if not rows:
+        return ["No random subset sum rows.", ""]
+    needed = n_needed(rows, 0.9)
+    out = []
+    for dist in sorted({r["dist"] for r in needed}):
+        fit = fit_scaling(needed, dist)
+        if fit:
+            out.append(f"- {dist}: n needed for P >= 0.9 = {fit['slope']:.2f} log2(1/ε) + {fit['intercept']:.1f} "
+                       f"({fit['points']} ε reached)")  # fmt: skip
+        else:
+            out.append(f"- {dist}: too few ε reached to fit a line")
+    return [*out, ""]
+
+
+def npp_lines(theory: Mapping[str, list[dict]]) -> list[str]:
+    """Where P(perfect partition) crosses 1/2, measured and as predicted, per n."""
+    from mole.theory.npp import kappa_half
+
+    rows = theory.get("npp") or []
+    if not rows:
+        return ["No number partitioning rows.", ""]
+    body = [
+        [n, kappa_half(rows, n), kappa_half(rows, n, "p_predicted")] for n in sorted({r["n"] for r in rows})
+    ]
+    return [table(["n", "κ where P = 1/2 (measured)", "(predicted)"], body), ""]
 
 
 def log_wandb(out: Path, bench: Mapping[str, float], results: list[dict], mode: str) -> None:
