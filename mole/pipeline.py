@@ -140,17 +140,37 @@ def sgd_seconds_per_step(zoo: Path, steps: int = 60) -> float:
 
 
 class Stages:
-    """Runs and times the stages; `log` prints one line per stage."""
+    """Runs and times the stages, recording each finished stage's seconds in OUT/stages.json.
 
-    def __init__(self, out: Path, log: Callable[[str], None]):
-        self.out, self.log, self.seconds = out, log, {}
+    A resumed run calls every stage again (each returns at once when its output is complete) but
+    keeps the seconds recorded by the run that did the work, so the total (B8) stays the time the
+    pipeline took, not the time a rerun took to find everything done. A stage killed midway is
+    recorded by the run that finishes it (its time then counts only the remaining part).
+    """
 
-    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+    def __init__(self, out: Path, preset_name: str, log: Callable[[str], None]):
+        self.path, self.preset, self.log = out / "stages.json", preset_name, log
+        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.seconds: dict[str, float] = {k: v for k, v in old.get("seconds", {}).items() if k != "total"}
+
+    def __call__(self, name: str, fn: Callable[[], Any], record: bool = True) -> Any:
         t0 = time.perf_counter()
         result = fn()
-        self.seconds[name] = time.perf_counter() - t0
-        self.log(f"[{name}] {self.seconds[name]:.1f} s")
+        took = time.perf_counter() - t0
+        if name in self.seconds and record:
+            self.log(f"[{name}] done before ({self.seconds[name]:.1f} s then, {took:.1f} s now)")
+        else:
+            self.log(f"[{name}] {took:.1f} s")
+            if record:
+                self.seconds[name] = took
+                self.write(complete=False)
         return result
+
+    def write(self, complete: bool) -> None:
+        from mole.zoo.store import write_json
+
+        seconds = {**self.seconds, **({"total": sum(self.seconds.values())} if complete else {})}
+        write_json(self.path, {"preset": self.preset, "seconds": seconds, "complete": complete})
 
 
 def run_quickstart(
@@ -188,8 +208,7 @@ def run_quickstart(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    stage = Stages(out, log)
-    t_start = time.perf_counter()
+    stage = Stages(out, preset_name, log)
 
     zoo = stage("zoo", lambda: build_zoo(zoo_spec(p), out / "zoo", progress=progress).zoo)
     rows = load_rows(zoo, final_only=False)
@@ -257,10 +276,14 @@ def run_quickstart(
 
     stage("baselines", baselines)
 
-    def theory() -> dict[str, Path]:
+    def theory() -> None:
         folder = out / "theory"
         folder.mkdir(parents=True, exist_ok=True)
         t = p["theory"]
+        settings = {**t, "subset_sum": p["subset_sum"]}
+        done = folder / "rows.json"
+        if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
+            return
         rss = rss_experiment(
             n=list(range(1, 25)),
             eps=[0.1, 0.03, 0.01, 0.003, 0.001],
@@ -278,20 +301,20 @@ def run_quickstart(
         (out / "subset_sum").mkdir(exist_ok=True)
         write_csv(ss, out / "subset_sum" / "subset_sum.csv")
         plot_subset_sum(ss, out / "subset_sum" / "subset_sum.png", title=f"target {target['member_id']}")
-        write_json(folder / "rows.json", {"rss": rss, "npp": npp, "subset_sum": ss})
+        write_json(done, {"rss": rss, "npp": npp, "subset_sum": ss, "settings": settings})
 
     stage("theory", theory)
-    stage(
-        "sgd timing",
-        lambda: write_json(out / "sgd_timing.json", {"seconds_per_step": sgd_seconds_per_step(zoo)}),
-    )
+    if not (out / "sgd_timing.json").is_file():
+        stage(
+            "sgd timing",
+            lambda: write_json(out / "sgd_timing.json", {"seconds_per_step": sgd_seconds_per_step(zoo)}),
+        )
     timing_file = out / "generated" / "timings.json"
     if timings or not timing_file.is_file():
         old = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
         write_json(timing_file, {**old, **timings})
-    stage.seconds["total"] = time.perf_counter() - t_start
-    write_json(out / "stages.json", {"preset": preset_name, "seconds": stage.seconds})
-    return stage("report", lambda: report_from_run(out, wandb))
+    stage.write(complete=True)
+    return stage("report", lambda: report_from_run(out, wandb), record=False)
 
 
 def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
@@ -302,9 +325,12 @@ def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
     from mole.zoo.store import read_json
 
     out = Path(out)
-    if not (out / "stages.json").is_file():
+    if not (out / "stages.json").is_file() or not json.loads((out / "stages.json").read_text()).get(
+        "complete"
+    ):
         raise ConfigError(
-            "run", f"{out} is not a finished quickstart run (no stages.json): run mole quickstart --out {out}"
+            "run",
+            f"{out} is not a finished quickstart run (stages.json missing or incomplete): run mole quickstart --out {out}",
         )
     stages = read_json(out / "stages.json", "stages")
     rows = load_rows(out / "zoo", final_only=False)

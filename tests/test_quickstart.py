@@ -78,7 +78,10 @@ def test_results_hold_measured_figures(run):
 
 def test_rerun_resumes_and_eval_rewrites_the_report(run, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in (run / "generated").rglob("*.parquet")}
+    stamps.update({p: p.stat().st_mtime_ns for p in (run / "theory").glob("*")})
     assert stamps
+    stages = json.loads((run / "stages.json").read_text())
+    assert stages["complete"] and set(stages["seconds"]) >= {"zoo", "train weights", "sample", "total"}
     assert (
         main(
             [
@@ -95,7 +98,11 @@ def test_rerun_resumes_and_eval_rewrites_the_report(run, capsys):
         )
         == 0
     )
-    assert {p: p.stat().st_mtime_ns for p in (run / "generated").rglob("*.parquet")} == stamps
+    after = {p: p.stat().st_mtime_ns for p in (run / "generated").rglob("*.parquet")}
+    after.update({p: p.stat().st_mtime_ns for p in (run / "theory").glob("*")})
+    assert after == stamps
+    # The rerun found everything done: the recorded timings (B8) are still the first run's.
+    assert json.loads((run / "stages.json").read_text())["seconds"] == stages["seconds"]
     (run / "report.md").unlink()
     assert main(["eval", str(run), "--wandb", "offline"]) == 0
     assert "## Benchmarks" in (run / "report.md").read_text()

@@ -46,7 +46,7 @@ DESCRIPTIONS = {
     "B5": "generated sparse nets at 50/80/90% >= one-shot magnitude and >= 95% of IMP (share of levels)",
     "B6": "generated supermasks on unseen inits at 50%: accuracy / edge-popup's on the same inits",
     "B7": "seconds per net: SGD to the generated nets' accuracy / sampling (batch of 64)",
-    "B8": "quickstart end to end, seconds",
+    "B8": "quickstart end to end, seconds (every stage but writing this report, a few seconds)",
 }
 
 
