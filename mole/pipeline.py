@@ -1,7 +1,8 @@
 """`mole quickstart`: the whole pipeline on digits, from zoo to report, resumable stage by stage.
 
     zoo/                  the checkpoint zoo (mole/zoo/quickstart.yaml, or the tiny preset's)
-    diffusion/weights/    denoiser over dense and sparse weights (mole train, LightningCLI)
+    diffusion/dense/      denoiser over dense weights (mole train, LightningCLI): the dense sets
+    diffusion/weights/    denoiser over dense and sparse weights (variant and sparsity conditions)
     diffusion/masks/      denoiser over supermasks for given frozen random weights
     generated/{dense,prompts,sparse,masks}/   sampled networks, zoo format (variant "generated")
     baselines/{pruning,edge_popup}/           magnitude, random, IMP on the zoo's final dense
@@ -216,6 +217,20 @@ def run_quickstart(
     dense = [r for r in finals if r["variant"] == "dense"]
     data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
 
+    # Two weight models: one on dense rows alone for the dense sets, one on dense + pruned rows for
+    # the sparse set. Measured on the default zoo (2000 steps, guidance 2, prompt 0.96): the dense-only
+    # model's nets reach 0.59 mean test accuracy, the mixed model's dense nets 0.42-0.45.
+    dense_model = stage(
+        "train dense",
+        lambda: train_denoiser(
+            zoo,
+            out / "diffusion" / "dense",
+            {**p["weights"], "variants": ["dense"]},
+            "weights",
+            wandb,
+            progress,
+        ),
+    )
     weights = stage(
         "train weights",
         lambda: train_denoiser(zoo, out / "diffusion" / "weights", p["weights"], "weights", wandb, progress),
@@ -226,7 +241,7 @@ def run_quickstart(
     )
 
     s = p["sample"]
-    meta = json.loads((weights / "mole.json").read_text())
+    meta = json.loads((dense_model / "mole.json").read_text())
     lo, hi = meta["conditions"]["test_acc"]["min"], meta["conditions"]["test_acc"]["max"]
     timings: dict[str, float] = {}
 
@@ -245,10 +260,10 @@ def run_quickstart(
         top = float(np.quantile([r["test_acc"] for r in dense], 0.9))
         levels = [x for x in SPARSITIES for _ in range(s["per_sparsity"])]
         return {
-            "dense": gen("dense", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1),
-            **{f"dense-t{t}": gen(f"dense-t{t}", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1,
+            "dense": gen("dense", dense_model, {"test_acc": acc, "variant": "dense"}, len(acc), 1),
+            **{f"dense-t{t}": gen(f"dense-t{t}", dense_model, {"test_acc": acc, "variant": "dense"}, len(acc), 1,
                                   temperature=t) for t in TEMPERATURES},
-            "prompts": gen("prompts", weights, {"test_acc": sweep, "variant": "dense"}, len(sweep), 2),
+            "prompts": gen("prompts", dense_model, {"test_acc": sweep, "variant": "dense"}, len(sweep), 2),
             "sparse": gen("sparse", weights, {"test_acc": min(top, hi), "sparsity": levels, "variant": "imp"}, len(levels), 3),
             "masks": gen("masks", masks, {"sparsity": 0.5}, s["masks"], 4, init_scheme="signed_constant"),
         }  # fmt: skip
