@@ -16,11 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.eval import load_rows  # noqa: E402
-from mole.eval.report import by_level  # noqa: E402
+from mole.eval.report import sparse_levels, sparsity_curves  # noqa: E402
 from mole.pipeline import run_quickstart  # noqa: E402
 from mole.zoo.store import write_json  # noqa: E402
 
@@ -33,19 +31,10 @@ def main() -> None:
     args = p.parse_args()
     run = Path(args.run)
     run_quickstart(run, args.preset, wandb="disabled", progress=False)
-    gen = by_level(load_rows(run / "generated" / "sparse"))
-    pruning = load_rows(run / "baselines" / "pruning")
-    base = {
-        n: by_level([r for r in pruning if r["variant"] == n], key=lambda r: r["sparsity"])
-        for n in ("magnitude", "imp", "random")
-    }
-    levels = []
-    for s, g in gen.items():
-        imp = float(np.interp(s, list(base["imp"]), [v.mean() for v in base["imp"].values()]))
-        mag = float(base["magnitude"][s].mean()) if s in base["magnitude"] else float("nan")
-        rnd = float(base["random"][s].mean()) if s in base["random"] else float("nan")
-        levels.append({"sparsity": s, "generated": float(g.mean()), "magnitude": mag, "imp_interp": imp, "random": rnd,
-                       "met": bool(g.mean() >= mag and g.mean() >= 0.95 * imp)})  # fmt: skip
+    curves = sparsity_curves(
+        load_rows(run / "generated" / "sparse"), load_rows(run / "baselines" / "pruning")
+    )
+    levels = sparse_levels(curves)
     result = {"levels": levels, "met": all(x["met"] for x in levels), "run": str(run)}
     write_json(Path(args.out), result)
     print(json.dumps(result, indent=1))

@@ -26,7 +26,7 @@ from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 from mole.tokenizer.member import arch_info
 from mole.zoo.spec import GroupPlan, MemberPlan, ZooSpec
-from mole.zoo.store import SCHEMA
+from mole.zoo.store import SCHEMA, json_column
 from mole.zoo.variants.base import DenseRun, GroupContext, Snapshot, Variant
 
 Row = dict[str, Any]  # one zoo row, see mole.zoo.store.SCHEMA
@@ -34,25 +34,10 @@ GROUP_SIZE = 64  # members stacked per run (the zoo's default group_size)
 
 
 # ---------------------------------------------------------------------------- options
-def check_known(name: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
-    """Unknown option keys -> ConfigError naming the first one and listing the valid ones."""
-    valid = tuple(valid)
-    for key in options:
-        if key not in valid:
-            raise ConfigError(f"baselines.{name}.{key}", f"unknown option; valid: {', '.join(valid)}")
-
-
 def check_group_size(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(field, f"must be a positive integer, got {value!r}")
     return value
-
-
-def json_of(value: Any) -> dict:
-    """A JSON column (string, dict or null) as a dict."""
-    if isinstance(value, str):
-        return json.loads(value) if value else {}
-    return dict(value or {})
 
 
 # ---------------------------------------------------------------------------- members
@@ -69,9 +54,9 @@ def group_key(row: Mapping[str, Any]) -> str:
     key = [
         row.get("zoo"),
         row["architecture"],
-        json_of(row["arch_options"]),
+        json_column(row["arch_options"]),
         row["task"],
-        json_of(row.get("task_options")),
+        json_column(row.get("task_options")),
         row.get("optimizer"),
         row.get("batch_size"),
         row.get("epochs"),
@@ -165,7 +150,7 @@ def member_context(
     spec = ZooSpec(
         name=str(first.get("zoo") or "members"),
         task=first["task"],
-        task_options=json_of(first.get("task_options")),
+        task_options=json_column(first.get("task_options")),
         architecture=arch.name,
         arch_options=arch.options(),
     )

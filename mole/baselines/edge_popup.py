@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mole.baselines.base import Row, VariantBaseline, json_of, stack
+from mole.baselines.base import Row, VariantBaseline, json_column, stack
 from mole.errors import ConfigError
 from mole.zoo.variants.base import GroupContext
 from mole.zoo.variants.supermask import Supermask
@@ -38,5 +38,5 @@ class EdgePopupBaseline(VariantBaseline):
         replicas = [(0, i) for i in range(config["masks_per_init"])]
         init = stack(ctx.arch, finals, "init_params", ctx.device)  # (K, ...)
         init = {n: p.repeat(len(replicas), *[1] * (p.dim() - 1)) for n, p in init.items()}  # (R*K, ...)
-        seeds = [int(json_of(r.get("extra")).get("init_seed", r["seed"])) for r in finals] * len(replicas)
+        seeds = [int(json_column(r.get("extra")).get("init_seed", r["seed"])) for r in finals] * len(replicas)
         return self.variant.train_masks(ctx, {**config, "init": "given"}, init, seeds, replicas)

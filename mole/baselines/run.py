@@ -20,10 +20,8 @@ import pyarrow as pa
 
 from mole.baselines.base import GROUP_SIZE, Row, by_member
 from mole.data import TaskData
-from mole.errors import ConfigError, StoreError
+from mole.errors import ConfigError
 from mole.zoo import store
-
-SHARD_ROWS = 4096  # rows per shard
 
 
 def describe(members: list[Row], data: TaskData, baselines: Mapping[str, Any]) -> dict:
@@ -36,40 +34,6 @@ def describe(members: list[Row], data: TaskData, baselines: Mapping[str, Any]) -
         "members": len(by_member(members)),
         "member_rows_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
     }
-
-
-def spec_hash(description: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def check_out(out: Path, description: Mapping[str, Any]) -> bool:
-    """Whether `out` already holds this run, complete (raises if it holds anything else)."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise StoreError(f"{out}: exists and is not a folder")
-    if (out / store.SPEC).exists():
-        old = store.read_json(out / store.SPEC, "spec")
-        if old.get("spec_hash") != spec_hash(description):
-            raise StoreError(f"{out}: holds another zoo or baseline run; choose another --out")
-    elif any(out.iterdir()):
-        raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
-    if not (out / store.MANIFEST).exists():
-        return False
-    manifest = store.verify_zoo(out)
-    return len(manifest["shards"]) == manifest.get("num_groups")
-
-
-def write_baseline_zoo(out: str | Path, rows: list[Row], description: Mapping[str, Any]) -> Path:
-    """Write rows as a zoo folder: spec.json first, each shard atomically, the manifest last."""
-    out = Path(out)
-    digest = spec_hash(description)
-    store.write_json(out / store.SPEC, {"spec_hash": digest, "spec": {"baselines": dict(description)}})
-    shards = [rows[i : i + SHARD_ROWS] for i in range(0, len(rows), SHARD_ROWS)] or [[]]
-    for k, chunk in enumerate(shards):
-        entry = store.write_shard(out / "shards" / store.shard_name(k), chunk)
-        store.record_shard(out, k, entry, digest, len(shards))
-    return out
 
 
 def run_baselines(
@@ -107,7 +71,7 @@ def run_baselines(
         for name, opts in baselines.items()
     }
     description = describe(members, data, baselines)
-    if out is not None and check_out(Path(out), description):
+    if out is not None and store.check_described_zoo(Path(out), description, "baseline run"):
         return store.read_zoo(Path(out)).to_pylist()
 
     rows: list[Row] = []
@@ -123,7 +87,7 @@ def run_baselines(
     if repeated:
         raise ConfigError("baselines", f"member id {repeated[0]} produced twice: two entries repeat a level")
     if out is not None:
-        write_baseline_zoo(out, rows, description)
+        store.write_described_zoo(Path(out), rows, dict(description), "baselines")
     return rows
 
 

@@ -55,10 +55,9 @@ from mole.baselines.base import (
     Row,
     architecture_of,
     by_member,
-    check_known,
     check_task,
     full_row,
-    json_of,
+    json_column,
     run_digest,
 )
 from mole.data import TaskData
@@ -68,6 +67,7 @@ from mole.nets.mlp import MLPArchitecture
 from mole.theory.subset_sum import MITM_MAX_N, closest_subsets
 from mole.zoo import pruning
 from mole.zoo.train import evaluate_stacked
+from mole.zoo.variants.base import check_known
 from mole.zoo.variants.supermask import derive_seed
 
 NS = (4, 8, 12, 16, 20, 24)  # default sizes: the sweep takes ~5 s on one core for a 64-16-16-10 MLP
@@ -349,7 +349,7 @@ class SubsetSumBaseline(Baseline):
     DEFAULTS: dict[str, Any] = {"n": list(NS), "seed": 0, "target_range": TARGET_RANGE}
 
     def __init__(self, group_size: int = GROUP_SIZE, **options: Any):
-        check_known(self.name, options, (*self.DEFAULTS, "group_size"))
+        check_known(self.name, options, (*self.DEFAULTS, "group_size"), section="baselines")
         opts = {**self.DEFAULTS, **options}
         ns = opts["n"] if isinstance(opts["n"], (list, tuple)) else [opts["n"]]
         if not ns:
@@ -408,7 +408,7 @@ class SubsetSumBaseline(Baseline):
                 "variant": self.name,
                 "variant_config": json.dumps(config, sort_keys=True),
                 "task": row["task"],
-                "task_options": json.dumps(json_of(row.get("task_options")), sort_keys=True),
+                "task_options": json.dumps(json_column(row.get("task_options")), sort_keys=True),
                 "architecture": arch.name,
                 "arch_options": json.dumps(arch.config(), sort_keys=True),
                 "seed": ticket.seed,

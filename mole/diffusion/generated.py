@@ -12,7 +12,6 @@ and the manifest last, so a killed run leaves nothing that counts and the same c
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,34 +26,6 @@ from mole.zoo import pruning, store
 from mole.zoo.train import evaluate_stacked
 
 VARIANT = "generated"
-SHARD_ROWS = 4096  # rows per shard
-
-
-def spec_hash(description: Mapping[str, Any]) -> str:
-    """sha256 of the generation's description (sorted JSON): names the generated zoo."""
-    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def check_out(out: Path, description: Mapping[str, Any]) -> bool:
-    """Whether `out` already holds this generation, complete (raises if it holds anything else).
-
-    Called before sampling, so a conflicting folder fails fast with nothing written.
-    """
-    out = Path(out)
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise StoreError(f"{out}: exists and is not a folder")
-    if (out / store.SPEC).exists():
-        old = store.read_json(out / store.SPEC, "spec")
-        if old.get("spec_hash") != spec_hash(description):
-            raise StoreError(f"{out}: holds another zoo or generation; choose another --out")
-    elif any(out.iterdir()):
-        raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
-    if not (out / store.MANIFEST).exists():
-        return False
-    manifest = store.verify_zoo(out)
-    return len(manifest["shards"]) == manifest.get("num_groups")
 
 
 def task_options_of(meta: Mapping[str, Any]) -> dict:
@@ -96,7 +67,7 @@ def records(
     task_options: Mapping[str, Any],
 ) -> list[dict]:
     """One zoo row per generated member (see mole.zoo.store.SCHEMA)."""
-    digest = spec_hash(description)
+    digest = store.description_hash(description)
     run = {k: description[k] for k in ("guidance", "steps", "seed", "temperature") if k in description}
     out = []
     for i, m in enumerate(members):
@@ -167,19 +138,13 @@ def write_generated(
         raise ConfigError("num", "no members to write")
     task_options = dict(task_options or {})
     description = {**description, "task": task, "task_options": task_options}
-    if check_out(out, description):
+    if store.check_described_zoo(out, description, "generation"):
         return out
     data = data if data is not None else load_task(task, **task_options)
     metrics = evaluate(members, data)
     name = str(description.get("name") or out.name)
     rows = records(members, metrics, description, name, task, task_options)
-    digest = spec_hash(description)
-    store.write_json(out / store.SPEC, {"spec_hash": digest, "spec": {"generated": description}})
-    shards = [rows[i : i + SHARD_ROWS] for i in range(0, len(rows), SHARD_ROWS)]
-    for k, chunk in enumerate(shards):
-        entry = store.write_shard(out / "shards" / store.shard_name(k), chunk)
-        store.record_shard(out, k, entry, digest, len(shards))
-    return out
+    return store.write_described_zoo(out, rows, description, "generated")
 
 
 # ---------------------------------------------------------------------------- sample + write
@@ -231,7 +196,7 @@ def generate_zoo(
         "task": task,
         "task_options": options,
     }
-    if check_out(Path(out), description):  # before sampling: a conflicting folder fails fast
+    if store.check_described_zoo(Path(out), description, "generation"):  # fails fast, before sampling
         return Path(out), False
     members = sample(
         model_dir,

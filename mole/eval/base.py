@@ -7,7 +7,6 @@ else the condition keys of its variant_config (e.g. a magnitude row's {"sparsity
 
 from __future__ import annotations
 
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -23,7 +22,7 @@ from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, canonical_order
 from mole.tokenizer.canonical import match_order, match_reference
-from mole.zoo.store import read_zoo
+from mole.zoo.store import json_column, read_zoo
 from mole.zoo.train import member_losses
 
 Row = dict[str, Any]
@@ -57,19 +56,12 @@ def load_rows(zoo: str | Path, final_only: bool = True) -> list[Row]:
     return [r for r in rows if r.get("final")] if final_only else rows
 
 
-def json_of(value: Any) -> dict:
-    """A JSON column (string, dict or null) as a dict."""
-    if isinstance(value, str):
-        return json.loads(value) if value else {}
-    return dict(value or {})
-
-
 def prompt_of(row: Mapping[str, Any]) -> dict:
     """What a member was asked to be: extra["prompt"], else the condition keys of variant_config."""
-    extra = json_of(row.get("extra"))
+    extra = json_column(row.get("extra"))
     if "prompt" in extra:
         return dict(extra["prompt"] or {})
-    config = json_of(row.get("variant_config"))
+    config = json_column(row.get("variant_config"))
     return {k: v for k, v in config.items() if k in CONDITIONS}
 
 

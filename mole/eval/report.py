@@ -88,6 +88,36 @@ def by_level(rows: Sequence[Mapping], key=level_of) -> dict[float, np.ndarray]:
     return {k: np.asarray(v) for k, v in sorted(out.items())}
 
 
+def sparsity_curves(
+    sparse: Sequence[Mapping], pruning: Sequence[Mapping]
+) -> dict[str, dict[float, np.ndarray]]:
+    """Test accuracies by sparsity: generated (by prompted level) and each pruning baseline."""
+    return {
+        "generated": by_level(sparse),
+        **{name: by_level([r for r in pruning if r["variant"] == name], key=lambda r: r["sparsity"])
+           for name in ("magnitude", "imp", "random")},
+    }  # fmt: skip
+
+
+def sparse_levels(curves: Mapping[str, dict[float, np.ndarray]]) -> list[dict]:
+    """B5 per generated level: mean accuracies of generated, magnitude and random at that level, IMP
+    interpolated between its rounds' sparsities; met when generated >= magnitude and >= 0.95 x IMP."""
+    imp_levels = curves["imp"]
+    out = []
+    for s, g in curves["generated"].items():
+        mag, rnd = curves["magnitude"].get(s), curves["random"].get(s)
+        imp = (
+            float(np.interp(s, list(imp_levels), [v.mean() for v in imp_levels.values()]))
+            if imp_levels
+            else math.nan
+        )
+        ok = mag is not None and g.mean() >= mag.mean() and not math.isnan(imp) and g.mean() >= 0.95 * imp
+        out.append({"sparsity": s, "generated": float(g.mean()),
+                    "magnitude": math.nan if mag is None else float(mag.mean()), "imp_interp": imp,
+                    "random": math.nan if rnd is None else float(rnd.mean()), "met": bool(ok)})  # fmt: skip
+    return out
+
+
 # ---------------------------------------------------------------------------- plots
 def _plt():
     import matplotlib
@@ -220,28 +250,17 @@ def write_report(
 
     # -- B5: sparse nets against the pruning baselines
     pruning = baselines["pruning"]
-    curves = {
-        "generated": by_level(generated["sparse"]),
-        **{name: by_level([r for r in pruning if r["variant"] == name], key=lambda r: r["sparsity"])
-           for name in ("magnitude", "imp", "random")},
-    }  # fmt: skip
+    curves = sparsity_curves(generated["sparse"], pruning)
     run("generated/sparse", generated["sparse"], {"accuracy": {"by": "sparsity"}, "constraints": {}})
     for name in ("magnitude", "imp", "random"):
         run(
             f"baseline/{name}", [r for r in pruning if r["variant"] == name], {"accuracy": {"by": "sparsity"}}
         )
     plot_sparsity(curves, plots / "sparsity.png")
-    sparse_rows, met = [], []
-    for s, g in curves["generated"].items():
-        mag = curves["magnitude"].get(s)
-        imp_levels = curves["imp"]
-        imp = (float(np.interp(s, list(imp_levels), [v.mean() for v in imp_levels.values()]))
-               if imp_levels else math.nan)  # fmt: skip
-        rnd = curves["random"].get(s)
-        ok = mag is not None and g.mean() >= mag.mean() and not math.isnan(imp) and g.mean() >= 0.95 * imp
-        met.append(ok)
-        sparse_rows.append([s, g.mean(), None if mag is None else mag.mean(), imp, None if rnd is None else rnd.mean(),
-                            "yes" if ok else "no"])  # fmt: skip
+    levels = sparse_levels(curves)
+    met = [x["met"] for x in levels]
+    sparse_rows = [[x["sparsity"], x["generated"], x["magnitude"], x["imp_interp"], x["random"],
+                    "yes" if x["met"] else "no"] for x in levels]  # fmt: skip
     bench["sparse_vs_baselines_met"] = float(np.mean(met)) if met else math.nan
 
     # -- B6: masks on unseen inits

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from mole.errors import ConfigError
-from mole.eval.base import EvalSet, Evaluator, Metric, json_of
+from mole.eval.base import EvalSet, Evaluator, Metric, json_column
 
 
 def steps_to_reach(reference: list[dict], target: float, variant: str | None) -> list[int | None]:
@@ -70,7 +70,7 @@ class TimeToNetwork(Evaluator):
     def sampling_per_net(self, s: EvalSet) -> float:
         if self.sampling_seconds is not None:
             return self.sampling_seconds / max(len(s.members), 1)
-        shares = [json_of(r.get("extra")).get("sampling_seconds") for r in s.members]
+        shares = [json_column(r.get("extra")).get("sampling_seconds") for r in s.members]
         if not shares or any(v is None for v in shares):
             raise ConfigError(
                 self.field("sampling_seconds"),

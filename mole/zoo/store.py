@@ -224,6 +224,66 @@ def verify_zoo(zoo: Path) -> dict:
     return m
 
 
+# ---------------------------------------------------------------------------- zoos named by a description
+# Generated networks (mole.diffusion.generated) and baseline runs (mole.baselines.run) are zoo folders
+# made in one go rather than from a sweep spec: their spec.json holds the description of what made
+# them, and its hash names the folder's content.
+DESCRIBED_SHARD_ROWS = 4096  # rows per shard
+
+
+def json_column(value: Any) -> dict:
+    """A JSON column of a row (string, dict or null) as a dict."""
+    if isinstance(value, str):
+        return json.loads(value) if value else {}
+    return dict(value or {})
+
+
+def description_hash(description: Any) -> str:
+    """sha256 of a description (sorted JSON): names a described zoo and its member ids."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_described_zoo(out: Path, description: Any, what: str) -> bool:
+    """Whether `out` already holds the zoo of `description`, complete (raises if it holds anything else).
+
+    Call it before the work, so a conflicting folder fails fast with nothing written.
+
+    Args:
+        out: the folder.
+        description: what makes the zoo (see `write_described_zoo`).
+        what: how the error calls another content, e.g. "generation" or "baseline run".
+    """
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a folder")
+    if (out / SPEC).exists():
+        old = read_json(out / SPEC, "spec")
+        if old.get("spec_hash") != description_hash(description):
+            raise StoreError(f"{out}: holds another zoo or {what}; choose another --out")
+    elif any(out.iterdir()):
+        raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
+    if not (out / MANIFEST).exists():
+        return False
+    manifest = verify_zoo(out)
+    return len(manifest["shards"]) == manifest.get("num_groups")
+
+
+def write_described_zoo(out: Path, rows: Sequence[dict], description: Any, kind: str) -> Path:
+    """Write rows as a zoo folder: spec.json ({kind: description}) first, each shard atomically,
+    the manifest last (an empty run still gets one empty shard, so it reads back as complete)."""
+    out = Path(out)
+    digest = description_hash(description)
+    write_json(out / SPEC, {"spec_hash": digest, "spec": {kind: description}})
+    n = DESCRIBED_SHARD_ROWS
+    shards = [rows[i : i + n] for i in range(0, len(rows), n)] or [[]]
+    for k, chunk in enumerate(shards):
+        entry = write_shard(out / "shards" / shard_name(k), chunk)
+        record_shard(out, k, entry, digest, len(shards))
+    return out
+
+
 def shard_files(zoo: Path, verify: bool = True) -> list[Path]:
     """Shard paths listed in the manifest, in shard order (only those: stray files are ignored)."""
     m = verify_zoo(zoo) if verify else load_manifest(zoo)

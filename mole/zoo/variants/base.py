@@ -138,12 +138,14 @@ class GroupContext:
         return out
 
 
-def check_known(name: str, options: Mapping[str, Any], valid: Iterable[str]) -> None:
-    """Unknown option keys -> ConfigError naming the first one and listing the valid ones."""
+def check_known(
+    name: str, options: Mapping[str, Any], valid: Iterable[str], section: str = "variants"
+) -> None:
+    """Unknown option keys -> ConfigError naming `<section>.<name>.<key>` and listing the valid ones."""
     valid = tuple(valid)
     for key in options:
         if key not in valid:
-            raise ConfigError(f"variants.{name}.{key}", f"unknown option; valid: {', '.join(valid)}")
+            raise ConfigError(f"{section}.{name}.{key}", f"unknown option; valid: {', '.join(valid)}")
 
 
 class Variant(ABC):
