@@ -92,6 +92,7 @@ def zoo_spec(p: dict):
 def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, progress: bool) -> Path:
     """Train (or resume, or find done) one denoiser through `mole train`'s LightningCLI; the model folder."""
     from mole.diffusion.train import cli_main
+    from mole.zoo.store import atomic_path, write_json
 
     model = run / "model"
     done = run / "done.json"
@@ -116,9 +117,10 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
                     "enable_progress_bar": progress, "enable_model_summary": False},
     }  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with atomic_path(run / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     cli_main([str(run / "config.yaml"), "--run_dir", str(run), "--wandb", wandb])
-    done.write_text(json.dumps(opts))
+    write_json(done, opts)  # atomic: a kill leaves no half-written marker
     return model
 
 
