@@ -101,12 +101,15 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
     data = {"zoo": str(zoo), "tokenizer": "neuron", "batch_size": opts["batch_size"], "target": target,
             "cache_dir": str(run.parent / "cache"), "fractions": [0.8, 0.2, 0.0]}  # fmt: skip
     if target == "weights":
-        data.update(variants=opts["variants"], tokenizer_options={"canonical": "match"})
+        data.update(
+            variants=opts["variants"],
+            tokenizer_options={"canonical": "match", "stats_per": opts.get("stats_per", "column")},
+        )
     config = {
         "model": {
             "denoiser": {
                 "class_path": "mole.diffusion.denoiser.Denoiser",
-                "init_args": {k: opts[k] for k in ("width", "depth", "heads")},
+                "init_args": {k: opts[k] for k in ("width", "depth", "heads", "global_rank") if k in opts},
             },
             "prediction_type": "sample", "lr": opts["lr"], "warmup_steps": min(100, opts["steps"] // 10),
             "ema_decay": 0.995, "cond_drop_prob": 0.1,

@@ -61,10 +61,19 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
         str(zoo),
         variants=["dense"],
         batch_size=args.batch_size,
-        tokenizer_options={"canonical": False if args.canonical == "none" else args.canonical},
+        tokenizer_options={
+            "canonical": False if args.canonical == "none" else args.canonical,
+            "stats_per": args.stats_per,
+        },
         cache_dir=str(run / "cache"),
     )
-    denoiser = Denoiser(**denoiser_args(dm), width=args.width, depth=args.depth, heads=args.heads)
+    denoiser = Denoiser(
+        **denoiser_args(dm),
+        width=args.width,
+        depth=args.depth,
+        heads=args.heads,
+        global_rank=args.global_rank,
+    )
     system = DiffusionSystem(
         denoiser, prediction_type=args.prediction_type, lr=args.lr, warmup_steps=100, ema_decay=0.995
     )
@@ -121,11 +130,19 @@ def main() -> None:
         "--canonical", default="match", choices=["none", "sort", "match"],
         help="neuron order in the tokenizer (match: weight matching to the zoo's aligned mean)",
     )  # fmt: skip
+    p.add_argument(
+        "--stats-per", default="element", choices=["column", "tensor", "element"],
+        help="token normalisation (element: each weight by its own mean and std over the aligned zoo)",
+    )  # fmt: skip
+    p.add_argument(
+        "--global-rank", type=int, default=256, help="rank of the denoiser's global linear path (0: none)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--prediction-type", default="sample")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="initial noise scale")
     p.add_argument("--prompts", type=int, default=16, help="B3: prompts over the accuracy range")
     p.add_argument("--per-prompt", type=int, default=4, help="B3: networks per prompt")
     p.add_argument("--seed", type=int, default=0)
@@ -157,7 +174,7 @@ def main() -> None:
         t0 = time.perf_counter()
         gen = sample(
             model_dir, {"test_acc": prompts, "variant": "dense"}, len(prompts), args.steps,
-            args.guidance, args.seed, batch_size=len(prompts), model=model,
+            args.guidance, args.seed, batch_size=len(prompts), model=model, temperature=args.temperature,
         )  # fmt: skip
         sample_seconds = time.perf_counter() - t0
         acc_gen = accuracies(gen, data)
@@ -168,7 +185,7 @@ def main() -> None:
         sweep = np.repeat(np.linspace(lo, hi, args.prompts), args.per_prompt).tolist()
         gen3 = sample(
             model_dir, {"test_acc": sweep, "variant": "dense"}, len(sweep), args.steps, args.guidance,
-            args.seed + 1, batch_size=64, model=model,
+            args.seed + 1, batch_size=64, model=model, temperature=args.temperature,
         )  # fmt: skip
         acc3 = accuracies(gen3, data)
         rho = float(spearmanr(sweep, acc3).statistic)

@@ -172,6 +172,43 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, D)
 
 
+class GlobalPath(nn.Module):
+    """A global low-rank linear map of the whole noisy sequence, gated per rank by the conditioning.
+
+    out = U diag(1 + g(c)) V x over x flattened to (B, T * D). Why: per-token transformer layers,
+    whose weights every token shares, find it hard to express what a network's weights share across
+    layers, while for Gaussian data the best x0 prediction is exactly of this form (the principal
+    directions in V and U, a per-direction shrinkage that depends on the timestep in g). Measured on
+    the quickstart zoo: weights drawn from a Gaussian with the aligned members' covariance keep most
+    of their accuracy (0.83 at 0.96), weights drawn per entry do not (0.52). The transformer learns the
+    rest. U starts at zero, so a new model starts as the plain DiT.
+
+    Args:
+        size: T * D (max_tokens * token_dim); shorter sequences are zero-padded.
+        rank: r, directions.
+        width: the conditioning vector's width.
+    """
+
+    def __init__(self, size: int, rank: int, width: int):
+        super().__init__()
+        self.size = size
+        self.down = nn.Linear(size, rank, bias=False)  # V
+        self.up = nn.Linear(rank, size, bias=False)  # U
+        self.gain = nn.Sequential(nn.SiLU(), nn.Linear(width, rank))
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.down.weight, std=self.size**-0.5)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.gain[-1].weight)
+        nn.init.zeros_(self.gain[-1].bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        flat = F.pad(x.reshape(b, t * d), (0, self.size - t * d))  # (B, T_max * D)
+        code = self.down(flat) * (1 + self.gain(c))  # (B, r)
+        return self.up(code)[:, : t * d].view(b, t, d)  # (B, T, D)
+
+
 class Denoiser(ModelMixin, ConfigMixin):
     """DiT over a zoo member's tokens (see the module docstring for targets and channels).
 
@@ -189,6 +226,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         position_embedding: learn one embedding per token position (off: tokens of one layer are
             told apart only by their content, as permutation equivariance needs).
         num_frequencies: sin/cos octaves of continuous conditions.
+        global_rank: r > 0 adds a global low-rank linear path for target "weights" (see GlobalPath):
+            out += U (gain(c) * V x) over the whole flattened sequence, next to the transformer.
     """
 
     @register_to_config
@@ -207,6 +246,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         channels: dict | None = None,
         position_embedding: bool = True,
         num_frequencies: int = 8,
+        global_rank: int = 0,
     ):
         super().__init__()
         if target not in TARGETS:
@@ -236,6 +276,13 @@ class Denoiser(ModelMixin, ConfigMixin):
         # epsilon / v prediction must hand the noise in x_t through, which a per-token bottleneck of
         # `width` < token_dim channels cannot do; g(c) depends on the timestep, so it can.
         self.skip = nn.Linear(width, token_dim) if target == "weights" else None
+        if global_rank < 0:
+            raise ConfigError("denoiser.global_rank", f"must be >= 0, got {global_rank}")
+        self.global_path = (
+            GlobalPath(max_tokens * token_dim, global_rank, width)
+            if target == "weights" and global_rank
+            else None
+        )
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -245,7 +292,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         def _basic_init(module: nn.Module) -> None:
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
         self.apply(_basic_init)
         for emb in (self.pos_embed, self.layer_embed):
@@ -270,6 +318,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         if self.skip is not None:
             nn.init.zeros_(self.skip.weight)
             nn.init.zeros_(self.skip.bias)
+        if self.global_path is not None:
+            self.global_path.reset_parameters()
 
     def embed_conditions(
         self, cond: dict[str, torch.Tensor], batch: int, drop: torch.Tensor | dict | None
@@ -342,6 +392,9 @@ class Denoiser(ModelMixin, ConfigMixin):
         out = self.final_layer(h, c)  # (B, T, D)
         if self.skip is not None:
             out = out + self.skip(c).unsqueeze(1) * x
+        if self.global_path is not None:
+            xv = x if token_valid is None else x * token_valid[..., None]
+            out = out + self.global_path(xv, c)
         if token_valid is not None:
             out = out * token_valid[..., None]  # padding tokens predict exactly zero
         return out

@@ -33,7 +33,7 @@ from mole.tokenizer.member import (
 )
 from mole.tokenizer.stats import RunningStats, stat_maps
 
-STATS_PER = ("column", "tensor")
+STATS_PER = ("column", "tensor", "element")
 CANONICAL = ("sort", "match")
 REFERENCE_MEMBERS = 256  # members `fit` aligns to build the matching reference (it is their mean)
 
@@ -52,7 +52,8 @@ class Tokenizer(ABC):
             that `fit` builds (the mean of the aligned members of the most common widths), so
             that neurons doing the same job in different members share a token position; members
             of other widths are sorted; False: as stored.
-        stats_per: "column" (mean/std per layer and column) or "tensor" (per layer only).
+        stats_per: "column" (mean/std per layer and column), "tensor" (per layer only) or "element"
+            (per weight, with canonical="match": see mole.tokenizer.stats).
     """
 
     name: str = ""
@@ -279,7 +280,7 @@ class Tokenizer(ABC):
             items: MemberTensors or zoo rows (dicts), any iterable (read once).
             max_items: stop after this many.
         """
-        running, seen, count = RunningStats(), set(), 0
+        running, seen, count = RunningStats(self.stats_per == "element"), set(), 0
         self.architecture = self.arch_config = None
         self._reset_caches()
         members = (m if isinstance(m, MemberTensors) else MemberTensors.from_row(m) for m in items)

@@ -141,3 +141,28 @@ def test_sizes_and_bad_configs():
     x, t, cond, ids, valid = inputs()
     with pytest.raises(ValueError, match="the denoiser was built for at most 4"):
         tiny(max_tokens=4)(x, t, cond, ids, valid)
+
+
+def test_global_path_starts_as_the_plain_dit_and_round_trips(tmp_path):
+    x, t, cond, ids, valid = inputs()
+    model = tiny(global_rank=3)
+    assert torch.count_nonzero(model(x, t, cond, ids, valid)) == 0  # U starts at zero
+    model = perturbed(model)
+    out = model(x, t, cond, ids, valid)
+    plain = model.global_path
+    model.global_path = None
+    alone = model(x, t, cond, ids, valid)
+    model.global_path = plain
+    assert not torch.allclose(out, alone)  # the path adds something once trained
+    # It is linear in the (real) tokens for a fixed conditioning, and padding does not reach it.
+    c = model.embed_conditions(cond, B, None) + model.t_embedder(t)
+    xv = x * valid[..., None]
+    assert torch.allclose(plain(2 * xv, c), 2 * plain(xv, c), atol=1e-6)
+    x2 = x.clone()
+    x2[1, 5:] = 100.0
+    assert torch.allclose(model(x2, t, cond, ids, valid), out, atol=1e-6)
+    model.save_pretrained(tmp_path / "denoiser")
+    again = Denoiser.from_pretrained(tmp_path / "denoiser", low_cpu_mem_usage=False).eval()
+    assert again.config.global_rank == 3 and torch.equal(again(x, t, cond, ids, valid), out)
+    with pytest.raises(ConfigError, match="^denoiser.global_rank: must be >= 0"):
+        tiny(global_rank=-1)

@@ -21,7 +21,9 @@ from tests.tokenizer.helpers import KINDS, architectures, random_member, tiny_zo
 SETTINGS = settings(max_examples=40, deadline=None)
 TOKENIZER_STRATEGY = st.one_of(
     st.builds(LayerChunkTokenizer, chunk_size=st.integers(1, 9), canonical=st.booleans()),
-    st.builds(NeuronTokenizer, canonical=st.booleans()),
+    st.builds(
+        NeuronTokenizer, canonical=st.booleans(), stats_per=st.sampled_from(["column", "tensor", "element"])
+    ),
 )
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mole.errors import ConfigError
+from mole.nets import build_architecture
 from mole.tokenizer import TOKENIZERS, MemberTensors, Tokenizer, build_tokenizer
 from mole.tokenizer.layer_chunk import LayerChunkTokenizer
 from mole.tokenizer.neuron import NeuronTokenizer
@@ -54,6 +55,42 @@ def test_fitted_statistics_match_a_direct_computation():
     assert bias_mask["mean"].item() == 1.0 and bias_mask["std"].item() == 1.0
     tokens, layout = tok.tokenize(members[1])
     assert torch.isfinite(tok.normalize(tokens, layout)).all()
+
+
+def test_element_statistics_are_per_weight_and_survive_save(tmp_path):
+    members = [random_member(MLP, "dense", s) for s in range(7)]
+    tok = NeuronTokenizer(stats_per="element").fit(members)
+    w = torch.stack([m.params["layers.1.weight"] for m in members]).double()  # (7, 5, 6)
+    s = tok.stats["params/layers.1.weight"]
+    assert torch.allclose(s["element_mean"], w.mean(0)) and torch.allclose(
+        s["element_std"], w.std(0, unbiased=False)
+    )
+    assert torch.allclose(s["mean"], w.mean((0, 1)))  # the column statistics are kept beside
+    # Normalised tokens are each weight's z-score, and denormalize inverts them.
+    tokens, layout = tok.tokenize(members[2])
+    normed = tok.normalize(tokens, layout)
+    p = next(p for p in layout["placements"] if p["name"] == "layers.1.weight")
+    block = normed[p["row"] : p["row"] + 5, p["col"] : p["col"] + 6].double()
+    assert torch.allclose(block, (w[2] - w.mean(0)) / w.std(0, unbiased=False), atol=1e-5)
+    assert torch.allclose(tok.denormalize(normed, layout), tokens, atol=1e-6)
+    tok.save(tmp_path / "tok")
+    again = Tokenizer.from_dir(tmp_path / "tok")
+    assert torch.equal(again.normalize(tokens, layout), normed)
+
+
+def test_element_statistics_fall_back_to_columns_for_another_width():
+    wide = [random_member(MLP, "dense", s) for s in range(5)]
+    narrow_arch = build_architecture("mlp", (1, 4, 4), 3, hidden=[3, 5])
+    narrow = random_member(narrow_arch, "dense", 9)
+    tok = NeuronTokenizer(stats_per="element").fit(wide + [narrow])
+    s = tok.stats["params/layers.0.weight"]
+    assert s["element_mean"].shape == (6, 16)  # the row count most members have
+    tokens, layout = tok.tokenize(narrow)
+    normed = tok.normalize(tokens, layout)
+    p = next(p for p in layout["placements"] if p["name"] == "layers.0.weight")
+    block = normed[p["row"] : p["row"] + 3, p["col"] : p["col"] + 16].double()
+    raw = narrow.params["layers.0.weight"].double()
+    assert torch.allclose(block, (raw - s["mean"]) / s["std"], atol=1e-5)
 
 
 def test_from_dir_errors(tmp_path):
