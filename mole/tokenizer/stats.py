@@ -12,8 +12,11 @@ position, each weight has a distribution of its own, and normalising by it hands
 deviations from the aligned mean network at unit scale, so an error in a low-variance weight costs
 in proportion to that weight's spread. Measured on the quickstart zoo's 51 training members (aligned):
 sampling every weight independently from its own mean and std gives 0.52 test accuracy, a Gaussian
-with their full covariance 0.83 (members: 0.96) - the structure a denoiser must add on top. A block
-whose row count differs from the fitted one (another width) falls back to the column statistics.
+with their full covariance 0.83 (members: 0.96) - the structure a denoiser must add on top. In the
+quickstart recipe (neuron tokens, the denoiser's global path of rank 256, 2000 steps) element
+statistics sampled 0.82 mean test accuracy against 0.85 with column statistics, so they are an option,
+not the default. A block whose row count differs from the fitted one (another width) falls back to the
+column statistics.
 """
 
 from __future__ import annotations
