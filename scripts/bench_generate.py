@@ -131,7 +131,7 @@ def main() -> None:
         help="neuron order in the tokenizer (match: weight matching to the zoo's aligned mean)",
     )  # fmt: skip
     p.add_argument(
-        "--stats-per", default="element", choices=["column", "tensor", "element"],
+        "--stats-per", default="column", choices=["column", "tensor", "element"],
         help="token normalisation (element: each weight by its own mean and std over the aligned zoo)",
     )  # fmt: skip
     p.add_argument(

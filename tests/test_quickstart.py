@@ -27,25 +27,16 @@ SECTIONS = [
 ]
 
 
+def quickstart_tiny(out) -> int:
+    return main(
+        ["quickstart", "--out", str(out), "--preset", "tiny", "--wandb", "disabled", "--progress", "false"]
+    )
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart") / "run"
-    assert (
-        main(
-            [
-                "quickstart",
-                "--out",
-                str(out),
-                "--preset",
-                "tiny",
-                "--wandb",
-                "disabled",
-                "--progress",
-                "false",
-            ]
-        )
-        == 0
-    )
+    assert quickstart_tiny(out) == 0
     return out
 
 
@@ -82,22 +73,7 @@ def test_rerun_resumes_and_eval_rewrites_the_report(run, capsys):
     assert stamps
     stages = json.loads((run / "stages.json").read_text())
     assert stages["complete"] and set(stages["seconds"]) >= {"zoo", "train weights", "sample", "total"}
-    assert (
-        main(
-            [
-                "quickstart",
-                "--out",
-                str(run),
-                "--preset",
-                "tiny",
-                "--wandb",
-                "disabled",
-                "--progress",
-                "false",
-            ]
-        )
-        == 0
-    )
+    assert quickstart_tiny(run) == 0
     after = {p: p.stat().st_mtime_ns for p in (run / "generated").rglob("*.parquet")}
     after.update({p: p.stat().st_mtime_ns for p in (run / "theory").glob("*")})
     assert after == stamps

@@ -154,10 +154,13 @@ def test_global_path_starts_as_the_plain_dit_and_round_trips(tmp_path):
     alone = model(x, t, cond, ids, valid)
     model.global_path = plain
     assert not torch.allclose(out, alone)  # the path adds something once trained
-    # It is linear in the (real) tokens for a fixed conditioning, and padding does not reach it.
+    # It is affine in the (real) tokens for a fixed conditioning, its offset follows the conditioning
+    # (the prompt moves the mean), and padding does not reach it.
     c = model.embed_conditions(cond, B, None) + model.t_embedder(t)
     xv = x * valid[..., None]
-    assert torch.allclose(plain(2 * xv, c), 2 * plain(xv, c), atol=1e-6)
+    zero = torch.zeros_like(xv)
+    assert torch.allclose(plain(2 * xv, c) + plain(zero, c), 2 * plain(xv, c), atol=1e-5)
+    assert not torch.allclose(plain(zero, c), plain(zero, c.flip(0)))
     x2 = x.clone()
     x2[1, 5:] = 100.0
     assert torch.allclose(model(x2, t, cond, ids, valid), out, atol=1e-6)
