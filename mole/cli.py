@@ -90,6 +90,7 @@ def sample(
     scope: str | None,
     progress: bool,
     temperature: float = 1.0,
+    project: str = "{}",
 ) -> int:
     """`mole sample MODEL_DIR --conditions ... --out ZOO`: generate networks into a zoo folder."""
     from mole.diffusion.generated import generate_zoo
@@ -111,7 +112,7 @@ def sample(
     with _sample_bar(progress) as on_step:
         zoo, sampled = generate_zoo(
             model, out, cond, num, steps, guidance, seed, context, ref, batch_size, scope,
-            on_step=on_step, temperature=temperature,
+            on_step=on_step, temperature=temperature, project=parse_conditions(project),
         )  # fmt: skip
     print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
     return 0
@@ -227,6 +228,11 @@ def build_parser() -> ArgumentParser:
         "--temperature", type=float, default=1.0,
         help="initial noise scale in [0, 2] (weights): < 1 trades diversity for accuracy",
     )  # fmt: skip
+    sp.add_argument(
+        "--project", default="{}",
+        help="sparsity / bits / rank to project onto without conditioning on them (a model that never "
+        "saw them, e.g. sparsity=0.8 on a dense-only model: its nets pruned by magnitude)",
+    )  # fmt: skip
     sp.add_argument("--seed", type=int, default=0, help="seed of the noise (and drawn frozen inits)")
     sp.add_argument("--out", required=True, help="zoo folder to write")
     sp.add_argument("--init-zoo", default=None, help="mask models: zoo holding the frozen init")
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             a = cfg.sample
             return sample(
                 a.model, a.conditions, a.num, a.steps, a.guidance, a.seed, a.out,
-                a.init_zoo, a.init_member, a.batch_size, a.scope, a.progress, a.temperature,
+                a.init_zoo, a.init_member, a.batch_size, a.scope, a.progress, a.temperature, a.project,
             )  # fmt: skip
     except MoleError as e:
         print(f"mole: error: {e}", file=sys.stderr)

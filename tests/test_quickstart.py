@@ -48,6 +48,7 @@ def test_report_has_every_section_and_its_plots(run):
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (run / image).is_file() and (run / image).stat().st_size > 1000, image
     assert len(re.findall(r"^\| B\d ", text, flags=re.M)) == len(TARGETS)
+    assert "projected onto the sparsity by global magnitude" in text  # how the sparse set was made
 
 
 def test_results_hold_measured_figures(run):

@@ -71,10 +71,13 @@ def records(
     run = {k: description[k] for k in ("guidance", "steps", "seed", "temperature") if k in description}
     out = []
     for i, m in enumerate(members):
-        row, prompt = m.to_row(), m.extra.get("prompt", {})
+        row, prompt, project = m.to_row(), m.extra.get("prompt", {}), m.extra.get("project", {})
         weights = m.arch.weight_names()
         sparsity = 0.0
         extra: dict[str, Any] = {"prompt": prompt, "model": description.get("model"), **run}
+        if project:
+            extra["project"] = project
+        wanted = {**prompt, **project}  # the levels it was projected onto
         if m.mask is not None:
             masks = {n: m.mask[n][None] for n in weights}  # (1, *shape)
             sparsity = float(pruning.sparsity_of(masks)[0])
@@ -83,17 +86,17 @@ def records(
             extra["factor_shapes"] = row["factor_shapes"]
         if "init_seed" in m.extra:
             extra["init_seed"] = m.extra["init_seed"]
-        bits = prompt.get("bits") if m.codes is not None else None
+        bits = wanted.get("bits") if m.codes is not None else None
         rank = None
         if m.factors is not None:  # the prompted rank; else the widest U factor's
-            rank = prompt.get("rank") or max(d[1] for n, d in row["factor_shapes"] if n.endswith(".U"))
+            rank = wanted.get("rank") or max(d[1] for n, d in row["factor_shapes"] if n.endswith(".U"))
         out.append(
             {
                 "zoo": name,
                 "member_id": f"{name}-{digest[:8]}-{i:05d}-{VARIANT}",
                 "member_index": i,
                 "variant": VARIANT,
-                "variant_config": json.dumps({**prompt, **run}, sort_keys=True),
+                "variant_config": json.dumps({**wanted, **run}, sort_keys=True),
                 "task": task,
                 "task_options": json.dumps(dict(task_options), sort_keys=True),
                 "architecture": m.architecture,
@@ -164,12 +167,13 @@ def generate_zoo(
     task_options: Mapping[str, Any] | None = None,
     on_step=None,
     temperature: float = 1.0,
+    project: Mapping[str, Any] | None = None,
 ) -> tuple[Path, bool]:
     """Sample networks (mole.diffusion.sample.sample) and write them as a zoo in `out`.
 
     Args:
         model_dir, conditions, num, steps, guidance, seed, context, batch_size, scope, init_scheme,
-            on_step, temperature: as for `sample`.
+            on_step, temperature, project: as for `sample`.
         out: the generated zoo's folder.
         context_ref: how `context` was chosen (e.g. "ZOO:MEMBER"), recorded in spec.json.
         task_options: options of the evaluation task (default: the training zoo's, from its spec.json).
@@ -191,6 +195,7 @@ def generate_zoo(
         "guidance": guidance,
         "seed": seed,
         **({"temperature": temperature} if temperature != 1.0 else {}),  # 1.0: as before it existed
+        **({"project": dict(project)} if project else {}),
         "scope": scope,
         "init": context_ref or (init_scheme if meta.get("target") == "mask" else None),
         "task": task,
@@ -212,5 +217,6 @@ def generate_zoo(
         on_step,
         model,
         temperature,
+        project,
     )
     return write_generated(out, members, description, task, options), True

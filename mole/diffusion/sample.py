@@ -114,6 +114,9 @@ def encode_prompts(meta: Mapping, per_net: list[dict]) -> dict[str, torch.Tensor
     return {n: t.expand(len(per_net)).clone() for n, t in encoded.items()}
 
 
+PROJECTED = ("sparsity", "bits", "rank")  # the constraints sampling projects onto exactly
+
+
 def levels_of(prompt: Mapping) -> tuple:
     """(sparsity, bits, rank) a prompt asks to project onto (None: neutral)."""
     return prompt.get("sparsity"), prompt.get("bits"), prompt.get("rank")
@@ -153,6 +156,7 @@ def sample(
     on_step: Callable[[int, int], None] | None = None,
     model=None,
     temperature: float = 1.0,
+    project: Mapping[str, Any] | None = None,
 ) -> list[MemberTensors]:
     """Draw `num` networks for `conditions` and project them onto the prompted constraints.
 
@@ -176,12 +180,21 @@ def sample(
             network of one prompt is the same, the model's most central one).
         on_step: called as on_step(done, total) after every denoiser step of every batch (progress).
         model: an already loaded (denoiser, scheduler, tokenizer, meta) to skip loading.
+        project: sparsity / bits / rank (a value, or a list of `num`) to project onto without
+            conditioning on them, for a model that never saw them: e.g. a dense-only model's nets
+            pruned to a sparsity by magnitude. Recorded in extra["project"].
 
     Returns:
         The networks, each with extra["prompt"] (its conditions) and, for masks, extra["init_seed"].
     """
     denoiser, scheduler, tok, meta = model or load(model_dir)
     per_net = expand_prompts(conditions, num)
+    per_proj = expand_prompts(project or {}, num)
+    for name in project or {}:
+        if name not in PROJECTED:
+            raise ConfigError(f"project.{name}", f"cannot be projected onto; valid: {', '.join(PROJECTED)}")
+        if name in conditions:
+            raise ConfigError(f"project.{name}", "also given as a condition: give it once")
     target = meta.get("target", denoiser.config.target)
     scope = scope or ("layerwise" if target == "mask" else "global")
     if scope not in ("global", "layerwise"):
@@ -202,8 +215,9 @@ def sample(
             "conditions.sparsity", "required for a mask model (the fraction of weights removed)"
         )
     cond = encode_prompts(meta, per_net)
-    for p in per_net:  # every level is checked before any denoiser step
-        check_levels(arch, *levels_of(p))
+    wanted = [{**p, **q} for p, q in zip(per_net, per_proj)]  # what each net is projected onto
+    for w in wanted:  # every level is checked before any denoiser step
+        check_levels(arch, *levels_of(w))
     total = -(-num // batch_size) * (1 if target == "mask" else steps)  # denoiser steps, all batches
     done = [0]
 
@@ -222,9 +236,9 @@ def sample(
             temperature,
         )  # fmt: skip
         scores = inits = None
-    for m, p in zip(members, per_net):
-        m.extra = {**m.extra, "prompt": p}
-    levels = list(zip(*(levels_of(p) for p in per_net)))
+    for m, p, q in zip(members, per_net, per_proj):
+        m.extra = {**m.extra, "prompt": p, **({"project": q} if q else {})}
+    levels = list(zip(*(levels_of(w) for w in wanted)))
     return project_members(members, *levels, scope=scope, scores=scores, inits=inits)
 
 

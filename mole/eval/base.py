@@ -57,10 +57,11 @@ def load_rows(zoo: str | Path, final_only: bool = True) -> list[Row]:
 
 
 def prompt_of(row: Mapping[str, Any]) -> dict:
-    """What a member was asked to be: extra["prompt"], else the condition keys of variant_config."""
+    """What a member was asked to be: extra["prompt"] with the levels it was projected onto without
+    conditioning (extra["project"]), else the condition keys of variant_config."""
     extra = json_column(row.get("extra"))
     if "prompt" in extra:
-        return dict(extra["prompt"] or {})
+        return {**(extra["prompt"] or {}), **(extra.get("project") or {})}
     config = json_column(row.get("variant_config"))
     return {k: v for k, v in config.items() if k in CONDITIONS}
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from mole.data import TaskData
 from mole.eval import EvalSet, evaluate, prompt_of
+from mole.eval.base import json_column
 from mole.zoo.store import atomic_path, write_json
 
 TARGETS = {  # DESIGN.md section 5: (figure, comparison, target)
@@ -337,8 +338,15 @@ def write_report(
                   "pairwise disagreement"],
                  [[m_dense["nn_cosine_median"], m_dense["nn_cosine_max"], m_dense["frac_novel"],
                    m_dense["pairwise_cosine_mean"], m_dense.get("pairwise_disagreement_mean")]]), ""]  # fmt: skip
+    projected = any("project" in json_column(r.get("extra")) for r in generated["sparse"])
+    how = (
+        "a dense-weight model's nets projected onto the sparsity by global magnitude (exact top-k; "
+        "the model is not told the sparsity)"
+        if projected
+        else "prompted sparsity, projected exactly"
+    )
     md += ["## Sparse networks (B5)", "",
-           "Test accuracy at each sparsity: generated (prompted sparsity, projected exactly), one-shot "
+           f"Test accuracy at each sparsity: generated ({how}), one-shot "
            "global magnitude pruning without fine-tuning, IMP with rewinding (interpolated between its "
            "rounds' sparsities), random pruning; all from the same SGD members.", "",
            table(["sparsity", "generated", "magnitude", "IMP (interp.)", "random", "B5 met"], sparse_rows)

@@ -15,6 +15,7 @@ from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.sample import guided, parse_conditions, sample
 from mole.diffusion.system import DiffusionSystem, export_model
 from mole.errors import ConfigError
+from mole.eval.base import prompt_of
 from mole.tokenizer import MemberTensors
 from mole.zoo import store
 from mole.zoo.build import build_zoo
@@ -130,6 +131,34 @@ def test_sparse_and_low_rank_sampling(model):
     for m in sample(model, {"variant": "lowrank", "rank": 4}, num=2, steps=3):
         for w in m.arch.weight_names():
             assert torch.linalg.matrix_rank(m.params[w].double(), rtol=1e-5) <= 4
+
+
+def test_projecting_without_conditioning(model, tmp_path, capsys):
+    """`project`: a level the nets are projected onto but the model is not told (as for a dense-only
+    model): the same draw as without it, then exact global magnitude top-k."""
+    prompt = {"test_acc": 0.7, "variant": "dense"}
+    plain = sample(model, prompt, num=2, steps=3, seed=5)
+    pruned = sample(model, prompt, num=2, steps=3, seed=5, project={"sparsity": 0.8})
+    for a, b in zip(plain, pruned):
+        names = a.arch.weight_names()
+        n = sum(a.params[w].numel() for w in names)
+        assert sum((~b.mask[w]).sum().item() for w in names) == round(0.8 * n)
+        kept = torch.cat([a.params[w][b.mask[w]].abs() for w in names])
+        dropped = torch.cat([a.params[w][~b.mask[w]].abs() for w in names])
+        assert kept.min() >= dropped.max()  # the largest magnitudes of the very same draw
+        assert all(torch.equal(b.params[w], a.params[w] * b.mask[w]) for w in names)
+        assert b.extra["project"] == {"sparsity": 0.8} and "sparsity" not in b.extra["prompt"]
+    with pytest.raises(ConfigError, match="^project.test_acc: cannot be projected onto"):
+        sample(model, prompt, num=1, steps=3, project={"test_acc": 0.5})
+    with pytest.raises(ConfigError, match="^project.sparsity: also given as a condition"):
+        sample(model, {**prompt, "sparsity": 0.5}, num=1, steps=3, project={"sparsity": 0.8})
+    out = tmp_path / "gen"
+    code, _, _ = run(capsys, "sample", model, "--conditions", "test_acc=0.7,variant=dense", "--num", 2,
+                     "--steps", 3, "--project", "sparsity=0.8", "--out", out, "--progress", "false")  # fmt: skip
+    rows = store.read_zoo(out).to_pylist()
+    assert code == 0 and [r["sparsity"] for r in rows] == pytest.approx([0.8, 0.8], abs=1e-3)
+    assert json.loads(rows[0]["variant_config"])["sparsity"] == 0.8
+    assert prompt_of(rows[0])["sparsity"] == 0.8  # evaluators read the level it was made to meet
 
 
 def test_mask_sampling_exact_sparsity_from_drawn_and_given_inits(mask_model, mask_zoo):
