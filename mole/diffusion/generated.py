@@ -13,6 +13,7 @@ and the manifest last, so a killed run leaves nothing that counts and the same c
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,9 @@ def records(
             extra["layer_sparsity"] = {n: float(v[0]) for n, v in pruning.layer_sparsity(masks).items()}
         if m.factors is not None:
             extra["factor_shapes"] = row["factor_shapes"]
-        if "init_seed" in m.extra:
-            extra["init_seed"] = m.extra["init_seed"]
+        for key in ("init_seed", "sampling_seconds"):
+            if key in m.extra:
+                extra[key] = m.extra[key]
         bits = wanted.get("bits") if m.codes is not None else None
         rank = None
         if m.factors is not None:  # the prompted rank; else the widest U factor's
@@ -203,6 +205,7 @@ def generate_zoo(
     }
     if store.check_described_zoo(Path(out), description, "generation"):  # fails fast, before sampling
         return Path(out), False
+    t0 = time.perf_counter()
     members = sample(
         model_dir,
         conditions,
@@ -219,4 +222,7 @@ def generate_zoo(
         temperature,
         project,
     )
+    share = (time.perf_counter() - t0) / max(len(members), 1)  # sampling alone: no loading or writing
+    for m in members:
+        m.extra = {**m.extra, "sampling_seconds": share}
     return write_generated(out, members, description, task, options), True

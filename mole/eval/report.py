@@ -367,7 +367,8 @@ def write_report(
                  [[m_time.get("sampling_s_per_net"), m_time.get("sgd_s_per_net"), m_time.get("target_acc"),
                    m_time.get("sgd_frac_reached"), m_time.get("speedup")]]),
            f"\nSGD: {sgd_seconds_per_step * 1e3:.2f} ms per step of one network, alone on this machine; "
-           f"sampling: {n_dense} networks in one batch.", ""]  # fmt: skip
+           f"sampling: {n_dense} networks in one batch (denoiser steps, detokenizing and projection; "
+           "not loading the model or writing the zoo).", ""]  # fmt: skip
 
     ss = theory.get("subset_sum") or []
     md += ["## Strong lottery tickets by subset sum", "",

@@ -267,6 +267,8 @@ def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
         "seed": 1,
     }
     digits = None
+    shares = {json.loads(r["extra"])["sampling_seconds"] for r in rows}  # each net's share of the run
+    assert len(shares) == 1 and 0 < shares.pop() < 60
     for r in rows:
         assert r["sparsity"] == 0.5 and MemberTensors.from_row(r).mask is not None
         net = module_from_row(r).eval()
