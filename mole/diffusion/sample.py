@@ -52,24 +52,23 @@ def load(model_dir: str | Path):
 
 
 # ---------------------------------------------------------------------------- prompts
-def expand_prompts(conditions: Mapping[str, Any], num: int) -> list[dict]:
+def expand_prompts(conditions: Mapping[str, Any], num: int, field: str = "conditions") -> list[dict]:
     """One plain prompt dict per network from scalars (shared) and lists of `num` values.
 
     Args:
         conditions: name -> a value or a list of `num` values.
         num: networks to draw.
+        field: how errors name the mapping ("conditions", "project").
     """
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ConfigError("num", f"must be a positive integer, got {num!r}")
     if not isinstance(conditions, Mapping):
-        raise ConfigError(
-            "conditions", f"must be a mapping of name -> value, got {type(conditions).__name__}"
-        )
+        raise ConfigError(field, f"must be a mapping of name -> value, got {type(conditions).__name__}")
     per_net: list[dict] = [{} for _ in range(num)]
     for name, value in conditions.items():
         values = list(value) if isinstance(value, (list, tuple)) else [value] * num
         if len(values) != num:
-            raise ConfigError(f"conditions.{name}", f"{len(values)} values for {num} networks")
+            raise ConfigError(f"{field}.{name}", f"{len(values)} values for {num} networks")
         for p, v in zip(per_net, values):
             p[name] = v
     return per_net
@@ -189,7 +188,7 @@ def sample(
     """
     denoiser, scheduler, tok, meta = model or load(model_dir)
     per_net = expand_prompts(conditions, num)
-    per_proj = expand_prompts(project or {}, num)
+    per_proj = expand_prompts(project or {}, num, "project")
     for name in project or {}:
         if name not in PROJECTED:
             raise ConfigError(f"project.{name}", f"cannot be projected onto; valid: {', '.join(PROJECTED)}")

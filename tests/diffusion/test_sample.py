@@ -150,6 +150,8 @@ def test_projecting_without_conditioning(model, tmp_path, capsys):
         assert b.extra["project"] == {"sparsity": 0.8} and "sparsity" not in b.extra["prompt"]
     with pytest.raises(ConfigError, match="^project.test_acc: cannot be projected onto"):
         sample(model, prompt, num=1, steps=3, project={"test_acc": 0.5})
+    with pytest.raises(ConfigError, match="^project.sparsity: 3 values for 1 networks"):
+        sample(model, prompt, num=1, steps=3, project={"sparsity": [0.5, 0.8, 0.9]})
     with pytest.raises(ConfigError, match="^project.sparsity: also given as a condition"):
         sample(model, {**prompt, "sparsity": 0.5}, num=1, steps=3, project={"sparsity": 0.8})
     out = tmp_path / "gen"
