@@ -107,11 +107,7 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
     if target == "weights":
         data.update(
             variants=opts["variants"],
-            tokenizer_options={
-                "canonical": "match",
-                "stats_per": opts.get("stats_per", "column"),
-                **({"fields": opts["fields"]} if "fields" in opts else {}),
-            },
+            tokenizer_options={"canonical": "match", "stats_per": opts.get("stats_per", "column")},
         )
     config = {
         "model": {
@@ -236,7 +232,7 @@ def run_quickstart(
     # magnitude and IMP rows, prompted with variant imp and the sparsity, made nets at 0.61 / 0.46 /
     # 0.32 test accuracy (its dense nets 0.72); this model's nets, projected, 0.875 / 0.847 / 0.723
     # (dense 0.88), and it trains once instead of twice (~200 s of the quickstart).
-    dense_model = stage(
+    weights = stage(
         "train weights",
         lambda: train_denoiser(zoo, out / "diffusion" / "weights", p["weights"], "weights", wandb, progress),
     )
@@ -246,7 +242,7 @@ def run_quickstart(
     )
 
     s = p["sample"]
-    meta = json.loads((dense_model / "mole.json").read_text())
+    meta = json.loads((weights / "mole.json").read_text())
     lo, hi = meta["conditions"]["test_acc"]["min"], meta["conditions"]["test_acc"]["max"]
     timings: dict[str, float] = {}
 
@@ -265,11 +261,11 @@ def run_quickstart(
         top = float(np.quantile([r["test_acc"] for r in dense], 0.9))
         levels = [x for x in SPARSITIES for _ in range(s["per_sparsity"])]
         return {
-            "dense": gen("dense", dense_model, {"test_acc": acc, "variant": "dense"}, len(acc), 1),
-            **{f"dense-t{t}": gen(f"dense-t{t}", dense_model, {"test_acc": acc, "variant": "dense"}, len(acc), 1,
+            "dense": gen("dense", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1),
+            **{f"dense-t{t}": gen(f"dense-t{t}", weights, {"test_acc": acc, "variant": "dense"}, len(acc), 1,
                                   temperature=t) for t in TEMPERATURES},
-            "prompts": gen("prompts", dense_model, {"test_acc": sweep, "variant": "dense"}, len(sweep), 2),
-            "sparse": gen("sparse", dense_model, {"test_acc": min(top, hi), "variant": "dense"}, len(levels), 3,
+            "prompts": gen("prompts", weights, {"test_acc": sweep, "variant": "dense"}, len(sweep), 2),
+            "sparse": gen("sparse", weights, {"test_acc": min(top, hi), "variant": "dense"}, len(levels), 3,
                           project={"sparsity": levels}),
             "masks": gen("masks", masks, {"sparsity": 0.5}, s["masks"], 4, init_scheme="signed_constant"),
         }  # fmt: skip
