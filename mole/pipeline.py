@@ -131,8 +131,13 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
     return model
 
 
-def sgd_seconds_per_step(zoo: Path, steps: int = 60) -> float:
-    """Wall seconds of one SGD step of ONE network (a dense member's hyperparameters, trained alone)."""
+def sgd_seconds_per_step(zoo: Path, steps: int = 60, repeats: int = 5) -> float:
+    """Wall seconds of one SGD step of ONE network (a dense member's hyperparameters, trained alone).
+
+    The median over `repeats` timed runs of about `steps` steps each, after one untimed run that warms
+    the allocator and kernels up: a single short run varied by +-30 % between quickstart runs on the
+    same machine, and B7 is this figure's multiple.
+    """
     from mole.baselines.base import architecture_of, plan_of
     from mole.data import load_task
     from mole.eval import load_rows
@@ -141,12 +146,15 @@ def sgd_seconds_per_step(zoo: Path, steps: int = 60) -> float:
     row = next(r for r in load_rows(zoo) if r["variant"] == "dense")
     arch, plan = architecture_of(row), plan_of(row)
     data = load_task(row["task"], **json.loads(row["task_options"]))
-    params = arch.init_stacked([row["seed"]], [row["init_scale"]])
     one_epoch = max(1, len(data.y_train) // plan.batch_size)
     plan = plan.__class__(**{**plan.__dict__, "epochs": max(1, -(-steps // one_epoch))})
-    t0 = time.perf_counter()
-    train_stacked(arch.forward_stacked, params, data, [plan], snapshot_steps=[], on_snapshot=None)
-    return (time.perf_counter() - t0) / (plan.epochs * one_epoch)
+    seconds = []
+    for _ in range(repeats + 1):
+        params = arch.init_stacked([row["seed"]], [row["init_scale"]])
+        t0 = time.perf_counter()
+        train_stacked(arch.forward_stacked, params, data, [plan], snapshot_steps=[], on_snapshot=None)
+        seconds.append((time.perf_counter() - t0) / (plan.epochs * one_epoch))
+    return float(np.median(seconds[1:]))
 
 
 class Stages:

@@ -92,3 +92,19 @@ def test_bad_input(tmp_path, capsys):
     assert "mole: error: preset: unknown 'huge'; valid: default, tiny" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "is not a finished quickstart run" in capsys.readouterr().err
+
+
+def test_sgd_timing_is_the_median_of_repeats_after_a_warm_up(run, monkeypatch):
+    import mole.zoo.train as zoo_train
+    from mole import pipeline
+
+    real, calls = zoo_train.train_stacked, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zoo_train, "train_stacked", counted)
+    seconds = pipeline.sgd_seconds_per_step(run / "zoo", steps=4, repeats=3)
+    assert len(calls) == 4  # one untimed warm-up, three timed runs
+    assert 0 < seconds < 1
