@@ -44,6 +44,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             "variants": ["dense"],
             "steps": 2000, "width": 64, "depth": 2, "heads": 4, "batch_size": 32, "lr": 2e-3,
             "global_rank": 256,  # the denoiser's global linear path (mole.diffusion.denoiser.GlobalPath)
+            # KL from each member's outputs to its x0 prediction's on 256 training inputs
+            # (mole.diffusion.function_loss), with gradients clipped to norm 1 (at weight 1 unclipped
+            # it diverged). Prompt 0.96, 5 steps, guidance 2: 0.876 test accuracy without, 0.907 at
+            # weight 0.1, 0.942 at 1; Spearman over 16 prompts 0.90 / 0.90 / 0.95.
+            "function_loss": 1.0, "gradient_clip_val": 1.0,
         },
         "masks": {"steps": 600, "width": 64, "depth": 2, "heads": 4, "batch_size": 16, "lr": 1e-3},
         # 5 DDIM steps: with x0 prediction and the global path, fewer steps lose nothing (dense model,
@@ -65,7 +70,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                     {"name": "supermask", "options": {"sparsity": 0.5, "init": "signed_constant", "epochs": 2}},
                 ]},
         "weights": {"variants": ["dense"], "steps": 30, "width": 32, "depth": 1, "heads": 2,
-                    "batch_size": 8, "lr": 1e-3, "global_rank": 8},
+                    "batch_size": 8, "lr": 1e-3, "global_rank": 8, "function_loss": 1.0,
+                    "gradient_clip_val": 1.0},
         "masks": {"steps": 10, "width": 32, "depth": 1, "heads": 2, "batch_size": 4, "lr": 1e-3},
         "sample": {"steps": 4, "guidance": 2.0, "prompts": 3, "per_prompt": 2, "per_sparsity": 2, "masks": 4},
         "imp": {"rounds": 2, "target_sparsity": 0.75},
@@ -116,12 +122,13 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
                 "init_args": {k: opts[k] for k in ("width", "depth", "heads", "global_rank") if k in opts},
             },
             "prediction_type": "sample", "lr": opts["lr"], "warmup_steps": min(100, opts["steps"] // 10),
-            "ema_decay": 0.995, "cond_drop_prob": 0.1,
+            "ema_decay": 0.995, "cond_drop_prob": 0.1, "function_loss": opts.get("function_loss", 0.0),
         },
         "data": data,
         "trainer": {"max_steps": opts["steps"], "val_check_interval": opts["steps"],
                     "check_val_every_n_epoch": None, "log_every_n_steps": 25,
-                    "enable_progress_bar": progress, "enable_model_summary": False},
+                    "enable_progress_bar": progress, "enable_model_summary": False,
+                    "gradient_clip_val": opts.get("gradient_clip_val")},
     }  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
     with atomic_path(run / "config.yaml") as tmp:

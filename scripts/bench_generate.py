@@ -4,7 +4,8 @@
 
 Without --zoo the default digits zoo (mole/zoo/quickstart.yaml) is built into a temporary folder.
 The denoiser trains (Lightning, through mole.diffusion.system) on the dense rows of every snapshot
-(init to final, so the test accuracy condition spans the zoo's range), then:
+(init to final, so the test accuracy condition spans the zoo's range), with the quickstart's loss (weight
+MSE plus the function-space KL term of mole.diffusion.function_loss, gradients clipped), then:
     acc_generated_mean  one network per final SGD-trained member, prompted with that member's test
                         accuracy (variant dense); acc_zoo_mean is the mean of those accuracies (B2:
                         acc_ratio >= 0.97)
@@ -54,6 +55,7 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
     from mole.diffusion.conditioning import denoiser_args
     from mole.diffusion.datamodule import ZooDataModule, collate
     from mole.diffusion.denoiser import Denoiser
+    from mole.diffusion.function_loss import FunctionLoss
     from mole.diffusion.system import DiffusionSystem, export_model
 
     L.seed_everything(args.seed, verbose=False)
@@ -75,8 +77,12 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
         global_rank=args.global_rank,
     )
     system = DiffusionSystem(
-        denoiser, prediction_type=args.prediction_type, lr=args.lr, warmup_steps=100, ema_decay=0.995
-    )
+        denoiser, prediction_type=args.prediction_type, lr=args.lr, warmup_steps=100, ema_decay=0.995,
+        function_loss=args.function_loss,
+    )  # fmt: skip
+    if args.function_loss:
+        dm.setup()
+        system.function = FunctionLoss.from_datamodule(dm, args.function_inputs)
     items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
     loader = DataLoader(
         items,
@@ -93,6 +99,7 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        gradient_clip_val=args.gradient_clip_val,
     )
     t0 = time.perf_counter()
     trainer.fit(system, train_dataloaders=loader)
@@ -140,6 +147,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--prediction-type", default="sample")
+    p.add_argument(
+        "--function-loss", type=float, default=1.0,
+        help="weight of the function-space KL term (mole.diffusion.function_loss; 0: weight MSE only)",
+    )  # fmt: skip
+    p.add_argument("--function-inputs", type=int, default=256, help="training inputs the KL term reads")
+    p.add_argument("--gradient-clip-val", type=float, default=1.0, help="gradient norm clipping (0: none)")
     p.add_argument("--steps", type=int, default=5, help="DDIM steps (the quickstart's)")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance (the quickstart's)")
     p.add_argument("--temperature", type=float, default=1.0, help="initial noise scale")

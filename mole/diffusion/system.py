@@ -32,6 +32,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
+from mole.diffusion.function_loss import FunctionLoss
 from mole.errors import ConfigError, StoreError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -67,6 +68,11 @@ class DiffusionSystem(L.LightningModule):
         warmup_steps: linear learning-rate warm-up.
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
+        function_loss: weight of the function-space term (mole.diffusion.function_loss: KL from the
+            member's outputs to those of the predicted x0 on training inputs), 0: weight MSE only.
+            Target "weights" with prediction_type "sample" or "v_prediction"; it is built in
+            `setup` from the trainer's ZooDataModule (or set `system.function` yourself).
+        function_inputs: training inputs the functions are compared on.
     """
 
     def __init__(
@@ -79,6 +85,8 @@ class DiffusionSystem(L.LightningModule):
         warmup_steps: int = 0,
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
+        function_loss: float = 0.0,
+        function_inputs: int = 256,
     ):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -87,6 +95,18 @@ class DiffusionSystem(L.LightningModule):
             )
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
+        if (
+            isinstance(function_loss, bool)
+            or not isinstance(function_loss, (int, float))
+            or function_loss < 0
+        ):
+            raise ConfigError("model.function_loss", f"must be a number >= 0, got {function_loss!r}")
+        if function_loss and (denoiser.config.target != "weights" or prediction_type == "epsilon"):
+            raise ConfigError(
+                "model.function_loss",
+                "needs target 'weights' and prediction_type 'sample' or 'v_prediction' (x0 from an "
+                "epsilon prediction divides by sqrt(alpha_bar), which explodes at high noise)",
+            )
         self.save_hyperparameters(ignore=["denoiser"])
         self.denoiser = denoiser
         self.scheduler = DDPMScheduler(
@@ -96,6 +116,18 @@ class DiffusionSystem(L.LightningModule):
         self.ema.requires_grad_(False)  # DDP must not wait for gradients of the average
         self.target = denoiser.config.target
         self.cond_names = list(denoiser.config.conditions or {})
+        self.function: FunctionLoss | None = None  # built in setup when function_loss > 0
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.function_loss and self.function is None:
+            if datamodule is None:
+                raise ConfigError(
+                    "model.function_loss", "needs the trainer's ZooDataModule, or set system.function"
+                )
+            self.function = FunctionLoss.from_datamodule(datamodule, self.hparams.function_inputs)
+        if self.function is not None:
+            self.function.to(self.device)
 
     # ------------------------------------------------------------------ inference
     def forward(self, *args, **kwargs) -> torch.Tensor:
@@ -153,7 +185,14 @@ class DiffusionSystem(L.LightningModule):
         else:
             want = tokens
         mse = ((pred - want) ** 2).mean(-1)  # (B, T)
-        return (mse * valid).sum() / valid.sum().clamp(min=1)
+        loss = (mse * valid).sum() / valid.sum().clamp(min=1)
+        if self.function is not None and self.hparams.function_loss:
+            if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
+                ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
+                pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
+            self.function.to(tokens.device)
+            loss = loss + self.hparams.function_loss * self.function(pred, tokens)
+        return loss
 
     # ------------------------------------------------------------------ Lightning hooks
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

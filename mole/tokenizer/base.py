@@ -331,6 +331,11 @@ class Tokenizer(ABC):
             self._maps[key] = stat_maps(self.stats, layout)
         return self._maps[key]
 
+    def normalization(self, layout: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std), each (T, D) float64, that `normalize` applies to tokens of this layout."""
+        mean, std = self._stat_maps(layout)
+        return mean.clone(), std.clone()
+
     def normalize(self, tokens: torch.Tensor, layout: dict) -> torch.Tensor:
         """(tokens - mean) / std per layer and column, float32; padding stays zero."""
         mean, std = self._stat_maps(layout)

@@ -1,0 +1,97 @@
+"""FunctionLoss: compare the *functions* of the denoiser's x0 prediction and of the clean member.
+
+A weight-space MSE treats every direction alike, and at high noise its best x0 prediction is the mean
+of the (weight-matched) members the noisy tokens may have come from. On the digits zoo that mean is a
+poor network: the 64 aligned final members average to 0.88 test accuracy against their own 0.96, and
+the generated networks sat at that level. The function-space term asks instead for a network whose
+outputs on a fixed set of training inputs match the member's: its best prediction at high noise is a
+network that matches the members' *average output* (an ensemble distilled into one net), which is a
+good network. The term is the KL divergence from the member's softmax to the prediction's, as in
+knowledge distillation; the members' own logits are the teacher, the labels are never read.
+
+Tokens are decoded to params inside the graph (the tokenizer's affine de-normalisation and the
+layout's gather), so the term is differentiable in the prediction. It needs one architecture and
+token structure for the whole batch (the params-only plan of the tokenizer's architecture), the x0
+prediction ("sample") or v-prediction (x0 is affine in v and x_t); epsilon's x0 divides by
+sqrt(alpha_bar), which explodes at high noise, and is refused.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mole.errors import ConfigError
+from mole.nets import architecture_from_config
+from mole.tokenizer.layout import compile_layout
+
+
+class FunctionLoss(nn.Module):
+    """KL(member || prediction) of the softmax outputs on fixed inputs, averaged over inputs and nets.
+
+    Args:
+        tokenizer: the fitted tokenizer the tokens were made (and normalised) with.
+        inputs: (N, C, H, W) task inputs the functions are compared on.
+        normalized: the tokens are normalised (ZooDataModule's `normalize`).
+    """
+
+    def __init__(self, tokenizer, inputs: torch.Tensor, normalized: bool = True):
+        super().__init__()
+        if tokenizer.stats is None or tokenizer.architecture is None:
+            raise ConfigError("function_loss", "needs a fitted tokenizer")
+        self.arch = architecture_from_config(tokenizer.architecture, tokenizer.arch_config)
+        layout = tokenizer.plan(tokenizer.architecture, tokenizer.arch_config, [], None)
+        mean, std = tokenizer.normalization(layout)  # (T, D)
+        if not normalized:
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
+        compiled = compile_layout(layout)
+        self.shape = tuple(layout["shape"])
+        self.names = [p["name"] for p in layout["placements"]]
+        self.shapes = [tuple(p["shape"]) for p in layout["placements"]]
+        self.sizes = list(compiled.sizes)
+        self.register_buffer("mean", mean.float(), persistent=False)
+        self.register_buffer("std", std.float(), persistent=False)
+        self.register_buffer("index", compiled.index, persistent=False)
+        self.register_buffer("inputs", inputs.float(), persistent=False)
+
+    @classmethod
+    def from_datamodule(cls, datamodule, num_inputs: int = 256, seed: int = 0) -> FunctionLoss:
+        """The loss for a set-up ZooDataModule: `num_inputs` training inputs of its zoo's task, drawn
+        with `seed` (the zoo's own task options, so the split is the one its members trained on)."""
+        from mole.data import load_task
+        from mole.diffusion.generated import task_options_of
+
+        tasks = datamodule.vocab.get("task", [])
+        if len(tasks) != 1:
+            raise ConfigError("function_loss", f"needs a zoo of one task, this one holds {tasks}")
+        if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
+            raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
+        data = load_task(tasks[0], **task_options_of({"zoo": str(datamodule.zoo)}))
+        pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
+        return cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], datamodule.normalize)
+
+    def params(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Stacked params {name: (B, *shape)} of (B, T, D) tokens, differentiable in the tokens."""
+        if tuple(tokens.shape[1:]) != self.shape:
+            raise ConfigError(
+                "function_loss",
+                f"tokens of shape {tuple(tokens.shape[1:])}, the architecture's plan is {self.shape}: "
+                "the term needs one token structure (train it on one architecture and dense-shaped rows)",
+            )
+        raw = tokens * self.std + self.mean  # (B, T, D)
+        values = raw.flatten(1).index_select(1, self.index).split(self.sizes, dim=1)
+        return {n: v.reshape(-1, *s) for n, v, s in zip(self.names, values, self.shapes)}
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """KL from the target tokens' network to the predicted tokens' network (a scalar).
+
+        Args:
+            pred: (B, T, D) predicted clean tokens.
+            target: (B, T, D) the clean tokens.
+        """
+        with torch.no_grad():
+            teacher = F.log_softmax(self.arch.forward_stacked(self.params(target), self.inputs), -1)
+        student = F.log_softmax(self.arch.forward_stacked(self.params(pred), self.inputs), -1)
+        # (B, N, C) log-probabilities; KL summed over classes, mean over nets and inputs
+        return (teacher.exp() * (teacher - student)).sum(-1).mean()

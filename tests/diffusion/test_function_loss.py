@@ -1,0 +1,85 @@
+"""FunctionLoss: tokens decode to the member's params inside the graph; the KL term is zero on the
+member itself, positive and differentiable elsewhere; the system builds it from its data module."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from mole.diffusion.conditioning import denoiser_args
+from mole.diffusion.datamodule import ZooDataModule
+from mole.diffusion.denoiser import Denoiser
+from mole.diffusion.function_loss import FunctionLoss
+from mole.diffusion.system import DiffusionSystem
+from mole.errors import ConfigError
+from mole.tokenizer import MemberTensors, NeuronTokenizer
+from mole.zoo import store
+from tests.tokenizer.helpers import tiny_zoo
+
+TINY = {"width": 32, "depth": 1, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    return tiny_zoo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def members(zoo):
+    return [MemberTensors.from_row(r) for r in store.read_zoo(zoo).to_pylist() if r["final"]]
+
+
+def test_tokens_decode_to_the_members_params_and_function(members, digits):
+    tok = NeuronTokenizer(canonical="match").fit(members)
+    fn = FunctionLoss(tok, digits.x_train[:64])
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])  # (B, T, D)
+    params = fn.params(tokens)
+    plan = tok.plan(tok.architecture, tok.arch_config, [], None)  # no permutation to undo
+    for i, m in enumerate(members):
+        matched = tok.detokenize(tok.denormalize(tokens[i], plan), plan)  # the member, weight-matched
+        for name, value in matched.params.items():
+            torch.testing.assert_close(params[name][i], value, atol=1e-5, rtol=1e-5)
+        # weight matching permutes neurons, never the function
+        want = m.arch.to_module(m.params).eval()(digits.x_train[:64])
+        got = fn.arch.forward_stacked({k: v[i : i + 1] for k, v in params.items()}, digits.x_train[:64])[0]
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+    assert fn(tokens, tokens).item() == pytest.approx(0.0, abs=1e-6)
+    pred = (tokens + 0.5 * torch.randn_like(tokens)).requires_grad_()
+    loss = fn(pred, tokens)
+    loss.backward()
+    assert loss.item() > 1e-3 and pred.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match=r"^function_loss: tokens of shape"):
+        fn.params(tokens[:, :-1])
+
+
+def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    system = DiffusionSystem(
+        Denoiser(**denoiser_args(dm), **TINY), function_loss=1.0, function_inputs=32, warmup_steps=1
+    )
+    trainer = L.Trainer(
+        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(system, datamodule=dm)
+    assert system.function is not None and system.function.inputs.shape[0] == 32
+    batch = next(iter(dm.train_dataloader()))
+    g = torch.Generator().manual_seed(0)
+    with_term = system.loss(batch, generator=g)
+    system.hparams.function_loss = 0.0
+    without = system.loss(batch, generator=torch.Generator().manual_seed(0))
+    assert with_term.item() > without.item()  # the same noise: the difference is the KL term
+
+
+def test_bad_settings_name_the_field(zoo, tmp_path):
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    with pytest.raises(ConfigError, match=r"^model\.function_loss: needs target 'weights' and"):
+        DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), prediction_type="epsilon", function_loss=1.0)
+    with pytest.raises(ConfigError, match=r"^model\.function_loss: must be a number >= 0"):
+        DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), function_loss=-1.0)
+    with pytest.raises(ConfigError, match=r"^function_inputs: must be a positive integer"):
+        FunctionLoss.from_datamodule(dm, num_inputs=0)
