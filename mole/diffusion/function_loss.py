@@ -14,6 +14,11 @@ layout's gather), so the term is differentiable in the prediction. It needs one 
 token structure for the whole batch (the params-only plan of the tokenizer's architecture), the x0
 prediction ("sample") or v-prediction (x0 is affine in v and x_t); epsilon's x0 divides by
 sqrt(alpha_bar), which explodes at high noise, and is refused.
+
+With `sparsities`, each prediction is also scored after global magnitude pruning at a sparsity drawn
+per network from that list (biases kept, as `mole sample --project sparsity=...` prunes), against
+the same dense teacher, and the two KL terms are averaged: draws that stay good when projected onto
+a sparsity. The mask is not differentiated (straight-through on the kept weights).
 """
 
 from __future__ import annotations
@@ -34,13 +39,19 @@ class FunctionLoss(nn.Module):
         tokenizer: the fitted tokenizer the tokens were made (and normalised) with.
         inputs: (N, C, H, W) task inputs the functions are compared on.
         normalized: the tokens are normalised (ZooDataModule's `normalize`).
+        sparsities: also score the prediction pruned by global magnitude at one of these (drawn per
+            network); () : dense only.
     """
 
-    def __init__(self, tokenizer, inputs: torch.Tensor, normalized: bool = True):
+    def __init__(self, tokenizer, inputs: torch.Tensor, normalized: bool = True, sparsities=()):
         super().__init__()
+        self.sparsities = [float(x) for x in sparsities]
+        if any(not 0 < x < 1 for x in self.sparsities):
+            raise ConfigError("function_sparsities", f"each must be in (0, 1), got {list(sparsities)}")
         if tokenizer.stats is None or tokenizer.architecture is None:
             raise ConfigError("function_loss", "needs a fitted tokenizer")
         self.arch = architecture_from_config(tokenizer.architecture, tokenizer.arch_config)
+        self.weights = self.arch.weight_names()
         layout = tokenizer.plan(tokenizer.architecture, tokenizer.arch_config, [], None)
         mean, std = tokenizer.normalization(layout)  # (T, D)
         if not normalized:
@@ -56,7 +67,9 @@ class FunctionLoss(nn.Module):
         self.register_buffer("inputs", inputs.float(), persistent=False)
 
     @classmethod
-    def from_datamodule(cls, datamodule, num_inputs: int = 256, seed: int = 0) -> FunctionLoss:
+    def from_datamodule(
+        cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=()
+    ) -> FunctionLoss:
         """The loss for a set-up ZooDataModule: `num_inputs` training inputs of its zoo's task, drawn
         with `seed` (the zoo's own task options, so the split is the one its members trained on)."""
         from mole.data import load_task
@@ -69,7 +82,7 @@ class FunctionLoss(nn.Module):
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
         data = load_task(tasks[0], **task_options_of({"zoo": str(datamodule.zoo)}))
         pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
-        return cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], datamodule.normalize)
+        return cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], datamodule.normalize, sparsities)
 
     def params(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stacked params {name: (B, *shape)} of (B, T, D) tokens, differentiable in the tokens."""
@@ -92,6 +105,28 @@ class FunctionLoss(nn.Module):
         """
         with torch.no_grad():
             teacher = F.log_softmax(self.arch.forward_stacked(self.params(target), self.inputs), -1)
-        student = F.log_softmax(self.arch.forward_stacked(self.params(pred), self.inputs), -1)
+        params = self.params(pred)
+        loss = self.kl(teacher, params)
+        if self.sparsities:
+            loss = (loss + self.kl(teacher, self.pruned(params))) / 2
+        return loss
+
+    def kl(self, teacher: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        student = F.log_softmax(self.arch.forward_stacked(params, self.inputs), -1)
         # (B, N, C) log-probabilities; KL summed over classes, mean over nets and inputs
         return (teacher.exp() * (teacher - student)).sum(-1).mean()
+
+    def pruned(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`params` with the smallest |w| of all weight tensors removed, round(s * n) per network at a
+        sparsity s drawn from `sparsities` (the draw follows torch's global RNG)."""
+        mags = torch.cat([params[w].detach().abs().flatten(1) for w in self.weights], 1)  # (B, P)
+        b, n = mags.shape
+        levels = torch.tensor(self.sparsities, device=mags.device)
+        drop = (levels[torch.randint(len(levels), (b,), device=mags.device)] * n).round().long()  # (B,)
+        ranked = mags.sort(1).values  # (B, P)
+        threshold = ranked.gather(1, (drop - 1).clamp(min=0)[:, None])  # (B, 1): the largest removed
+        threshold = torch.where(drop[:, None] > 0, threshold, torch.full_like(threshold, -1.0))
+        return {
+            k: v * (v.detach().abs().flatten(1) > threshold).view_as(v) if k in self.weights else v
+            for k, v in params.items()
+        }

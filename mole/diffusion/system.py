@@ -73,6 +73,8 @@ class DiffusionSystem(L.LightningModule):
             Target "weights" with prediction_type "sample" or "v_prediction"; it is built in
             `setup` from the trainer's ZooDataModule (or set `system.function` yourself).
         function_inputs: training inputs the functions are compared on.
+        function_sparsities: also score the x0 prediction pruned by global magnitude at one of these
+            sparsities (see FunctionLoss), for draws meant to be projected onto them; []: dense only.
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class DiffusionSystem(L.LightningModule):
         cond_drop_prob: float = 0.1,
         function_loss: float = 0.0,
         function_inputs: int = 256,
+        function_sparsities: list[float] | None = None,
     ):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -125,7 +128,9 @@ class DiffusionSystem(L.LightningModule):
                 raise ConfigError(
                     "model.function_loss", "needs the trainer's ZooDataModule, or set system.function"
                 )
-            self.function = FunctionLoss.from_datamodule(datamodule, self.hparams.function_inputs)
+            self.function = FunctionLoss.from_datamodule(
+                datamodule, self.hparams.function_inputs, sparsities=self.hparams.function_sparsities or ()
+            )
         if self.function is not None:
             self.function.to(self.device)
 

@@ -83,3 +83,25 @@ def test_bad_settings_name_the_field(zoo, tmp_path):
         DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), function_loss=-1.0)
     with pytest.raises(ConfigError, match=r"^function_inputs: must be a positive integer"):
         FunctionLoss.from_datamodule(dm, num_inputs=0)
+
+
+def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits):
+    tok = NeuronTokenizer(canonical="match").fit(members)
+    fn = FunctionLoss(tok, digits.x_train[:32], sparsities=[0.8])
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])
+    params = fn.params(tokens)
+    pruned = fn.pruned(params)
+    flat = torch.cat([params[w].abs().flatten(1) for w in fn.weights], 1)  # (B, P)
+    kept = torch.cat([(pruned[w] != 0).flatten(1) for w in fn.weights], 1)
+    n = flat.shape[1]
+    assert kept.sum(1).tolist() == [n - round(0.8 * n)] * len(members)
+    for i in range(len(members)):  # every kept weight is at least as large as every removed one
+        assert flat[i][kept[i]].min() >= flat[i][~kept[i]].max()
+    for name in params:
+        if name not in fn.weights:
+            assert torch.equal(pruned[name], params[name])  # biases are never pruned
+    pred = tokens.clone().requires_grad_()
+    fn(pred, tokens).backward()  # dense KL is zero here; the pruned one is not
+    assert pred.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match=r"^function_sparsities: each must be in \(0, 1\)"):
+        FunctionLoss(tok, digits.x_train[:32], sparsities=[1.0])
