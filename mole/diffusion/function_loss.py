@@ -67,9 +67,7 @@ class FunctionLoss(nn.Module):
         self.register_buffer("inputs", inputs.float(), persistent=False)
 
     @classmethod
-    def from_datamodule(
-        cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=()
-    ) -> FunctionLoss:
+    def from_datamodule(cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=()) -> FunctionLoss:
         """The loss for a set-up ZooDataModule: `num_inputs` training inputs of its zoo's task, drawn
         with `seed` (the zoo's own task options, so the split is the one its members trained on)."""
         from mole.data import load_task
