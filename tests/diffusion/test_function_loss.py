@@ -17,8 +17,6 @@ from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
 from tests.tokenizer.helpers import tiny_zoo
 
-TINY = {"width": 32, "depth": 1, "heads": 2}
-
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
@@ -58,7 +56,7 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
     dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
     system = DiffusionSystem(
-        Denoiser(**denoiser_args(dm), **TINY), function_loss=1.0, function_inputs=32, warmup_steps=1
+        Denoiser.sized("tiny", **denoiser_args(dm)), function_loss=1.0, function_inputs=32, warmup_steps=1
     )
     trainer = L.Trainer(
         max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -78,9 +76,11 @@ def test_bad_settings_name_the_field(zoo, tmp_path):
     dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
     with pytest.raises(ConfigError, match=r"^model\.function_loss: needs target 'weights' and"):
-        DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), prediction_type="epsilon", function_loss=1.0)
+        DiffusionSystem(
+            Denoiser.sized("tiny", **denoiser_args(dm)), prediction_type="epsilon", function_loss=1.0
+        )
     with pytest.raises(ConfigError, match=r"^model\.function_loss: must be a number >= 0"):
-        DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), function_loss=-1.0)
+        DiffusionSystem(Denoiser.sized("tiny", **denoiser_args(dm)), function_loss=-1.0)
     with pytest.raises(ConfigError, match=r"^function_inputs: must be a positive integer"):
         FunctionLoss.from_datamodule(dm, num_inputs=0)
 
