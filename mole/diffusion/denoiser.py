@@ -18,6 +18,11 @@ Targets:
                sits at column channels["params"][0] + k of token t is kept (its mask bit at
                channels["mask"][0] + k, its frozen value at channels["init_params"][0] + k).
                Padding columns produce logits that mean nothing; project with top-k over real weights.
+               When the context is one channel group wide, a logit also gets
+               context * (entry_gain[t, k] + gate(h_t)[k]): keeping a weight depends on its own value
+               (for signed-constant inits its sign), which the per-token linear read-out of the
+               transformer cannot express. entry_gain alone is a learned per-entry template (keep
+               where the weight's sign agrees); the gate lets each token's hidden state adjust it.
 """
 
 from __future__ import annotations
@@ -289,6 +294,9 @@ class Denoiser(ModelMixin, ConfigMixin):
             if target == "weights" and global_rank
             else None
         )
+        entry = target == "mask" and context_dim == token_dim
+        self.entry_gain = nn.Parameter(torch.zeros(max_tokens, token_dim)) if entry else None
+        self.entry_gate = nn.Linear(width, token_dim) if entry else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -326,6 +334,10 @@ class Denoiser(ModelMixin, ConfigMixin):
             nn.init.zeros_(self.skip.bias)
         if self.global_path is not None:
             self.global_path.reset_parameters()
+        if self.entry_gate is not None:
+            nn.init.zeros_(self.entry_gain)
+            nn.init.zeros_(self.entry_gate.weight)
+            nn.init.zeros_(self.entry_gate.bias)
 
     def embed_conditions(
         self, cond: dict[str, torch.Tensor], batch: int, drop: torch.Tensor | dict | None
@@ -396,6 +408,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         for block in self.blocks:
             h = block(h, c, token_valid)  # (B, T, W)
         out = self.final_layer(h, c)  # (B, T, D)
+        if self.entry_gate is not None and context is not None:
+            out = out + context * (self.entry_gain[:t] + self.entry_gate(h))  # per-weight value read
         if self.skip is not None:
             out = out + self.skip(c).unsqueeze(1) * x
         if self.global_path is not None:

@@ -19,6 +19,13 @@ With `sparsities`, each prediction is also scored after global magnitude pruning
 per network from that list (biases kept, as `mole sample --project sparsity=...` prunes), against
 the same dense teacher, and the two KL terms are averaged: draws that stay good when projected onto
 a sparsity. The mask is not differentiated (straight-through on the kept weights).
+
+For the mask target (`masked`), the student is the row's frozen init under the top-k of the
+predicted mask logits, layer by layer at the row's sparsity (what sampling projects to), with
+edge-popup's straight-through gradient to the logits; the teacher is the row's own subnetwork (the
+edge-popup member on the same init). Unlike BCE on the member's mask bits, which only says which
+weights one run kept, this scores any mask by what its network computes, so masks that differ from
+the member's but work as well cost nothing.
 """
 
 from __future__ import annotations
@@ -67,9 +74,13 @@ class FunctionLoss(nn.Module):
         self.register_buffer("inputs", inputs.float(), persistent=False)
 
     @classmethod
-    def from_datamodule(cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=()) -> FunctionLoss:
+    def from_datamodule(
+        cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=(), normalized: bool | None = None
+    ) -> FunctionLoss:
         """The loss for a set-up ZooDataModule: `num_inputs` training inputs of its zoo's task, drawn
-        with `seed` (the zoo's own task options, so the split is the one its members trained on)."""
+        with `seed` (the zoo's own task options, so the split is the one its members trained on).
+        `normalized`: the tokens it will be given are normalised (None: the datamodule's setting;
+        False for `masked`, which reads the batch's raw tokens)."""
         from mole.data import load_task
         from mole.diffusion.generated import task_options_of
 
@@ -80,7 +91,8 @@ class FunctionLoss(nn.Module):
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
         data = load_task(tasks[0], **task_options_of({"zoo": str(datamodule.zoo)}))
         pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
-        return cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], datamodule.normalize, sparsities)
+        normalized = datamodule.normalize if normalized is None else normalized
+        return cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], normalized, sparsities)
 
     def params(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stacked params {name: (B, *shape)} of (B, T, D) tokens, differentiable in the tokens."""
@@ -90,8 +102,11 @@ class FunctionLoss(nn.Module):
                 f"tokens of shape {tuple(tokens.shape[1:])}, the architecture's plan is {self.shape}: "
                 "the term needs one token structure (train it on one architecture and dense-shaped rows)",
             )
-        raw = tokens * self.std + self.mean  # (B, T, D)
-        values = raw.flatten(1).index_select(1, self.index).split(self.sizes, dim=1)
+        return self.gather(tokens * self.std + self.mean)  # (B, T, D) raw
+
+    def gather(self, grid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{name: (B, *shape)} of whatever (B, T, D) grid sits in the params columns (no de-normalisation)."""
+        values = grid.flatten(1).index_select(1, self.index).split(self.sizes, dim=1)
         return {n: v.reshape(-1, *s) for n, v, s in zip(self.names, values, self.shapes)}
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -108,6 +123,42 @@ class FunctionLoss(nn.Module):
         if self.sparsities:
             loss = (loss + self.kl(teacher, self.pruned(params))) / 2
         return loss
+
+    def masked(
+        self, logits: torch.Tensor, raw: torch.Tensor, channels: dict, sparsity: torch.Tensor
+    ) -> torch.Tensor:
+        """KL from each row's member to its frozen init under the logits' top-k masks (a scalar).
+
+        Args:
+            logits: (B, T, w) mask logits, one per column of the params channel group.
+            raw: (B, T, D) the rows' raw (un-normalised) tokens with channel groups "params" (the
+                member) and "init_params" (its frozen init).
+            channels: the tokenizer's channel groups {name: [start, stop)}.
+            sparsity: (B,) fraction of each weight tensor removed.
+        """
+        for name in ("params", "init_params"):
+            if name not in channels:
+                raise ConfigError("function_loss", f"the mask term needs the {name!r} channel group")
+        if tuple(raw.shape[1:]) != self.shape:
+            raise ConfigError(
+                "function_loss",
+                f"tokens of shape {tuple(raw.shape[1:])}, the architecture's plan is {self.shape}",
+            )
+        lo, hi = channels["params"]
+
+        def at_params(x: torch.Tensor) -> torch.Tensor:  # (B, T, w) -> (B, T, D), in the params columns
+            return F.pad(x, (lo, self.shape[1] - hi))
+
+        with torch.no_grad():
+            member = self.gather(raw)
+            teacher = F.log_softmax(self.arch.forward_stacked(member, self.inputs), -1)
+        init = self.gather(at_params(raw[..., slice(*channels["init_params"])]))
+        scores = self.gather(at_params(logits))
+        params = {
+            n: init[n] * topk_straight_through(scores[n], sparsity) if n in self.weights else init[n]
+            for n in init
+        }
+        return self.kl(teacher, params)
 
     def kl(self, teacher: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         student = F.log_softmax(self.arch.forward_stacked(params, self.inputs), -1)
@@ -128,3 +179,15 @@ class FunctionLoss(nn.Module):
             k: v * (v.detach().abs().flatten(1) > threshold).view_as(v) if k in self.weights else v
             for k, v in params.items()
         }
+
+
+def topk_straight_through(scores: torch.Tensor, sparsity: torch.Tensor) -> torch.Tensor:
+    """{0, 1} masks (B, *shape) keeping the highest scores of each row, exactly round(sparsity[b] * n)
+    removed (ties broken by position: an all-zero start must still keep weights, or nothing gets a
+    gradient), with edge-popup's straight-through gradient: d mask / d score = 1."""
+    flat = scores.flatten(1)  # (B, n)
+    n = flat.shape[1]
+    drop = torch.round(sparsity.to(flat) * n).long().clamp(0, n)  # (B,) as pruning.n_removed
+    rank = flat.detach().argsort(dim=1, stable=True).argsort(dim=1)  # (B, n): 0 for the lowest score
+    keep = rank >= drop[:, None]
+    return (keep.to(flat) + flat - flat.detach()).view_as(scores)

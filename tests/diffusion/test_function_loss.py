@@ -75,7 +75,7 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
 def test_bad_settings_name_the_field(zoo, tmp_path):
     dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
-    with pytest.raises(ConfigError, match=r"^model\.function_loss: needs target 'weights' and"):
+    with pytest.raises(ConfigError, match=r"^model\.function_loss: needs prediction_type 'sample' or"):
         DiffusionSystem(
             Denoiser.sized("tiny", **denoiser_args(dm)), prediction_type="epsilon", function_loss=1.0
         )

@@ -12,6 +12,7 @@ from diffusers import DDIMScheduler
 from mole.diffusion.conditioning import denoiser_args, drop_conditions, encode_conditions
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
+from mole.diffusion.function_loss import FunctionLoss, topk_straight_through
 from mole.diffusion.system import DiffusionSystem, export_model, load_model
 from mole.errors import ConfigError, StoreError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
@@ -129,6 +130,66 @@ def test_mask_target_overfits_supermasks(mask_zoo, cache):
         guess = torch.zeros_like(truth)
         guess[scores.topk(int(truth.sum())).indices] = True
         assert (guess == truth).float().mean() > 0.9  # chance: 0.5
+
+
+def test_topk_straight_through_removes_exactly_and_passes_gradients():
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0], [4.0, 1.0, 3.0, 2.0]], requires_grad=True)
+    masks = topk_straight_through(scores, torch.tensor([0.5, 0.25]))
+    assert masks.tolist() == [[0, 0, 1, 1], [1, 0, 1, 1]]  # ties broken by position, never all removed
+    (masks * torch.arange(4.0)).sum().backward()
+    assert scores.grad.tolist() == [[0, 1, 2, 3]] * 2  # d mask / d score = 1 (edge-popup)
+
+
+def test_mask_function_term_scores_the_masked_network(mask_zoo, cache, digits):
+    torch.manual_seed(0)
+    dm = ZooDataModule(str(mask_zoo), target="mask", fractions=(1.0, 0.0, 0.0), cache_dir=cache)
+    dm.setup()
+    args = denoiser_args(dm)
+    ch = args["channels"]
+    ds = dm.datasets["train"]
+    batch = collate([ds[i] for i in range(len(ds))])
+    raw, sparsity = batch["raw_tokens"], batch["cond"]["sparsity"]
+    fn = FunctionLoss.from_datamodule(dm, 64, normalized=False)
+    bits = raw[..., slice(*ch["mask"])]
+    assert fn.masked(bits * 2 - 1, raw, ch, sparsity).item() == pytest.approx(0.0, abs=1e-7)  # its own mask
+    assert fn.masked(torch.randn_like(bits), raw, ch, sparsity).item() > 0.05
+    with pytest.raises(ConfigError, match=r"^function_loss: the mask term needs the 'init_params'"):
+        fn.masked(bits, raw, {"params": ch["params"]}, sparsity)
+
+    # trained through the masked network only (no BCE), the gain at its own rate: the term falls
+    system = DiffusionSystem(
+        Denoiser(**args, **TINY),
+        lr=1e-5,
+        entry_gain_lr=3e-3,
+        cond_drop_prob=0.0,
+        function_loss=1.0,
+        mask_bce=0.0,
+    )
+    system.function = fn
+    groups = system.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == [1e-5, 3e-3] and groups[1]["params"] == [system.denoiser.entry_gain]
+    with torch.no_grad():
+        start = system.loss(batch).item()
+    end = fit(system, batch, 100)
+    assert end < 0.5 * start
+    with pytest.raises(ConfigError, match=r"^model\.mask_bce: mask_bce and function_loss are both 0"):
+        DiffusionSystem(Denoiser(**args, **TINY), mask_bce=0.0)
+    with pytest.raises(ConfigError, match=r"^model\.entry_gain_lr: must be a number > 0"):
+        DiffusionSystem(Denoiser(**args, **TINY), entry_gain_lr=0.0)
+
+
+def test_mask_logits_read_each_weights_value(mask_zoo, cache):
+    dm = ZooDataModule(str(mask_zoo), target="mask", fractions=(1.0, 0.0, 0.0), cache_dir=cache)
+    dm.setup()
+    den = Denoiser(**denoiser_args(dm), **TINY)
+    ds = dm.datasets["train"]
+    batch = collate([ds[i] for i in range(2)])
+    context = batch["tokens"][..., slice(*den.config.channels["init_params"])]
+    args = (torch.zeros_like(context), None, {}, batch["layer_ids"], batch["token_valid"], context)
+    assert den(*args).abs().max() == 0  # DiT's zero init, the gain too
+    with torch.no_grad():
+        den.entry_gain.fill_(2.0)
+    torch.testing.assert_close(den(*args), 2 * context * batch["token_valid"][..., None])
 
 
 def test_pairs_mode_feeds_the_starting_checkpoint(zoo, cache):
