@@ -72,6 +72,8 @@ class FunctionLoss(nn.Module):
         self.register_buffer("std", std.float(), persistent=False)
         self.register_buffer("index", compiled.index, persistent=False)
         self.register_buffer("inputs", inputs.float(), persistent=False)
+        self.task: str | None = None  # the inputs' task and its options, when known (from_datamodule)
+        self.task_options: dict = {}
 
     @classmethod
     def from_datamodule(
@@ -92,7 +94,9 @@ class FunctionLoss(nn.Module):
         data = load_task(tasks[0], **task_options_of({"zoo": str(datamodule.zoo)}))
         pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
         normalized = datamodule.normalize if normalized is None else normalized
-        return cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], normalized, sparsities)
+        loss = cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], normalized, sparsities)
+        loss.task, loss.task_options = tasks[0], task_options_of({"zoo": str(datamodule.zoo)})
+        return loss
 
     def params(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """Stacked params {name: (B, *shape)} of (B, T, D) tokens, differentiable in the tokens."""
@@ -125,7 +129,12 @@ class FunctionLoss(nn.Module):
         return loss
 
     def masked(
-        self, logits: torch.Tensor, raw: torch.Tensor, channels: dict, sparsity: torch.Tensor
+        self,
+        logits: torch.Tensor,
+        raw: torch.Tensor,
+        channels: dict,
+        sparsity: torch.Tensor,
+        prior: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """KL from each row's member to its frozen init under the logits' top-k masks (a scalar).
 
@@ -135,30 +144,42 @@ class FunctionLoss(nn.Module):
                 member) and "init_params" (its frozen init).
             channels: the tokenizer's channel groups {name: [start, stop)}.
             sparsity: (B,) fraction of each weight tensor removed.
+            prior: {weight name: (B, *shape)} added to the logits before the top-k (mask_prior).
         """
-        for name in ("params", "init_params"):
-            if name not in channels:
-                raise ConfigError("function_loss", f"the mask term needs the {name!r} channel group")
-        if tuple(raw.shape[1:]) != self.shape:
-            raise ConfigError(
-                "function_loss",
-                f"tokens of shape {tuple(raw.shape[1:])}, the architecture's plan is {self.shape}",
-            )
-        lo, hi = channels["params"]
-
-        def at_params(x: torch.Tensor) -> torch.Tensor:  # (B, T, w) -> (B, T, D), in the params columns
-            return F.pad(x, (lo, self.shape[1] - hi))
-
         with torch.no_grad():
-            member = self.gather(raw)
+            member = self.gather(self.check_raw(raw))
             teacher = F.log_softmax(self.arch.forward_stacked(member, self.inputs), -1)
-        init = self.gather(at_params(raw[..., slice(*channels["init_params"])]))
-        scores = self.gather(at_params(logits))
+        init = self.channel(raw, channels, "init_params")
+        scores = self.channel(logits, channels, "params", padded=False)
+        if prior is not None:
+            scores = {n: s + prior[n] if n in prior else s for n, s in scores.items()}
         params = {
             n: init[n] * topk_straight_through(scores[n], sparsity) if n in self.weights else init[n]
             for n in init
         }
         return self.kl(teacher, params)
+
+    def check_raw(self, raw: torch.Tensor) -> torch.Tensor:
+        if tuple(raw.shape[1:]) != self.shape:
+            raise ConfigError(
+                "function_loss",
+                f"tokens of shape {tuple(raw.shape[1:])}, the architecture's plan is {self.shape}",
+            )
+        return raw
+
+    def channel(
+        self, tokens: torch.Tensor, channels: dict, name: str, padded: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """{param name: (B, *shape)} of channel group `name` read as params: of raw (B, T, D) tokens
+        (padded), or of (B, T, w) values one per params column (padded False: the mask logits)."""
+        for group in ("params", name):
+            if group not in channels:
+                raise ConfigError("function_loss", f"the mask term needs the {group!r} channel group")
+        if padded:
+            tokens = self.check_raw(tokens)[..., slice(*channels[name])]
+        lo, hi = channels["params"]
+        # (B, T, w) -> (B, T, D), in the params columns, so the layout's gather reads them
+        return self.gather(F.pad(tokens, (lo, self.shape[1] - hi)))
 
     def kl(self, teacher: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         student = F.log_softmax(self.arch.forward_stacked(params, self.inputs), -1)
@@ -190,4 +211,4 @@ def topk_straight_through(scores: torch.Tensor, sparsity: torch.Tensor) -> torch
     drop = torch.round(sparsity.to(flat) * n).long().clamp(0, n)  # (B,) as pruning.n_removed
     rank = flat.detach().argsort(dim=1, stable=True).argsort(dim=1)  # (B, n): 0 for the lowest score
     keep = rank >= drop[:, None]
-    return (keep.to(flat) + flat - flat.detach()).view_as(scores)
+    return (keep.to(flat) + (flat - flat.detach())).view_as(scores)  # exactly 0 / 1 forward

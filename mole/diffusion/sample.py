@@ -34,6 +34,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from mole.diffusion.conditioning import encode_conditions
+from mole.diffusion.mask_prior import prior_data, prior_logits
 from mole.diffusion.project import check_levels, project_members
 from mole.errors import ConfigError
 from mole.nets import Params
@@ -336,6 +337,11 @@ def _sample_masks(
     ch = meta.get("channels") or denoiser.config.channels
     arch = MemberTensors(meta["architecture"], meta["arch_config"], {}).arch
     inits, seeds = _frozen_inits(arch, context, num, seed, init_scheme)
+    prior = meta.get("mask_prior")
+    if prior is not None:  # the logits are a correction of the least-squares construction's scores
+        from mole.diffusion.generated import task_options_of
+
+        x, y = prior_data(meta["task"], task_options_of(meta), prior["inputs"])
     members, scores = [], []
     for lo in range(0, num, batch_size):
         hi = min(num, lo + batch_size)
@@ -359,13 +365,19 @@ def _sample_masks(
             denoiser, torch.zeros_like(context_tokens), zeros, c, ids, valid, context_tokens, guidance
         )
         on_step(1)
+        if prior is not None:
+            stacked = {n: torch.stack([init[n] for init in inits[lo:hi]]) for n in inits[lo]}
+            sparsity = torch.tensor([float(p["sparsity"]) for p in per_net[lo:hi]])
+            added = prior_logits(arch, stacked, sparsity, x, y, prior)
         for i, (r, lay) in enumerate(grids):
             # Logit k of a token scores the weight at params column k: write them there and let the
             # layout read them back per tensor (and undo a canonical neuron order).
             grid = r.clone()
             grid[:, slice(*ch["params"])] = logits[i]
             read = tok.detokenize(grid, lay)
-            scores.append({n: read.params[n] for n in arch.weight_names()})
+            scores.append(
+                {n: read.params[n] + (added[n][i] if prior is not None else 0) for n in arch.weight_names()}
+            )
             members.append(MemberTensors(arch.name, arch.config(), dict(inits[lo + i])))
     for m, s in zip(members, seeds):
         if s is not None:

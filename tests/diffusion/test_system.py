@@ -13,11 +13,14 @@ from mole.diffusion.conditioning import denoiser_args, drop_conditions, encode_c
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import FunctionLoss, topk_straight_through
+from mole.diffusion.mask_prior import DEFAULTS, prior_data, prior_logits
+from mole.diffusion.sample import sample
 from mole.diffusion.system import DiffusionSystem, export_model, load_model
 from mole.errors import ConfigError, StoreError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
 from mole.zoo.build import build_zoo
+from mole.zoo.pruning import masks_from_scores
 from mole.zoo.spec import ZooSpec
 from tests.conftest import TINY_ZOO
 from tests.tokenizer.helpers import tiny_zoo
@@ -138,6 +141,59 @@ def test_topk_straight_through_removes_exactly_and_passes_gradients():
     assert masks.tolist() == [[0, 0, 1, 1], [1, 0, 1, 1]]  # ties broken by position, never all removed
     (masks * torch.arange(4.0)).sum().backward()
     assert scores.grad.tolist() == [[0, 1, 2, 3]] * 2  # d mask / d score = 1 (edge-popup)
+    wide = torch.randn(3, 50, requires_grad=True) * 3.3
+    assert set(topk_straight_through(wide, torch.tensor([0.3] * 3)).unique().tolist()) == {0.0, 1.0}
+
+
+def test_mask_prior_enters_training_and_sampling(mask_zoo, cache, tmp_path):
+    torch.manual_seed(0)
+    dm = ZooDataModule(str(mask_zoo), target="mask", fractions=(1.0, 0.0, 0.0), cache_dir=cache)
+    dm.setup()
+    args = denoiser_args(dm)
+    ch = args["channels"]
+    batch = collate([dm.datasets["train"][i] for i in range(4)])
+    raw, sparsity = batch["raw_tokens"], batch["cond"]["sparsity"].float()
+
+    def system(**options) -> DiffusionSystem:
+        s = DiffusionSystem(
+            Denoiser(**args, **TINY), cond_drop_prob=0.0, function_loss=1.0, mask_bce=0.0, **options
+        )
+        s.function = FunctionLoss.from_datamodule(dm, 64, normalized=False)
+        if s.hparams.mask_prior is not None:  # as setup draws them
+            s.prior_data = prior_data(
+                s.function.task, s.function.task_options, s.hparams.mask_prior["inputs"]
+            )
+        return s
+
+    plain, built = system(), system(mask_prior={"passes": 2})
+    assert built.hparams.mask_prior == {**DEFAULTS, "passes": 2}
+    prior = built.prior(raw, ch, sparsity)
+    init = built.function.channel(raw, ch, "init_params")
+    expect = prior_logits(built.function.arch, init, sparsity, *built.prior_data, built.hparams.mask_prior)
+    assert all(torch.equal(prior[n], expect[n]) for n in expect)
+    zero = torch.zeros_like(raw[..., slice(*ch["params"])])  # an untrained denoiser's logits
+    with torch.no_grad():  # the term scores the prior's top-k, not the (positional) top-k of zeros
+        assert built.loss(batch).item() == pytest.approx(
+            built.function.masked(zero, raw, ch, sparsity, prior)
+        )
+        assert plain.loss(batch).item() == pytest.approx(built.function.masked(zero, raw, ch, sparsity))
+        assert built.loss(batch).item() != pytest.approx(plain.loss(batch).item())
+
+    # the model folder records the prior and sampling adds it: an untrained model's masks are the
+    # construction's top-k on the drawn inits
+    path = export_model(built, dm, tmp_path / "model")
+    assert load_model(path)[3]["mask_prior"] == built.hparams.mask_prior
+    nets = sample(path, {"sparsity": 0.5}, num=3, seed=2)
+    inits = {n: torch.stack([m.init_params[n] for m in nets]) for n in nets[0].init_params}
+    half = torch.full((3,), 0.5)
+    want = prior_logits(built.function.arch, inits, half, *built.prior_data, built.hparams.mask_prior)
+    for n, keep in masks_from_scores(want, 0.5, "layerwise").items():  # sampling's projection
+        assert torch.equal(torch.stack([m.mask[n] for m in nets]), keep)
+
+    with pytest.raises(ConfigError, match=r"^model\.mask_prior: is for target 'mask' trained through"):
+        DiffusionSystem(Denoiser(**args, **TINY), function_loss=1.0, mask_prior={})  # BCE on
+    with pytest.raises(ConfigError, match=r"^model\.mask_prior\.ridge: must be a number > 0"):
+        system(mask_prior={"ridge": -1.0})
 
 
 def test_mask_function_term_scores_the_masked_network(mask_zoo, cache, digits):

@@ -1,0 +1,139 @@
+"""Least-squares supermask scores: a good subnetwork of given random weights in one pass, no per-init training.
+
+Edge-popup finds a supermask by SGD on scores for each init. This constructs one in closed form,
+layer by layer from the input, from the task's training data: the kept weights of a layer are the
+ones that agree most with the ridge regression of what the layer's units should output on what
+they actually receive (the earlier layers' masked activations),
+
+    beta = (H^T H + lambda I)^-1 H^T T,     score_ij = w_ij * beta_ji,     keep the top (1 - s) per tensor,
+
+with H the centred inputs of the layer and T the centred targets. The target of an output unit is
+its class (one-hot); a hidden unit's is the class vote it casts downstream, Y @ V with V the
+product of the later layers' (masked) weights: the unit should fire for the classes its paths add
+to. The first pass takes the later layers whole; each further pass recomputes the votes through
+the previous pass's masks.
+
+Measured on the digits MLP [64, 64], signed-constant inits, 50% of each tensor removed, 16 inits
+never trained on (test accuracy; edge-popup on such inits 0.922): one pass 0.81 at lambda 0.1;
+two passes 0.842 +- 0.044 at lambda 0.3; plain correlation instead of the regression (no
+(H^T H)^-1) 0.55. The mask model adds these scores (standardised per tensor) to its logits, so it
+starts at the construction and learns a correction from the zoo's edge-popup members.
+
+MLPs only: the construction needs each layer's inputs as a matrix (a conv layer's would be its
+unfolded patches; not done).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mole.errors import ConfigError
+from mole.nets import Architecture, Params
+
+DEFAULTS = {"weight": 1.0, "ridge": 0.3, "passes": 3, "inputs": 2048}
+
+
+def check_prior(prior: dict | None, field: str = "model.mask_prior") -> dict | None:
+    """The prior's options over DEFAULTS, validated; None stays None (no prior)."""
+    if prior is None:
+        return None
+    if not isinstance(prior, dict):
+        raise ConfigError(field, f"must be a mapping of {', '.join(DEFAULTS)} or null, got {prior!r}")
+    unknown = set(prior) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(field, f"unknown option(s) {sorted(unknown)}; valid: {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **prior}
+    for key in ("weight", "ridge"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"{field}.{key}", f"must be a number > 0, got {v!r}")
+    for key in ("passes", "inputs"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{field}.{key}", f"must be a positive integer, got {v!r}")
+    return {k: (float(v) if k in ("weight", "ridge") else int(v)) for k, v in out.items()}
+
+
+def least_squares_scores(
+    arch: Architecture,
+    init: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sparsity: torch.Tensor,
+    ridge: float = DEFAULTS["ridge"],
+    passes: int = DEFAULTS["passes"],
+) -> Params:
+    """Per-weight scores {weight name: (B, out, in)} whose top (1 - sparsity) per tensor is the mask.
+
+    Args:
+        arch: an "mlp" architecture.
+        init: the frozen weights, stacked {name: (B, *shape)} (biases are used as given).
+        x: (N, ...) training inputs.
+        y: (N,) their labels.
+        sparsity: (B,) fraction of each weight tensor removed.
+        ridge: lambda, relative to the mean diagonal of H^T H / N.
+        passes: construction passes (the votes of pass p go through pass p-1's masks).
+    """
+    from mole.diffusion.function_loss import topk_straight_through
+
+    if arch.name != "mlp":
+        raise ConfigError("mask_prior", f"the least-squares construction needs an mlp, not {arch.name!r}")
+    names = arch.weight_names()
+    biases = [n.rsplit(".", 1)[0] + ".bias" for n in names]
+    weights = [init[n].detach().float() for n in names]  # (B, out, in)
+    b = weights[0].shape[0]
+    inputs = x.flatten(1).float()  # (N, in)
+    target = F.one_hot(y.long(), arch.num_classes).float()  # (N, C)
+    masks = [torch.ones_like(w) for w in weights]
+    scores: list[torch.Tensor] = []
+    for _ in range(passes):
+        h = inputs.expand(b, -1, -1)  # (B, N, in)
+        scores = []
+        for i, w in enumerate(weights):
+            vote = torch.eye(w.shape[1], device=w.device).expand(b, -1, -1)  # (B, out_i, out_i)
+            for w2, m2 in zip(weights[i + 1 :], masks[i + 1 :]):
+                vote = (w2 * m2) @ vote  # (B, out_j, out_i) -> ends at (B, C, out_i)
+            t = target @ vote  # (B, N, out_i): what each unit should output
+            hc = h - h.mean(1, keepdim=True)
+            tc = t - t.mean(1, keepdim=True)
+            gram = hc.transpose(1, 2) @ hc / h.shape[1]  # (B, in, in)
+            lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-12)  # (B,)
+            eye = torch.eye(gram.shape[1], device=gram.device)
+            beta = torch.linalg.solve(gram + lam[:, None, None] * eye, hc.transpose(1, 2) @ tc / h.shape[1])
+            score = w * beta.transpose(1, 2)  # (B, out, in)
+            scores.append(score)
+            masks[i] = topk_straight_through(score, sparsity).detach()
+            h = h @ (w * masks[i]).transpose(1, 2) + init[biases[i]].detach().float()[:, None, :]
+            if i < len(weights) - 1:
+                h = F.relu(h)
+    return dict(zip(names, scores))
+
+
+def standardized(scores: Params) -> Params:
+    """Each net's tensor of scores divided by its standard deviation (ranks kept, scale common).
+    Zeros (weights of inputs that never vary) come out as +0.0: top-k sorts may order -0.0 first."""
+    return {
+        n: s / s.flatten(1).std(1).clamp(min=1e-12).view(-1, *[1] * (s.dim() - 1)) + 0.0
+        for n, s in scores.items()
+    }
+
+
+def prior_data(
+    task: str, task_options: dict, inputs: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y): `inputs` training examples of the task (all when it has fewer), drawn with `seed`;
+    training and sampling draw the same ones."""
+    from mole.data import load_task
+
+    data = load_task(task, **task_options)
+    pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:inputs]
+    return data.x_train[pick], data.y_train[pick]
+
+
+def prior_logits(
+    arch: Architecture, init: Params, sparsity: torch.Tensor, x: torch.Tensor, y: torch.Tensor, prior: dict
+) -> Params:
+    """The prior's share of the mask logits: prior["weight"] * the standardised least-squares scores."""
+    scores = least_squares_scores(arch, init, x, y, sparsity, prior["ridge"], prior["passes"])
+    return {n: prior["weight"] * s for n, s in standardized(scores).items()}
