@@ -32,6 +32,11 @@ class TaskData:
             raise ValueError(f"unknown split {name!r}; valid: train, val, test")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def train_sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y): n training examples (all when there are fewer) in a seeded random order."""
+        pick = torch.randperm(len(self.x_train), generator=torch.Generator().manual_seed(seed))[:n]
+        return self.x_train[pick], self.y_train[pick]
+
     def to(self, device: torch.device | str) -> TaskData:
         moved = {
             k: getattr(self, k).to(device)

@@ -91,11 +91,11 @@ class FunctionLoss(nn.Module):
             raise ConfigError("function_loss", f"needs a zoo of one task, this one holds {tasks}")
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
-        data = load_task(tasks[0], **task_options_of({"zoo": str(datamodule.zoo)}))
-        pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
+        options = task_options_of({"zoo": str(datamodule.zoo)})
+        inputs, _ = load_task(tasks[0], **options).train_sample(num_inputs, seed)
         normalized = datamodule.normalize if normalized is None else normalized
-        loss = cls(datamodule.tokenizer, data.x_train[pick[:num_inputs]], normalized, sparsities)
-        loss.task, loss.task_options = tasks[0], task_options_of({"zoo": str(datamodule.zoo)})
+        loss = cls(datamodule.tokenizer, inputs, normalized, sparsities)
+        loss.task, loss.task_options = tasks[0], options
         return loss
 
     def params(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:

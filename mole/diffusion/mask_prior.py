@@ -126,9 +126,7 @@ def prior_data(
     training and sampling draw the same ones."""
     from mole.data import load_task
 
-    data = load_task(task, **task_options)
-    pick = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:inputs]
-    return data.x_train[pick], data.y_train[pick]
+    return load_task(task, **task_options).train_sample(inputs, seed)
 
 
 def prior_logits(

@@ -23,6 +23,16 @@ def test_digits_split_seed_changes_split(digits):
     assert not torch.equal(other.y_test, digits.y_test)
 
 
+def test_train_sample_is_seeded_and_capped(digits):
+    x, y = digits.train_sample(50, seed=3)
+    assert x.shape == (50, *digits.input_shape) and y.shape == (50,)
+    assert torch.equal(x, digits.train_sample(50, seed=3)[0])
+    assert not torch.equal(x, digits.train_sample(50, seed=4)[0])
+    i = (digits.x_train.flatten(1) == x[0].flatten()).all(1).nonzero()[0, 0]
+    assert y[0] == digits.y_train[i]  # labels stay with their images
+    assert len(digits.train_sample(10**6)[0]) == len(digits.x_train)
+
+
 def test_unknown_task_option():
     with pytest.raises(ConfigError, match="task_options"):
         load_task("digits", nonsense=1)

@@ -47,6 +47,14 @@ def mask_zoo(tmp_path_factory):
     return out
 
 
+def mask_rows(mask_zoo, cache) -> tuple[ZooDataModule, dict, dict]:
+    """The mask zoo's set-up datamodule, its denoiser args and all its 4 rows as one batch."""
+    dm = ZooDataModule(str(mask_zoo), target="mask", fractions=(1.0, 0.0, 0.0), cache_dir=cache)
+    dm.setup()
+    ds = dm.datasets["train"]
+    return dm, denoiser_args(dm), collate([ds[i] for i in range(len(ds))])
+
+
 def fit(system: DiffusionSystem, batch: dict, steps: int) -> float:
     """Plain full-batch training (the Trainer is exercised by the CLI tests)."""
     opt = system.configure_optimizers()["optimizer"]
@@ -147,11 +155,8 @@ def test_topk_straight_through_removes_exactly_and_passes_gradients():
 
 def test_mask_prior_enters_training_and_sampling(mask_zoo, cache, tmp_path):
     torch.manual_seed(0)
-    dm = ZooDataModule(str(mask_zoo), target="mask", fractions=(1.0, 0.0, 0.0), cache_dir=cache)
-    dm.setup()
-    args = denoiser_args(dm)
+    dm, args, batch = mask_rows(mask_zoo, cache)
     ch = args["channels"]
-    batch = collate([dm.datasets["train"][i] for i in range(4)])
     raw, sparsity = batch["raw_tokens"], batch["cond"]["sparsity"].float()
 
     def system(**options) -> DiffusionSystem:
@@ -198,12 +203,8 @@ def test_mask_prior_enters_training_and_sampling(mask_zoo, cache, tmp_path):
 
 def test_mask_function_term_scores_the_masked_network(mask_zoo, cache, digits):
     torch.manual_seed(0)
-    dm = ZooDataModule(str(mask_zoo), target="mask", fractions=(1.0, 0.0, 0.0), cache_dir=cache)
-    dm.setup()
-    args = denoiser_args(dm)
+    dm, args, batch = mask_rows(mask_zoo, cache)
     ch = args["channels"]
-    ds = dm.datasets["train"]
-    batch = collate([ds[i] for i in range(len(ds))])
     raw, sparsity = batch["raw_tokens"], batch["cond"]["sparsity"]
     fn = FunctionLoss.from_datamodule(dm, 64, normalized=False)
     bits = raw[..., slice(*ch["mask"])]
