@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mole.data import TaskData, load_task
 from mole.errors import ConfigError
 from mole.nets import architecture_from_config
 from mole.tokenizer.layout import compile_layout
@@ -77,25 +78,27 @@ class FunctionLoss(nn.Module):
 
     @classmethod
     def from_datamodule(
-        cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=(), normalized: bool | None = None
+        cls,
+        datamodule,
+        num_inputs: int = 256,
+        seed: int = 0,
+        sparsities=(),
+        normalized: bool | None = None,
+        data: TaskData | None = None,
     ) -> FunctionLoss:
         """The loss for a set-up ZooDataModule: `num_inputs` training inputs of its zoo's task, drawn
         with `seed` (the zoo's own task options, so the split is the one its members trained on).
         `normalized`: the tokens it will be given are normalised (None: the datamodule's setting;
-        False for `masked`, which reads the batch's raw tokens)."""
-        from mole.data import load_task
-        from mole.diffusion.generated import task_options_of
-
-        tasks = datamodule.vocab.get("task", [])
-        if len(tasks) != 1:
-            raise ConfigError("function_loss", f"needs a zoo of one task, this one holds {tasks}")
+        False for `masked`, which reads the batch's raw tokens). `data`: the task, already loaded
+        (from `zoo_task(datamodule)`), for a caller that needs it too."""
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
-        options = task_options_of({"zoo": str(datamodule.zoo)})
-        inputs, _ = load_task(tasks[0], **options).train_sample(num_inputs, seed)
+        task, options = zoo_task(datamodule)
+        data = data or load_task(task, **options)
+        inputs, _ = data.train_sample(num_inputs, seed)
         normalized = datamodule.normalize if normalized is None else normalized
         loss = cls(datamodule.tokenizer, inputs, normalized, sparsities)
-        loss.task, loss.task_options = tasks[0], options
+        loss.task, loss.task_options = task, options
         return loss
 
     def params(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -200,6 +203,17 @@ class FunctionLoss(nn.Module):
             k: v * (v.detach().abs().flatten(1) > threshold).view_as(v) if k in self.weights else v
             for k, v in params.items()
         }
+
+
+def zoo_task(datamodule) -> tuple[str, dict]:
+    """(task, task options) of a set-up ZooDataModule's zoo: its one task, with the zoo's own options
+    (so the split is the one its members trained on)."""
+    from mole.diffusion.generated import task_options_of
+
+    tasks = datamodule.vocab.get("task", [])
+    if len(tasks) != 1:
+        raise ConfigError("function_loss", f"needs a zoo of one task, this one holds {tasks}")
+    return tasks[0], task_options_of({"zoo": str(datamodule.zoo)})
 
 
 def topk_straight_through(scores: torch.Tensor, sparsity: torch.Tensor) -> torch.Tensor:

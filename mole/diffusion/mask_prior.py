@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 
@@ -119,14 +120,10 @@ def standardized(scores: Params) -> Params:
     }
 
 
-def prior_data(
-    task: str, task_options: dict, inputs: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def prior_data(data: TaskData, inputs: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y): `inputs` training examples of the task (all when it has fewer), drawn with `seed`;
     training and sampling draw the same ones."""
-    from mole.data import load_task
-
-    return load_task(task, **task_options).train_sample(inputs, seed)
+    return data.train_sample(inputs, seed)
 
 
 def prior_logits(

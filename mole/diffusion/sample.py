@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler
 
+from mole.data import load_task
 from mole.diffusion.conditioning import encode_conditions
 from mole.diffusion.mask_prior import prior_data, prior_logits
 from mole.diffusion.project import check_levels, project_members
@@ -341,7 +342,7 @@ def _sample_masks(
     if prior is not None:  # the logits are a correction of the least-squares construction's scores
         from mole.diffusion.generated import task_options_of
 
-        x, y = prior_data(meta["task"], task_options_of(meta), prior["inputs"])
+        x, y = prior_data(load_task(meta["task"], **task_options_of(meta)), prior["inputs"])
     members, scores = [], []
     for lo in range(0, num, batch_size):
         hi = min(num, lo + batch_size)

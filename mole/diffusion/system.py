@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch.optim.swa_utils import AveragedModel
 
+from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss
+from mole.diffusion.function_loss import FunctionLoss, zoo_task
 from mole.diffusion.mask_prior import check_prior, prior_data, prior_logits
 from mole.errors import ConfigError, StoreError
 
@@ -165,25 +166,28 @@ class DiffusionSystem(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        data = None  # the task, loaded once for the function term and the prior
         if self.hparams.function_loss and self.function is None:
             if datamodule is None:
                 raise ConfigError(
                     "model.function_loss", "needs the trainer's ZooDataModule, or set system.function"
                 )
+            task, options = zoo_task(datamodule)
+            data = load_task(task, **options)
             self.function = FunctionLoss.from_datamodule(
                 datamodule,
                 self.hparams.function_inputs,
                 sparsities=self.hparams.function_sparsities or (),
                 normalized=False if self.target == "mask" else None,  # the mask term reads raw tokens
+                data=data,
             )
         if self.function is not None:
             self.function.to(self.device)
         if self.hparams.mask_prior is not None and self.prior_data is None:
             if self.function is None or self.function.task is None:
                 raise ConfigError("model.mask_prior", "needs the task's data: set system.prior_data = (x, y)")
-            self.prior_data = prior_data(
-                self.function.task, self.function.task_options, self.hparams.mask_prior["inputs"]
-            )
+            data = data or load_task(self.function.task, **self.function.task_options)
+            self.prior_data = prior_data(data, self.hparams.mask_prior["inputs"])
 
     # ------------------------------------------------------------------ inference
     def forward(self, *args, **kwargs) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from mole.data import load_task
 from mole.diffusion.conditioning import denoiser_args, drop_conditions, encode_conditions
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
@@ -165,9 +166,8 @@ def test_mask_prior_enters_training_and_sampling(mask_zoo, cache, tmp_path):
         )
         s.function = FunctionLoss.from_datamodule(dm, 64, normalized=False)
         if s.hparams.mask_prior is not None:  # as setup draws them
-            s.prior_data = prior_data(
-                s.function.task, s.function.task_options, s.hparams.mask_prior["inputs"]
-            )
+            data = load_task(s.function.task, **s.function.task_options)
+            s.prior_data = prior_data(data, s.hparams.mask_prior["inputs"])
         return s
 
     plain, built = system(), system(mask_prior={"passes": 2})
