@@ -78,11 +78,13 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
     )
     system = DiffusionSystem(
         denoiser, prediction_type=args.prediction_type, lr=args.lr, warmup_steps=100, ema_decay=0.995,
-        function_loss=args.function_loss,
+        function_loss=args.function_loss, function_sparsities=args.function_sparsities or None,
     )  # fmt: skip
     if args.function_loss:
         dm.setup()
-        system.function = FunctionLoss.from_datamodule(dm, args.function_inputs)
+        system.function = FunctionLoss.from_datamodule(
+            dm, args.function_inputs, sparsities=args.function_sparsities
+        )
     items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
     loader = DataLoader(
         items,
@@ -151,10 +153,14 @@ def main() -> None:
         "--function-loss", type=float, default=1.0,
         help="weight of the function-space KL term (mole.diffusion.function_loss; 0: weight MSE only)",
     )  # fmt: skip
-    p.add_argument("--function-inputs", type=int, default=256, help="training inputs the KL term reads")
+    p.add_argument("--function-inputs", type=int, default=1024, help="training inputs the KL term reads")
+    p.add_argument(
+        "--function-sparsities", type=float, nargs="*", default=[0.5, 0.8, 0.9],
+        help="the KL term also on the prediction magnitude-pruned at one of these (none: dense only)",
+    )  # fmt: skip
     p.add_argument("--gradient-clip-val", type=float, default=1.0, help="gradient norm clipping (0: none)")
     p.add_argument("--steps", type=int, default=5, help="DDIM steps (the quickstart's)")
-    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance (the quickstart's)")
+    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance (the quickstart's)")
     p.add_argument("--temperature", type=float, default=1.0, help="initial noise scale")
     p.add_argument("--prompts", type=int, default=16, help="B3: prompts over the accuracy range")
     p.add_argument("--per-prompt", type=int, default=4, help="B3: networks per prompt")

@@ -4,7 +4,8 @@ fine-tuning) and IMP with rewinding, from a quickstart run.
     python scripts/bench_sparse.py --out runs/bench/sparse.json [--run runs/quickstart] [--preset default]
 
 Runs (or resumes) `mole quickstart` into RUN, then per sparsity: mean test accuracy of the generated
-networks (prompted with that sparsity and a high accuracy, projected exactly), of magnitude pruning,
+networks (the dense weight model prompted with the top of its accuracy range at the preset's guidance,
+projected onto the sparsity by global magnitude), of magnitude pruning,
 of IMP (interpolated between its rounds' sparsities) and of random pruning, all from the same SGD
 members; met when generated >= magnitude and >= 0.95 x IMP at every level.
 """

@@ -7,9 +7,12 @@ import math
 import re
 
 import pytest
+import yaml
 
 from mole.cli import main
+from mole.eval import load_rows
 from mole.eval.report import TARGETS
+from mole.pipeline import preset
 
 SECTIONS = [
     "## Benchmarks",
@@ -49,6 +52,25 @@ def test_report_has_every_section_and_its_plots(run):
         assert (run / image).is_file() and (run / image).stat().st_size > 1000, image
     assert len(re.findall(r"^\| B\d ", text, flags=re.M)) == len(TARGETS)
     assert "projected onto the sparsity by global magnitude" in text  # how the sparse set was made
+    sparse = text[text.find("## Sparse networks (B5)") : text.find("## Supermasks")]
+    assert f"guidance {preset('tiny')['sample']['guidance']}" in sparse  # and at which guidance
+
+
+def test_stages_take_the_presets_settings(run):
+    p = preset("tiny")
+    model = yaml.safe_load((run / "diffusion" / "weights" / "config.yaml").read_text())["model"]
+    assert model["function_inputs"] == p["weights"]["function_inputs"]
+    assert model["function_sparsities"] == p["weights"]["function_sparsities"]
+    guidance = {
+        name: {json.loads(r["extra"])["guidance"] for r in load_rows(run / "generated" / name)}
+        for name in ("dense", "sparse", "masks")
+    }
+    assert p["sample"]["guidance"] != p["sample"]["mask_guidance"]  # or the check below cannot fail
+    assert guidance == {
+        "dense": {p["sample"]["guidance"]},
+        "sparse": {p["sample"]["guidance"]},
+        "masks": {p["sample"]["mask_guidance"]},
+    }
 
 
 def test_results_hold_measured_figures(run):

@@ -338,13 +338,20 @@ def write_report(
                   "pairwise disagreement"],
                  [[m_dense["nn_cosine_median"], m_dense["nn_cosine_max"], m_dense["frac_novel"],
                    m_dense["pairwise_cosine_mean"], m_dense.get("pairwise_disagreement_mean")]]), ""]  # fmt: skip
-    projected = any("project" in json_column(r.get("extra")) for r in generated["sparse"])
+    extras = [json_column(r.get("extra")) for r in generated["sparse"]]
     how = (
         "a dense-weight model's nets projected onto the sparsity by global magnitude (exact top-k; "
         "the model is not told the sparsity)"
-        if projected
+        if any("project" in e for e in extras)
         else "prompted sparsity, projected exactly"
     )
+    prompted = {json.dumps(e.get("prompt", {}), sort_keys=True) for e in extras}
+    if len(prompted) == 1 and extras:  # one prompt (and guidance) for the whole set: say which
+        prompt = ", ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(extras[0].get("prompt", {}).items())
+        )
+        how += f"; prompt {prompt}; guidance {extras[0].get('guidance')}"
     md += ["## Sparse networks (B5)", "",
            f"Test accuracy at each sparsity: generated ({how}), one-shot "
            "global magnitude pruning without fine-tuning, IMP with rewinding (interpolated between its "
