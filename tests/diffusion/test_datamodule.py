@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import WeightedRandomSampler
 
-from mole.diffusion.datamodule import ZooDataModule, collate, split_members
+from mole.diffusion.datamodule import ZooDataModule, balance_weights, collate, split_members
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
@@ -153,3 +154,31 @@ def test_cached_items_equal_fresh_ones_and_the_cache_is_bounded(zoo, cache):
     assert len(a._cache) == 3 and len(b._cache) == 0
     with pytest.raises(ConfigError, match="cache_items: must be >= 0"):
         ZooDataModule(str(zoo), cache_items=-1)
+
+
+def test_balance_weights_draw_each_bin_by_the_root_of_its_count():
+    values = np.array([0.0] * 9 + [0.05] * 7 + [1.0])  # bins of 10 over [0, 1]: 16 rows in the first
+    w = balance_weights(values).numpy()
+    np.testing.assert_allclose(w, [1 / 4] * 16 + [1.0])
+    assert w[:16].sum() / w[16:].sum() == pytest.approx(np.sqrt(16) / np.sqrt(1))  # mass ~ sqrt(count)
+    assert balance_weights(np.full(5, 0.3)).tolist() == [1 / np.sqrt(5)] * 5  # one value: one bin
+
+
+def test_balance_draws_train_rows_by_weight(zoo, cache):
+    dm = make(zoo, cache, balance="test_acc")
+    train = dm.datasets["train"]
+    acc = store.read_zoo(zoo, columns=["test_acc"]).column("test_acc").to_numpy()[train.rows]
+    assert torch.equal(dm.train_weights, balance_weights(acc))
+    assert len(set(np.round(acc, 6))) > 1 and len(set(dm.train_weights.tolist())) > 1  # uneven bins
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, WeightedRandomSampler)
+    drawn = [i for _ in range(200) for i in loader.sampler]  # positions in the train split
+    share = np.bincount(drawn, minlength=len(train)) / len(drawn)
+    np.testing.assert_allclose(share, (dm.train_weights / dm.train_weights.sum()).numpy(), atol=0.01)
+    assert not isinstance(make(zoo, cache).train_dataloader().sampler, WeightedRandomSampler)
+    val = next(iter(dm.val_dataloader()))  # validation is not reweighted
+    assert val["tokens"].shape[0] == min(8, len(dm.datasets["val"]))
+    with pytest.raises(ConfigError, match="^balance: unknown 'sparsity'; valid: test_acc, test_loss"):
+        ZooDataModule(str(zoo), balance="sparsity")
+    with pytest.raises(ConfigError, match="^balance: .*use mode checkpoints"):
+        ZooDataModule(str(zoo), mode="pairs", balance="test_acc")
