@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             # so that draws stay good when projected onto a sparsity (the sparse set, B5). Prompt 0.987,
             # guidance 4, 16 nets pruned to 50 / 80 / 90%: 0.950 / 0.933 / 0.869 with neither change,
             # 0.956 / 0.942 / 0.856 with 1024 inputs (256 before), 0.961 / 0.944 / 0.921 with both
-            # (0.950 / 0.935 / 0.904 with both at 512 inputs); training 219 -> 420 s.
+            # (0.950 / 0.935 / 0.904 with both at 512 inputs); the quickstart's training 219 -> 361 s.
             "function_loss": 1.0, "gradient_clip_val": 1.0, "function_inputs": 1024,
             "function_sparsities": list(SPARSITIES),
         },
