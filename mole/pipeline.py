@@ -148,8 +148,8 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
             "prediction_type": "sample", "lr": opts["lr"], "warmup_steps": min(100, opts["steps"] // 10),
             "ema_decay": 0.995, "cond_drop_prob": 0.1, "function_loss": opts.get("function_loss", 0.0),
             "function_sparsities": opts.get("function_sparsities"), "mask_bce": opts.get("mask_bce", 1.0),
-            "function_inputs": opts.get("function_inputs", 256),
             "entry_gain_lr": opts.get("entry_gain_lr"), "mask_prior": opts.get("mask_prior"),
+            **{k: opts[k] for k in ("function_inputs",) if k in opts},  # else the system's default
         },
         "data": data,
         "trainer": {"max_steps": opts["steps"], "val_check_interval": opts["steps"],

@@ -128,13 +128,16 @@ def nearest_cosine(generated, train_members) -> np.ndarray:
 
 
 def main() -> None:
+    from mole.pipeline import preset
+
+    w, q = preset("default")["weights"], preset("default")["sample"]  # defaults: the quickstart's
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--zoo", default=None, help="zoo folder (default: build quickstart.yaml in a temp dir)")
-    p.add_argument("--train-steps", type=int, default=2000)
-    p.add_argument("--width", type=int, default=64, help="denoiser width")
-    p.add_argument("--depth", type=int, default=2, help="denoiser blocks")
-    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--train-steps", type=int, default=w["steps"])
+    p.add_argument("--width", type=int, default=w["width"], help="denoiser width")
+    p.add_argument("--depth", type=int, default=w["depth"], help="denoiser blocks")
+    p.add_argument("--heads", type=int, default=w["heads"], help="attention heads")
     p.add_argument(
         "--canonical", default="match", choices=["none", "sort", "match"],
         help="neuron order in the tokenizer (match: weight matching to the zoo's aligned mean)",
@@ -144,23 +147,35 @@ def main() -> None:
         help="token normalisation (element: each weight by its own mean and std over the aligned zoo)",
     )  # fmt: skip
     p.add_argument(
-        "--global-rank", type=int, default=256, help="rank of the denoiser's global linear path (0: none)"
+        "--global-rank",
+        type=int,
+        default=w["global_rank"],
+        help="rank of the denoiser's global linear path (0: none)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=w["batch_size"])
+    p.add_argument("--lr", type=float, default=w["lr"])
     p.add_argument("--prediction-type", default="sample")
     p.add_argument(
-        "--function-loss", type=float, default=1.0,
+        "--function-loss", type=float, default=w["function_loss"],
         help="weight of the function-space KL term (mole.diffusion.function_loss; 0: weight MSE only)",
     )  # fmt: skip
-    p.add_argument("--function-inputs", type=int, default=1024, help="training inputs the KL term reads")
     p.add_argument(
-        "--function-sparsities", type=float, nargs="*", default=[0.5, 0.8, 0.9],
+        "--function-inputs", type=int, default=w["function_inputs"], help="training inputs the KL term reads"
+    )
+    p.add_argument(
+        "--function-sparsities", type=float, nargs="*", default=w["function_sparsities"],
         help="the KL term also on the prediction magnitude-pruned at one of these (none: dense only)",
     )  # fmt: skip
-    p.add_argument("--gradient-clip-val", type=float, default=1.0, help="gradient norm clipping (0: none)")
-    p.add_argument("--steps", type=int, default=5, help="DDIM steps (the quickstart's)")
-    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance (the quickstart's)")
+    p.add_argument(
+        "--gradient-clip-val",
+        type=float,
+        default=w["gradient_clip_val"],
+        help="gradient norm clipping (0: none)",
+    )
+    p.add_argument("--steps", type=int, default=q["steps"], help="DDIM steps (the quickstart's)")
+    p.add_argument(
+        "--guidance", type=float, default=q["guidance"], help="classifier-free guidance (the quickstart's)"
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="initial noise scale")
     p.add_argument("--prompts", type=int, default=16, help="B3: prompts over the accuracy range")
     p.add_argument("--per-prompt", type=int, default=4, help="B3: networks per prompt")

@@ -193,16 +193,11 @@ class FunctionLoss(nn.Module):
         """`params` with the smallest |w| of all weight tensors removed, round(s * n) per network at a
         sparsity s drawn from `sparsities` (the draw follows torch's global RNG)."""
         mags = torch.cat([params[w].detach().abs().flatten(1) for w in self.weights], 1)  # (B, P)
-        b, n = mags.shape
         levels = torch.tensor(self.sparsities, device=mags.device)
-        drop = (levels[torch.randint(len(levels), (b,), device=mags.device)] * n).round().long()  # (B,)
-        ranked = mags.sort(1).values  # (B, P)
-        threshold = ranked.gather(1, (drop - 1).clamp(min=0)[:, None])  # (B, 1): the largest removed
-        threshold = torch.where(drop[:, None] > 0, threshold, torch.full_like(threshold, -1.0))
-        return {
-            k: v * (v.detach().abs().flatten(1) > threshold).view_as(v) if k in self.weights else v
-            for k, v in params.items()
-        }
+        drawn = levels[torch.randint(len(levels), (mags.shape[0],), device=mags.device)]  # (B,)
+        keep = topk_straight_through(mags, drawn).split([params[w][0].numel() for w in self.weights], 1)
+        masks = {w: k.view_as(params[w]) for w, k in zip(self.weights, keep)}
+        return {k: v * masks[k] if k in masks else v for k, v in params.items()}
 
 
 def zoo_task(datamodule) -> tuple[str, dict]:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from mole.data import TaskData
+from mole.diffusion.function_loss import topk_straight_through
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 
@@ -76,8 +77,6 @@ def least_squares_scores(
         ridge: lambda, relative to the mean diagonal of H^T H / N.
         passes: construction passes (the votes of pass p go through pass p-1's masks).
     """
-    from mole.diffusion.function_loss import topk_straight_through
-
     if arch.name != "mlp":
         raise ConfigError("mask_prior", f"the least-squares construction needs an mlp, not {arch.name!r}")
     names = arch.weight_names()

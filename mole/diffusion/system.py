@@ -181,8 +181,6 @@ class DiffusionSystem(L.LightningModule):
                 normalized=False if self.target == "mask" else None,  # the mask term reads raw tokens
                 data=data,
             )
-        if self.function is not None:
-            self.function.to(self.device)
         if self.hparams.mask_prior is not None and self.prior_data is None:
             if self.function is None or self.function.task is None:
                 raise ConfigError("model.mask_prior", "needs the task's data: set system.prior_data = (x, y)")
@@ -232,7 +230,6 @@ class DiffusionSystem(L.LightningModule):
             bce = F.binary_cross_entropy_with_logits(logits, bits, reduction="none")
             loss = self.hparams.mask_bce * (bce * entries).sum() / entries.sum().clamp(min=1)
             if self.function is not None and self.hparams.function_loss:
-                self.function.to(tokens.device)
                 sparsity = batch["cond"]["sparsity"].float()  # (B,) the row's, per weight tensor
                 loss = loss + self.hparams.function_loss * self.function.masked(
                     logits, batch["raw_tokens"], ch, sparsity, self.prior(batch["raw_tokens"], ch, sparsity)
@@ -257,7 +254,6 @@ class DiffusionSystem(L.LightningModule):
             if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
                 ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
-            self.function.to(tokens.device)
             loss = loss + self.hparams.function_loss * self.function(pred, tokens)
         return loss
 
