@@ -25,7 +25,9 @@ def test_the_tiny_preset_overrides_the_default_recipe():
     assert default.zoo["members"] == 64 and tiny.zoo["members"] == 8
     assert tiny.zoo["hparams"]["lr"] == default.zoo["hparams"]["lr"]  # merged, not replaced
     assert tiny.zoo["hparams"]["epochs"] == [3]
-    assert tiny.weights["model"]["denoiser"]["class_path"] == default.weights["model"]["denoiser"]["class_path"]
+    assert (
+        tiny.weights["model"]["denoiser"]["class_path"] == default.weights["model"]["denoiser"]["class_path"]
+    )
     assert tiny.weights["trainer"]["max_steps"] < default.weights["trainer"]["max_steps"]
     assert ZooSpec.from_dict(tiny.zoo).members == 8
 
