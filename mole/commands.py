@@ -1,7 +1,6 @@
 """The top-level `mole` stage functions: zoo build / info / export, quickstart, eval, train and sample.
 
 Typed and documented: mole/cli.py turns each signature and docstring into its subcommand's flags and help.
-They import torch-based modules when called, so that `mole --help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,7 +12,14 @@ from typing import Any, Literal
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mole.diffusion.generated import generate_zoo
 from mole.errors import ConfigError
+from mole.pipeline import report_from_run, run_quickstart
+from mole.tokenizer import MemberTensors
+from mole.zoo.build import build_zoo
+from mole.zoo.export import export_member, find_member_rows
+from mole.zoo.info import plot_summary, print_summary, zoo_summary
+from mole.zoo.spec import ZooSpec
 
 DEFAULT_ZOO_ROOT = Path("checkpoints_zoo")
 WandbMode = Literal["offline", "online", "disabled"]
@@ -42,9 +48,6 @@ def zoo_build(
         accelerator: where to train
         progress: show a progress bar
     """
-    from mole.zoo.build import build_zoo
-    from mole.zoo.spec import ZooSpec
-
     sweep = ZooSpec.from_yaml(spec)
     out_dir = Path(out) if out else DEFAULT_ZOO_ROOT / sweep.name
     result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress)
@@ -66,8 +69,6 @@ def zoo_info(zoo: str, *, json: bool = False, plot: str | None = None) -> int:
         json: print JSON instead of a table
         plot: where to save the accuracy plot (default: ZOO/info.png)
     """
-    from mole.zoo.info import plot_summary, print_summary, zoo_summary
-
     summary = zoo_summary(zoo)
     png = plot_summary(summary, plot or Path(zoo) / "info.png")
     if json:
@@ -89,8 +90,6 @@ def zoo_export(zoo: str, member: str, *, to: str, step: int | None = None) -> in
         to: output folder
         step: snapshot step (default: final)
     """
-    from mole.zoo.export import export_member
-
     folder = export_member(zoo, member, to, step)
     print(f"exported {member} -> {folder}/weights.safetensors, {folder}/meta.json")
     return 0
@@ -117,8 +116,6 @@ def quickstart(
         wandb: W&B: offline, online or disabled (default: $WANDB_MODE, else offline)
         progress: show progress bars
     """
-    from mole.pipeline import run_quickstart
-
     report = run_quickstart(out, preset, wandb, progress)
     print(f"report: {report}")
     return 0
@@ -133,8 +130,6 @@ def evaluate_run(run: str, *, wandb: WandbMode = "disabled") -> int:
         run: a `mole quickstart` run folder
         wandb: W&B: offline, online or disabled
     """
-    from mole.pipeline import report_from_run
-
     print(f"report: {report_from_run(run, wandb)}")
     return 0
 
@@ -145,7 +140,7 @@ def train(*argv: str) -> int:
     Train a conditional diffusion denoiser on a zoo. Everything after `train` goes to LightningCLI
     (`mole train --help` lists its options).
     """
-    from mole.diffusion.train import cli_main
+    from mole.diffusion.train import cli_main  # Lightning takes seconds to import; only `mole train` needs it
 
     cli_main(list(argv))
     return 0
@@ -159,17 +154,17 @@ class Sampling:
     Args:
         steps: DDIM steps
         guidance: classifier-free guidance scale
-        temperature: initial noise scale in [0, 2] (weights): < 1 trades diversity for accuracy
         seed: seed of the noise (and drawn frozen inits)
         batch_size: networks per denoiser batch
+        temperature: initial noise scale in [0, 2] (weights): < 1 trades diversity for accuracy
         scope: sparsity ranking: global or layerwise (default by target)
     """
 
     steps: int = 50
     guidance: float = 1.0
-    temperature: float = 1.0
     seed: int = 0
     batch_size: int = 64
+    temperature: float = 1.0
     scope: str | None = None
 
 
@@ -177,7 +172,7 @@ def sample(
     model: str,
     *,
     out: str,
-    sampling: Sampling,
+    options: Sampling,
     conditions: dict[str, Any] | None = None,
     num: int = 16,
     project: dict[str, Any] | None = None,
@@ -193,7 +188,7 @@ def sample(
     Args:
         model: model folder (a `mole train` run's model/)
         out: zoo folder to write
-        sampling: how to draw (its fields are flags of their own)
+        options: how to draw (its fields are flags of their own)
         conditions: the prompt, e.g. '{"test_acc": 0.95, "variant": "dense"}' or --conditions.test_acc 0.95
         num: networks to draw
         project: sparsity / bits / rank to project onto without conditioning on them (a model that never
@@ -202,17 +197,13 @@ def sample(
         init_member: mask models: member id whose init_params to use
         progress: show a progress bar
     """
-    from mole.diffusion.generated import generate_zoo
-    from mole.tokenizer import MemberTensors
-    from mole.zoo.export import find_member_rows
-
     if (init_zoo is None) != (init_member is None):
         raise ConfigError("init_member", "--init_zoo and --init_member come together")
     context, ref = None, None
     if init_zoo is not None:
         row = find_member_rows(Path(init_zoo), init_member)[-1]
         context, ref = MemberTensors.from_row(row), f"{init_zoo}:{init_member}"
-    s = sampling
+    s = options
     with _sample_bar(progress) as on_step:
         zoo, sampled = generate_zoo(
             model, out, conditions or {}, num, s.steps, s.guidance, s.seed, context, ref, s.batch_size,

@@ -225,7 +225,7 @@ def test_sample_passes_its_flags_on(monkeypatch, tmp_path, capsys):
         calls.append(dict(locals()))
         return Path(out), True
 
-    monkeypatch.setattr("mole.diffusion.generated.generate_zoo", generate_zoo)
+    monkeypatch.setattr("mole.commands.generate_zoo", generate_zoo)
     argv = ["sample", "M", "--out", str(tmp_path), "--conditions.test_acc", "0.9", "--num", "2", "--steps", "3",
             "--guidance", "2", "--seed", "7", "--batch-size", "8", "--temperature", "0.5", "--scope", "layerwise",
             "--project.sparsity", "0.8", "--progress", "false"]  # fmt: skip
@@ -245,7 +245,7 @@ def test_interrupt_is_130_and_train_passes_through(monkeypatch, capsys):
     def interrupted(run, wandb):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mole.pipeline.report_from_run", interrupted)
+    monkeypatch.setattr("mole.commands.report_from_run", interrupted)
     assert main(["eval", "R"]) == 130
     assert capsys.readouterr().err == "mole: interrupted (rerun the same command to resume)\n"
     seen = []

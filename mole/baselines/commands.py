@@ -1,7 +1,6 @@
 """`mole baselines run | subset-sum`: prune a zoo's members with the baselines, or run the subset-sum construction.
 
-Typed stage functions: mole/cli.py turns each signature and docstring into its subcommand's flags. They
-import torch-based modules when called, so that `mole --help` stays fast.
+Typed stage functions: mole/cli.py turns each signature and docstring into its subcommand's flags.
 """
 
 from __future__ import annotations
@@ -16,9 +15,13 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
+from mole.baselines import BASELINES, GROUP_SIZE, run_baselines
+from mole.baselines.subset_sum import check_n, check_range, plot_subset_sum, subset_sum_experiment
+from mole.data import load_task
 from mole.errors import ConfigError
 from mole.theory.io import write_csv
 from mole.zoo import store
+from mole.zoo.build import build_zoo, resolve_device
 from mole.zoo.spec import ZooSpec
 
 DEFAULT_BASELINES = ("magnitude", "random", "imp", "edge_popup")
@@ -53,7 +56,7 @@ def run_command(
     Args:
         zoo: zoo folder
         out: folder for the baseline rows (a zoo)
-        baselines: BASELINES names, e.g. [magnitude,random,imp,edge_popup,subset_sum]
+        baselines: which to run, of magnitude, random, imp, edge_popup, subset_sum; e.g. [magnitude,imp]
         options: options per baseline, e.g. '{"imp": {"rounds": 3}, "edge_popup": {"epochs": 20}}' or
             --options.imp '{"rounds": 3}'
         sparsity: levels for magnitude, random and edge_popup (unless their options set one), e.g.
@@ -63,10 +66,6 @@ def run_command(
         accelerator: where to compute
         progress: show a progress bar
     """
-    from mole.baselines import BASELINES, GROUP_SIZE, run_baselines
-    from mole.data import load_task
-    from mole.zoo.build import resolve_device
-
     names = list(baselines)
     if not names:
         raise ConfigError("baselines", "an empty list")
@@ -142,8 +141,6 @@ def summary_table(rows: list[dict]):
 # ---------------------------------------------------------------------------- subset-sum
 def train_target(out: str | Path, hidden: list[int], epochs: int = 30, seed: int = 0) -> dict:
     """Train one small digits MLP as a zoo in `out` (resumed if already there); return its final row."""
-    from mole.zoo.build import build_zoo
-
     spec = ZooSpec.from_dict(
         {
             "name": "subset_sum_target",
@@ -202,9 +199,6 @@ def subset_sum_command(
         hidden: hidden widths of the trained target
         epochs: epochs of the trained target
     """
-    from mole.baselines.subset_sum import check_n, check_range, plot_subset_sum, subset_sum_experiment
-    from mole.data import load_task
-
     if not n:
         raise ConfigError("n", "an empty list")
     ns = [check_n(v, "n") for v in n]
