@@ -4,7 +4,8 @@ COMMANDS maps each subcommand to its stage function (a nested dict for a group, 
 text). A stage function's docstring is its subcommand's help: the first line in the listing, the text
 before Args as the description, each Args entry as its flag's explanation. Required parameters are
 positionals, keyword-only ones without a default required flags, and a parameter typed as a dataclass
-contributes its fields as flags of their own (`--steps`, not `--sampling.steps`). `mole train` goes to
+contributes its fields as flags of their own (`--steps`, not `--options.steps`). Every subcommand also
+reads its flags from a YAML file (--config) and writes them as one (--print_config). `mole train` goes to
 LightningCLI unparsed. Nothing imports this module.
 """
 
@@ -95,7 +96,11 @@ def _groups(function: Callable) -> dict[str, type]:
 
 
 def _add_signature(parser: ArgumentParser, function: Callable) -> None:
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of this command's flags")
+    parser.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="a YAML file of this command's flags, keyed as --print_config writes them",
+    )
     groups = _groups(function)
     parser.add_function_arguments(function, as_group=False, as_positional=True, skip=set(groups))
     bools = {k for k, t in get_type_hints(function).items() if t is bool}
