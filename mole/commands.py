@@ -102,6 +102,7 @@ def quickstart(
     preset: str = "default",
     wandb: WandbMode | None = None,
     progress: bool = True,
+    recipe: str | None = None,
 ) -> int:
     """Run the whole pipeline on digits, write a report.
 
@@ -112,11 +113,13 @@ def quickstart(
 
     Args:
         out: run folder
-        preset: sizes: default (the demo, < 10 min) or tiny (CI)
+        preset: sizes: default (the demo, < 10 min), or a subfolder of the recipe whose files override
+            it (tiny: the CI smoke run)
         wandb: W&B: offline, online or disabled (default: $WANDB_MODE, else offline)
         progress: show progress bars
+        recipe: the recipe folder (default: the repository's configs/quickstart; copy it to change it)
     """
-    report = run_quickstart(out, preset, wandb, progress)
+    report = run_quickstart(out, preset, wandb, progress, recipe=recipe)
     print(f"report: {report}")
     return 0
 
