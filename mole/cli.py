@@ -94,7 +94,8 @@ def sample(
 ) -> int:
     """`mole sample MODEL_DIR --conditions ... --out ZOO`: generate networks into a zoo folder."""
     from mole.diffusion.generated import generate_zoo
-    from mole.diffusion.sample import parse_conditions
+    from mole.diffusion.options import SampleOptions
+    from mole.diffusion.prompts import parse_conditions
     from mole.errors import ConfigError
 
     cond = parse_conditions(conditions)
@@ -109,10 +110,13 @@ def sample(
             MemberTensors.from_row(find_member_rows(Path(init_zoo), init_member)[-1]),
             f"{init_zoo}:{init_member}",
         )
+    options = SampleOptions(
+        steps=steps, guidance=guidance, seed=seed, batch_size=batch_size, scope=scope, temperature=temperature
+    )
     with _sample_bar(progress) as on_step:
         zoo, sampled = generate_zoo(
-            model, out, cond, num, steps, guidance, seed, context, ref, batch_size, scope,
-            on_step=on_step, temperature=temperature, project=parse_conditions(project),
+            model, out, cond, num, options, context=context, context_ref=ref,
+            project=parse_conditions(project), on_step=on_step,
         )  # fmt: skip
     print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
     return 0

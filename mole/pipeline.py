@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "function_loss": 1.0, "gradient_clip_val": 1.0, "function_inputs": 1024,
             "function_sparsities": list(SPARSITIES),
         },
-        # The mask model's logits are the least-squares construction's scores (mole.diffusion.mask_prior)
+        # The mask model's logits are the least-squares construction's scores (mole.masks.construction)
         # plus a correction learned through the masked networks (FunctionLoss.masked: KL from the
         # edge-popup member to its init under the top-k). On 16 unseen inits at 50% (edge-popup on them
         # 0.922): BCE on mask bits 0.107 (chance); the learned logits alone 0.642 (600 steps, gain
@@ -139,18 +139,25 @@ def train_denoiser(zoo: Path, run: Path, opts: dict, target: str, wandb: str, pr
             variants=opts["variants"],
             tokenizer_options={"canonical": "match", "stats_per": opts.get("stats_per", "column")},
         )
+    common = {
+        "lr": opts["lr"],
+        "warmup_steps": min(100, opts["steps"] // 10),
+        "ema_decay": 0.995,
+        "cond_drop_prob": 0.1,
+        "function_loss": opts.get("function_loss", 0.0),
+        **{k: opts[k] for k in ("function_inputs",) if k in opts},
+    }  # else the system's default
+    if target == "weights":
+        system, net = "mole.diffusion.system.DiffusionSystem", "mole.diffusion.denoiser.Denoiser"
+        own = {"prediction_type": "sample", "function_sparsities": opts.get("function_sparsities")}
+    else:
+        system, net = "mole.masks.system.MaskSystem", "mole.masks.model.MaskModel"
+        own = {k: opts[k] for k in ("mask_bce", "entry_gain_lr", "mask_prior") if k in opts}
     config = {
-        "model": {
-            "denoiser": {
-                "class_path": "mole.diffusion.denoiser.Denoiser",
-                "init_args": {k: opts[k] for k in ("width", "depth", "heads", "global_rank") if k in opts},
-            },
-            "prediction_type": "sample", "lr": opts["lr"], "warmup_steps": min(100, opts["steps"] // 10),
-            "ema_decay": 0.995, "cond_drop_prob": 0.1, "function_loss": opts.get("function_loss", 0.0),
-            "function_sparsities": opts.get("function_sparsities"), "mask_bce": opts.get("mask_bce", 1.0),
-            "entry_gain_lr": opts.get("entry_gain_lr"), "mask_prior": opts.get("mask_prior"),
-            **{k: opts[k] for k in ("function_inputs",) if k in opts},  # else the system's default
-        },
+        "model": {"class_path": system, "init_args": {
+            "net": {"class_path": net,
+                    "init_args": {k: opts[k] for k in ("width", "depth", "heads", "global_rank") if k in opts}},
+            **common, **own}},
         "data": data,
         "trainer": {"max_steps": opts["steps"], "val_check_interval": opts["steps"],
                     "check_val_every_n_epoch": None, "log_every_n_steps": 25,
@@ -245,6 +252,7 @@ def run_quickstart(
     from mole.baselines.subset_sum import plot_subset_sum, subset_sum_experiment
     from mole.data import load_task
     from mole.diffusion.generated import generate_zoo
+    from mole.diffusion.options import SampleOptions
     from mole.eval import load_rows
     from mole.theory.io import write_csv
     from mole.theory.npp import npp_experiment, plot_npp
@@ -289,11 +297,19 @@ def run_quickstart(
     timings: dict[str, float] = {}
 
     def gen(
-        name: str, model: Path, conditions: dict, num: int, seed: int, guidance: float | None = None, **kw
+        name: str,
+        model: Path,
+        conditions: dict,
+        num: int,
+        seed: int,
+        guidance: float | None = None,
+        project: dict | None = None,
+        **options,
     ) -> list[dict]:
         g = s["guidance"] if guidance is None else guidance
+        sampling = SampleOptions(steps=s["steps"], guidance=g, seed=seed, **options)
         folder, sampled = generate_zoo(
-            model, out / "generated" / name, conditions, num, s["steps"], g, seed, **kw
+            model, out / "generated" / name, conditions, num, sampling, project=project
         )
         rows = load_rows(folder)
         if sampled:  # the sampling itself (not loading the model, not writing); a resumed run keeps it
