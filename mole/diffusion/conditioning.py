@@ -63,9 +63,9 @@ def channel_groups(tokenizer) -> dict[str, list[int]]:
 
 
 def model_args(dm) -> dict[str, Any]:
-    """The data-dependent model arguments of a ZooDataModule (the CLI links them in): token_dim,
-    max_tokens, num_layers_ids and conditions for both models, context_dim for the Denoiser
-    (G.pt pairs) and channels for the MaskModel (data target "mask").
+    """The data-dependent arguments of the model a ZooDataModule's rows train (the CLI links them in):
+    token_dim, max_tokens, num_layers_ids and conditions, plus context_dim for the Denoiser (data
+    target "weights"; G.pt pairs) or channels for the MaskModel (data target "mask").
 
     Tokenizes one row of every (variant, variant_config, arch_options) structure, so token_dim,
     max_tokens and num_layers_ids cover every member the model will see.
@@ -89,17 +89,13 @@ def model_args(dm) -> dict[str, Any]:
             t_max, n_layers = max(t_max, tokens.shape[0]), max(n_layers, len(layout["segments"]))
     if len(dims) != 1:
         raise ConfigError("tokenizer", f"members tokenize to different widths {sorted(dims)}: refit it")
-    target = getattr(dm, "target", "weights")
-    channels = channel_groups(dm.tokenizer) if target == "mask" else None
-    width = dims.pop() if channels is None else channels["mask"][1] - channels["mask"][0]
-    args = {
-        "token_dim": width,
-        "max_tokens": t_max,
-        "num_layers_ids": n_layers,
-        "conditions": condition_specs(dm),
-        "context_dim": width if (dm.mode == "pairs" or target == "mask") else 0,
-        "channels": channels,
-    }
+    args = {"max_tokens": t_max, "num_layers_ids": n_layers, "conditions": condition_specs(dm)}
+    if getattr(dm, "target", "weights") == "mask":  # the MaskModel's: one channel group wide
+        channels = channel_groups(dm.tokenizer)
+        args.update(token_dim=channels["mask"][1] - channels["mask"][0], channels=channels)
+    else:  # the Denoiser's: whole tokens, and a pair's starting tokens as context
+        width = dims.pop()
+        args.update(token_dim=width, context_dim=width if dm.mode == "pairs" else 0)
     dm._model_args = args
     return args
 

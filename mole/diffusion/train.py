@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -29,8 +31,9 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from mole.diffusion.conditioning import model_args
-from mole.diffusion.datamodule import ZooDataModule
+from mole.diffusion.datamodule import TARGETS, ZooDataModule
 from mole.diffusion.model_dir import ExportModel
+from mole.diffusion.system import check_target
 
 # Linked into model.init_args.net.init_args; a key the chosen network does not take is skipped
 # (the Denoiser takes context_dim, the MaskModel channels).
@@ -40,7 +43,7 @@ DEFAULT_RUNS = Path("runs") / "diffusion"
 
 
 def _linked(key: str, dm: ZooDataModule):
-    return model_args(dm)[key]
+    return model_args(dm).get(key)  # None for a key of the other model, which this one does not take
 
 
 class MoleCLI(LightningCLI):
@@ -70,6 +73,15 @@ class MoleCLI(LightningCLI):
             parser.link_arguments(
                 "data", f"model.init_args.net.init_args.{key}", compute_fn=fn, apply_on="instantiate"
             )
+
+    def before_instantiate_classes(self) -> None:
+        """The chosen system must learn from the data module's kind of rows (one-line error)."""
+        cfg = self._cfg
+        module, _, name = str(cfg["model"]["class_path"]).rpartition(".")
+        system = getattr(importlib.import_module(module), name)
+        target = cfg["data"]["target"]
+        if hasattr(system, "TARGET") and target in TARGETS:  # an unknown target: the data module says so
+            check_target(SimpleNamespace(target=target), system.TARGET)
 
     # ------------------------------------------------------------------ run folder
     @property
