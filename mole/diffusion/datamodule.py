@@ -28,7 +28,7 @@ from mole.tokenizer.layout import valid_mask
 from mole.zoo.store import load_zoo_dataset, write_json
 
 MODES = ("checkpoints", "pairs")
-TARGETS = ("weights", "mask")  # what the denoiser learns: all tokens, or masks over frozen inits
+TARGETS = ("weights", "mask")  # what the rows train: the denoiser (all tokens) or the mask model
 MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights (target "mask")
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
@@ -245,9 +245,10 @@ class ZooDataModule(L.LightningDataModule):
             (variant, config) so each structure is seen; None: all.
         cache_dir: `datasets` cache for the Arrow files (None: its default).
         variants: keep only rows of these variants (None: all; for target "mask": MASK_VARIANTS).
-        target: "weights" (default) or "mask": learn masks over frozen random weights; items then
-            carry "raw_tokens" and "entry_valid" (see ZooTokens) and the tokenizer must give token
-            space to masks and inits. Vocabularies and splits are those of the whole zoo either way.
+        target: the rows' use: "weights" (default; mole.diffusion.system.DiffusionSystem) or "mask"
+            (supermask rows for mole.masks.system.MaskSystem: items then also carry "raw_tokens" and
+            "entry_valid" (see ZooTokens), and the tokenizer must give token space to masks and
+            inits). Vocabularies and splits are those of the whole zoo either way.
         cache_items: encoded rows each split keeps in memory (per process), 0: none; a few KB each.
         balance: "test_acc" or "test_loss": draw train rows (with replacement, an epoch's worth)
             weighted by `balance_weights` of that column, so sparse parts of its range are seen more;
@@ -444,8 +445,8 @@ def balance_weights(values: np.ndarray, bins: int = BALANCE_BINS) -> torch.Tenso
     """Draw weights (n,) that even out a condition's histogram: each row 1 / sqrt(rows in its bin), of
     `bins` equal bins over the values' range, so a bin of c rows is drawn in proportion to sqrt(c).
 
-    A zoo's trajectories pile up at their end (on digits 362 of 512 dense snapshots above 0.9 test
-    accuracy, 35 between 0.2 and 0.8), and a denoiser learns the sparse middle of the range least.
+    A zoo's trajectories pile up at their end (on digits only 7% of the dense snapshots lie between 0.2
+    and 0.8 test accuracy), and a denoiser learns the sparse middle of the range least.
     The square root (not full inverse frequency) keeps the crowded, best bins drawn most."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:

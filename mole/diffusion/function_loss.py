@@ -2,11 +2,10 @@
 
 A weight-space MSE treats every direction alike, and at high noise its best x0 prediction is the mean
 of the (weight-matched) members the noisy tokens may have come from. On the digits zoo that mean is a
-poor network: the 64 aligned final members average to 0.88 test accuracy against their own 0.96, and
-the generated networks sat at that level. The function-space term asks instead for a network whose
-outputs on a fixed set of training inputs match the member's: its best prediction at high noise is a
-network that matches the members' *average output* (an ensemble distilled into one net), which is a
-good network. The term is the KL divergence from the member's softmax to the prediction's, as in
+poor network (0.88 test accuracy, well below the members'), and the generated networks sat at its
+level. The function-space term asks instead for a network whose outputs on a fixed set of training
+inputs match the member's: its best prediction at high noise is a network that matches the members'
+*average output* (an ensemble distilled into one net), which is a good network. The term is the KL divergence from the member's softmax to the prediction's, as in
 knowledge distillation; the members' own logits are the teacher, the labels are never read.
 
 Tokens are decoded to params inside the graph (the tokenizer's affine de-normalisation and the

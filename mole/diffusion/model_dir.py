@@ -105,7 +105,9 @@ def read_meta(path: str | Path) -> dict:
     if meta.get("format") != META_FORMAT:
         raise StoreError(f"{path / META_FILE}: format {meta.get('format')!r}, this mole reads {META_FORMAT}")
     if meta.get("target") not in KINDS:
-        raise StoreError(f"{path / META_FILE}: unknown target {meta.get('target')!r}; valid: {', '.join(KINDS)}")
+        raise StoreError(
+            f"{path / META_FILE}: unknown target {meta.get('target')!r}; valid: {', '.join(KINDS)}"
+        )
     return meta
 
 
