@@ -59,6 +59,11 @@ def test_report_has_every_section_and_its_plots(run):
 def test_stages_take_the_presets_settings(run):
     p = preset("tiny")
     model = yaml.safe_load((run / "diffusion" / "weights" / "config.yaml").read_text())["model"]
+    masks = yaml.safe_load((run / "diffusion" / "masks" / "config.yaml").read_text())["model"]
+    assert model["class_path"] == "mole.diffusion.system.DiffusionSystem"
+    assert masks["class_path"] == "mole.masks.system.MaskSystem"
+    assert masks["init_args"]["mask_prior"] == p["masks"]["mask_prior"]
+    model = model["init_args"]
     assert model["function_inputs"] == p["weights"]["function_inputs"]
     assert model["function_sparsities"] == p["weights"]["function_sparsities"]
     guidance = {
