@@ -3,7 +3,7 @@
     NET/         the EMA network (save_pretrained): denoiser/ for weights, mask_model/ for masks
     scheduler/   the DDPM scheduler (weights models only)
     tokenizer/   the fitted tokenizer (Tokenizer.save)
-    mole.json    what sampling needs besides the weights: "target" (the kind: KINDS), the
+    mole.json    what sampling needs besides the weights: "target" (the kind: MODEL_KINDS), the
                  conditions and their ranges, the zoo's architecture and task, the tokenizer, and
                  the system's own entries (prediction type; channel groups and mask prior)
 
@@ -40,7 +40,7 @@ class Kind:
 
 
 # mole.json's "target" -> the kind (written to disk, so an explicit registry)
-KINDS: dict[str, Kind] = {
+MODEL_KINDS: dict[str, Kind] = {
     "weights": Kind(Denoiser, "denoiser", scheduler=True),
     "mask": Kind(MaskModel, "mask_model", scheduler=False),
 }
@@ -86,7 +86,7 @@ def export_model(system, datamodule, path: str | Path) -> Path:
         path: the folder; replaced whole if it exists.
     """
     meta = model_meta(system, datamodule)
-    kind = KINDS[meta["target"]]
+    kind = MODEL_KINDS[meta["target"]]
     with atomic_dir(Path(path)) as tmp:
         system.ema.module.save_pretrained(tmp / kind.folder)
         if kind.scheduler:
@@ -104,9 +104,9 @@ def read_meta(path: str | Path) -> dict:
     meta = read_json(path / META_FILE, "model metadata")
     if meta.get("format") != META_FORMAT:
         raise StoreError(f"{path / META_FILE}: format {meta.get('format')!r}, this mole reads {META_FORMAT}")
-    if meta.get("target") not in KINDS:
+    if meta.get("target") not in MODEL_KINDS:
         raise StoreError(
-            f"{path / META_FILE}: unknown target {meta.get('target')!r}; valid: {', '.join(KINDS)}"
+            f"{path / META_FILE}: unknown target {meta.get('target')!r}; valid: {', '.join(MODEL_KINDS)}"
         )
     return meta
 
@@ -115,7 +115,7 @@ def load_model(path: str | Path) -> Model:
     """(net, scheduler, tokenizer, meta) of a model folder written by `export_model`."""
     path = Path(path)
     meta = read_meta(path)
-    kind = KINDS[meta["target"]]
+    kind = MODEL_KINDS[meta["target"]]
     parts = [kind.folder, "tokenizer"] + (["scheduler"] if kind.scheduler else [])
     for part in parts:
         if not (path / part).exists():
