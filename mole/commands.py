@@ -5,7 +5,6 @@ Typed and documented: mole/cli.py turns each signature and docstring into its su
 
 from __future__ import annotations
 
-import dataclasses
 from json import dumps
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +12,7 @@ from typing import Any, Literal
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mole.diffusion.generated import generate_zoo
+from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
 from mole.pipeline import report_from_run, run_quickstart
 from mole.tokenizer import MemberTensors
@@ -150,32 +150,11 @@ def train(*argv: str) -> int:
 
 
 # ---------------------------------------------------------------------------- sample
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-    """Sampling: how the networks are drawn (flags passed on together).
-
-    Args:
-        steps: DDIM steps
-        guidance: classifier-free guidance scale
-        seed: seed of the noise (and drawn frozen inits)
-        batch_size: networks per denoiser batch
-        temperature: initial noise scale in [0, 2] (weights): < 1 trades diversity for accuracy
-        scope: sparsity ranking: global or layerwise (default by target)
-    """
-
-    steps: int = 50
-    guidance: float = 1.0
-    seed: int = 0
-    batch_size: int = 64
-    temperature: float = 1.0
-    scope: str | None = None
-
-
 def sample(
     model: str,
     *,
     out: str,
-    options: Sampling,
+    options: SampleOptions,
     conditions: dict[str, Any] | None = None,
     num: int = 16,
     project: dict[str, Any] | None = None,
@@ -206,11 +185,10 @@ def sample(
     if init_zoo is not None:
         row = find_member_rows(Path(init_zoo), init_member)[-1]
         context, ref = MemberTensors.from_row(row), f"{init_zoo}:{init_member}"
-    s = options
     with _sample_bar(progress) as on_step:
         zoo, sampled = generate_zoo(
-            model, out, conditions or {}, num, s.steps, s.guidance, s.seed, context, ref, s.batch_size,
-            s.scope, on_step=on_step, temperature=s.temperature, project=project or {},
+            model, out, conditions or {}, num, options, context=context, context_ref=ref,
+            project=project or {}, on_step=on_step,
         )  # fmt: skip
     print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
     return 0

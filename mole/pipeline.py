@@ -37,15 +37,16 @@ from mole.baselines.run import run_baselines
 from mole.baselines.subset_sum import plot_subset_sum, subset_sum_experiment
 from mole.data import load_task
 from mole.diffusion.generated import generate_zoo
+from mole.diffusion.options import SampleOptions
 from mole.diffusion.train import cli_main
 from mole.errors import ConfigError
 from mole.eval import load_rows
+from mole.io import atomic_path, read_json, write_json
 from mole.theory.io import write_csv
 from mole.theory.npp import npp_experiment, plot_npp
 from mole.theory.rss import plot_rss, rss_experiment
 from mole.zoo.build import build_zoo
 from mole.zoo.spec import ZooSpec
-from mole.zoo.store import atomic_path, read_json, write_json
 from mole.zoo.train import train_stacked
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quickstart"  # the repository's recipe
@@ -247,9 +248,8 @@ def run_quickstart(
 
     def gen(name: str, model: Path, conditions: dict, num: int, options: dict, **kw) -> list[dict]:
         folder, sampled = generate_zoo(
-            model, out / "generated" / name, conditions, num, options["steps"], options["guidance"],
-            options["seed"], **{k: options[k] for k in ("init_scheme",) if k in options}, **kw,
-        )  # fmt: skip
+            model, out / "generated" / name, conditions, num, SampleOptions(**options), **kw
+        )
         rows = load_rows(folder)
         if sampled:  # the sampling itself (not loading the model, not writing); a resumed run keeps it
             timings[name] = sum(json.loads(r["extra"])["sampling_seconds"] for r in rows)
@@ -266,7 +266,7 @@ def run_quickstart(
         return {
             "dense": gen("dense", weights, {"test_acc": acc, "variant": "dense"}, len(acc), dense_opts),
             **{f"dense-t{t}": gen(f"dense-t{t}", weights, {"test_acc": acc, "variant": "dense"}, len(acc),
-                                  dense_opts, temperature=t) for t in s["temperatures"]},
+                                  {**dense_opts, "temperature": t}) for t in s["temperatures"]},
             "prompts": gen("prompts", weights, {"test_acc": sweep, "variant": "dense"}, len(sweep),
                            {**w, "seed": prompts["seed"]}),
             # the sparse set: the best nets the model knows (the top of its accuracy range), pruned

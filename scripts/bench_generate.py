@@ -52,11 +52,12 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from mole.diffusion.conditioning import denoiser_args
+    from mole.diffusion.conditioning import model_args
     from mole.diffusion.datamodule import ZooDataModule, collate
     from mole.diffusion.denoiser import Denoiser
     from mole.diffusion.function_loss import FunctionLoss
-    from mole.diffusion.system import DiffusionSystem, export_model
+    from mole.diffusion.model_dir import export_model
+    from mole.diffusion.system import DiffusionSystem
 
     L.seed_everything(args.seed, verbose=False)
     dm = ZooDataModule(
@@ -70,7 +71,7 @@ def train(zoo: Path, run: Path, args) -> tuple[Path, float, object]:
         cache_dir=str(run / "cache"),
     )
     denoiser = Denoiser(
-        **denoiser_args(dm),
+        **model_args(dm),
         width=args.width,
         depth=args.depth,
         heads=args.heads,
@@ -183,7 +184,9 @@ def main() -> None:
     args = p.parse_args()
 
     from mole.data import load_task
-    from mole.diffusion.sample import load, sample
+    from mole.diffusion.model_dir import load_model
+    from mole.diffusion.options import SampleOptions
+    from mole.diffusion.sample import sample
     from mole.tokenizer import MemberTensors
     from mole.zoo import store
 
@@ -193,7 +196,7 @@ def main() -> None:
         zoo = Path(args.zoo) if args.zoo else build_default_zoo(tmp)
         zoo_seconds = time.perf_counter() - t0
         model_dir, steps_per_s, dm = train(zoo, tmp, args)
-        model = load(model_dir)
+        model = load_model(model_dir)
         meta = model[3]
         rows = store.read_zoo(zoo).to_pylist()
         dense = [r for r in rows if r["variant"] == "dense"]
@@ -206,10 +209,11 @@ def main() -> None:
         lo, hi = meta["conditions"]["test_acc"]["min"], meta["conditions"]["test_acc"]["max"]
         prompts = [min(max(r["test_acc"], lo), hi) for r in finals]
         t0 = time.perf_counter()
-        gen = sample(
-            model_dir, {"test_acc": prompts, "variant": "dense"}, len(prompts), args.steps,
-            args.guidance, args.seed, batch_size=len(prompts), model=model, temperature=args.temperature,
+        options = SampleOptions(
+            steps=args.steps, guidance=args.guidance, seed=args.seed, batch_size=len(prompts),
+            temperature=args.temperature,
         )  # fmt: skip
+        gen = sample(model_dir, {"test_acc": prompts, "variant": "dense"}, len(prompts), options, model=model)
         sample_seconds = time.perf_counter() - t0
         acc_gen = accuracies(gen, data)
         acc_zoo = np.asarray([r["test_acc"] for r in finals])
@@ -217,10 +221,11 @@ def main() -> None:
 
         # B3: prompts spanning the trained range
         sweep = np.repeat(np.linspace(lo, hi, args.prompts), args.per_prompt).tolist()
-        gen3 = sample(
-            model_dir, {"test_acc": sweep, "variant": "dense"}, len(sweep), args.steps, args.guidance,
-            args.seed + 1, batch_size=64, model=model, temperature=args.temperature,
+        options = SampleOptions(
+            steps=args.steps, guidance=args.guidance, seed=args.seed + 1, batch_size=64,
+            temperature=args.temperature,
         )  # fmt: skip
+        gen3 = sample(model_dir, {"test_acc": sweep, "variant": "dense"}, len(sweep), options, model=model)
         acc3 = accuracies(gen3, data)
         rho = float(spearmanr(sweep, acc3).statistic)
 

@@ -13,7 +13,7 @@ import docstring_parser
 import pytest
 
 from mole.cli import COMMANDS, main, parse
-from mole.commands import Sampling
+from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
 from tests.conftest import write_spec
 
@@ -220,8 +220,8 @@ def test_bad_flags_are_one_line_naming_the_field(capsys, argv, needle):
 def test_sample_passes_its_flags_on(monkeypatch, tmp_path, capsys):
     calls = []
 
-    def generate_zoo(model, out, conditions, num, steps, guidance, seed, context, ref, batch_size, scope,
-                     on_step=None, temperature=1.0, project=None):  # fmt: skip
+    def generate_zoo(model, out, conditions, num, options, context=None, context_ref=None, project=None,
+                     on_step=None):  # fmt: skip
         calls.append(dict(locals()))
         return Path(out), True
 
@@ -231,14 +231,17 @@ def test_sample_passes_its_flags_on(monkeypatch, tmp_path, capsys):
             "--project.sparsity", "0.8", "--progress", "false"]  # fmt: skip
     assert main(argv) == 0 and f"sampled 2 network(s) -> {tmp_path}" in capsys.readouterr().out
     (call,) = calls
-    assert {k: call[k] for k in ("model", "conditions", "num", "context", "ref", "on_step", "project")} == {
-        "model": "M", "conditions": {"test_acc": 0.9}, "num": 2, "context": None, "ref": None, "on_step": None,
+    assert {k: call[k] for k in ("model", "conditions", "num", "context", "context_ref", "on_step", "project")} == {
+        "model": "M", "conditions": {"test_acc": 0.9}, "num": 2, "context": None, "context_ref": None, "on_step": None,
         "project": {"sparsity": 0.8},
     }  # fmt: skip
-    flags = Sampling(steps=3, guidance=2.0, temperature=0.5, seed=7, batch_size=8, scope="layerwise")
-    assert {f.name: call[f.name] for f in dataclasses.fields(Sampling)} == dataclasses.asdict(flags)
+    assert call["options"] == SampleOptions(
+        steps=3, guidance=2.0, seed=7, batch_size=8, temperature=0.5, scope="layerwise"
+    )
     assert main(["sample", "M", "--out", str(tmp_path)]) == 0  # defaults: an empty prompt, no projection
-    assert calls[1]["conditions"] == {} and calls[1]["project"] == {} and calls[1]["steps"] == 50
+    assert (
+        calls[1]["conditions"] == {} and calls[1]["project"] == {} and calls[1]["options"] == SampleOptions()
+    )
 
 
 def test_interrupt_is_130_and_train_passes_through(monkeypatch, capsys):

@@ -59,9 +59,14 @@ def test_report_has_every_section_and_its_plots(run):
 def test_stages_take_the_recipes_settings(run):
     r = load_recipe("tiny")
     model = yaml.safe_load((run / "diffusion" / "weights" / "config.yaml").read_text())["model"]
-    assert model["function_inputs"] == r.weights["model"]["function_inputs"] == 64  # the tiny override
-    assert model["function_sparsities"] == r.weights["model"]["function_sparsities"]
-    assert model["denoiser"]["init_args"]["width"] == 32
+    masks = yaml.safe_load((run / "diffusion" / "masks" / "config.yaml").read_text())["model"]
+    assert model["class_path"] == "mole.diffusion.system.DiffusionSystem"
+    assert masks["class_path"] == "mole.masks.system.MaskSystem"
+    assert masks["init_args"]["mask_prior"] == r.masks["model"]["init_args"]["mask_prior"]
+    model, want = model["init_args"], r.weights["model"]["init_args"]
+    assert model["function_inputs"] == want["function_inputs"] == 64  # the tiny override
+    assert model["function_sparsities"] == want["function_sparsities"]
+    assert model["net"]["init_args"]["width"] == 32
     guidance = {
         name: {json.loads(r["extra"])["guidance"] for r in load_rows(run / "generated" / name)}
         for name in ("dense", "sparse", "masks")

@@ -25,9 +25,9 @@ def test_the_tiny_preset_overrides_the_default_recipe():
     assert default.zoo["members"] == 64 and tiny.zoo["members"] == 8
     assert tiny.zoo["hparams"]["lr"] == default.zoo["hparams"]["lr"]  # merged, not replaced
     assert tiny.zoo["hparams"]["epochs"] == [3]
-    assert (
-        tiny.weights["model"]["denoiser"]["class_path"] == default.weights["model"]["denoiser"]["class_path"]
-    )
+    net, default_net = tiny.weights["model"]["init_args"]["net"], default.weights["model"]["init_args"]["net"]
+    assert net["class_path"] == default_net["class_path"] == "mole.diffusion.denoiser.Denoiser"
+    assert net["init_args"]["width"] == 32 and default_net["init_args"]["width"] == 64
     assert tiny.weights["trainer"]["max_steps"] < default.weights["trainer"]["max_steps"]
     assert ZooSpec.from_dict(tiny.zoo).members == 8
 

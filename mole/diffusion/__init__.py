@@ -1,1 +1,1 @@
-"""Conditional diffusion over parameter tokens: data module, denoiser, system, sampling."""
+"""Conditional diffusion over parameter tokens: data module, denoiser, system, the model folder, sampling."""

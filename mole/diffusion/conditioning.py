@@ -15,19 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mole.diffusion.datamodule import CATEGORICAL, FLOAT32_BITS, FULL_RANK
+from mole.conditions import conditions as item_conditions
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors
 
-# Continuous conditions of every item, and the zoo column (and null fill) each is read from.
-CONTINUOUS = {
-    "test_acc": ("test_acc", None),
-    "test_loss": ("test_loss", None),
-    "sparsity": ("sparsity", 0.0),
-    "bits": ("bits", FLOAT32_BITS),
-    "rank": ("rank", FULL_RANK),
-}
-PAIR_CONDITIONS = {"start_test_loss": "test_loss", "start_test_acc": "test_acc"}  # G.pt pairs mode
 RANGE_SLACK = 1e-6  # relative: float32 rounding of a value at the very edge of the range still passes
 
 
@@ -43,20 +34,15 @@ def condition_specs(dm) -> dict[str, dict]:
     table = train.dataset.data.table
     rows = np.asarray(train.rows, dtype=np.int64)
     specs: dict[str, dict] = {}
-    ranges = {}
-    for name, (column, fill) in CONTINUOUS.items():
-        values = table.column(column).take(rows).to_pylist() if len(rows) else []
-        values = [fill if v is None else float(v) for v in values]
+    for c in item_conditions(pairs=dm.mode == "pairs"):  # the table's order: continuous, pairs, categorical
+        if c.kind == "categorical":
+            specs[c.name] = {"kind": "categorical", "vocab": list(dm.vocab[c.column])}
+            continue
+        values = table.column(c.column).take(rows).to_pylist() if len(rows) else []
+        values = [c.null if v is None else float(v) for v in values]
         values = [v for v in values if v is not None and math.isfinite(v)]
         lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
-        ranges[column] = (lo, hi)
-        specs[name] = {"kind": "continuous", "min": lo, "max": hi}
-    if dm.mode == "pairs":
-        for name, column in PAIR_CONDITIONS.items():
-            lo, hi = ranges[column]
-            specs[name] = {"kind": "continuous", "min": lo, "max": hi}
-    for name in CATEGORICAL:
-        specs[name] = {"kind": "categorical", "vocab": list(dm.vocab[name])}
+        specs[c.name] = {"kind": "continuous", "min": lo, "max": hi}
     return specs
 
 
@@ -76,13 +62,15 @@ def channel_groups(tokenizer) -> dict[str, list[int]]:
     return {f: [s, s + w] for f, s in start.items()}
 
 
-def denoiser_args(dm) -> dict[str, Any]:
-    """The data-dependent Denoiser arguments of a ZooDataModule (the CLI links them in).
+def model_args(dm) -> dict[str, Any]:
+    """The data-dependent arguments of the model a ZooDataModule's rows train (the CLI links them in):
+    token_dim, max_tokens, num_layers_ids and conditions, plus context_dim for the Denoiser (data
+    target "weights"; G.pt pairs) or channels for the MaskModel (data target "mask").
 
     Tokenizes one row of every (variant, variant_config, arch_options) structure, so token_dim,
     max_tokens and num_layers_ids cover every member the model will see.
     """
-    cached = getattr(dm, "_denoiser_args", None)
+    cached = getattr(dm, "_model_args", None)
     if cached is not None:
         return cached
     dm.setup()
@@ -101,19 +89,14 @@ def denoiser_args(dm) -> dict[str, Any]:
             t_max, n_layers = max(t_max, tokens.shape[0]), max(n_layers, len(layout["segments"]))
     if len(dims) != 1:
         raise ConfigError("tokenizer", f"members tokenize to different widths {sorted(dims)}: refit it")
-    target = getattr(dm, "target", "weights")
-    channels = channel_groups(dm.tokenizer) if target == "mask" else None
-    width = dims.pop() if channels is None else channels["mask"][1] - channels["mask"][0]
-    args = {
-        "token_dim": width,
-        "max_tokens": t_max,
-        "num_layers_ids": n_layers,
-        "conditions": condition_specs(dm),
-        "target": target,
-        "context_dim": width if (dm.mode == "pairs" or target == "mask") else 0,
-        "channels": channels,
-    }
-    dm._denoiser_args = args
+    args = {"max_tokens": t_max, "num_layers_ids": n_layers, "conditions": condition_specs(dm)}
+    if getattr(dm, "target", "weights") == "mask":  # the MaskModel's: one channel group wide
+        channels = channel_groups(dm.tokenizer)
+        args.update(token_dim=channels["mask"][1] - channels["mask"][0], channels=channels)
+    else:  # the Denoiser's: whole tokens, and a pair's starting tokens as context
+        width = dims.pop()
+        args.update(token_dim=width, context_dim=width if dm.mode == "pairs" else 0)
+    dm._model_args = args
     return args
 
 

@@ -20,22 +20,21 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torch.utils.data._utils.collate import default_collate
 
+from mole.conditions import CATEGORICAL
+from mole.conditions import conditions as item_conditions
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, Tokenizer, build_tokenizer
 from mole.tokenizer.layout import valid_mask
 from mole.zoo.store import load_zoo_dataset, write_json
 
 MODES = ("checkpoints", "pairs")
-TARGETS = ("weights", "mask")  # what the denoiser learns: all tokens, or masks over frozen inits
+TARGETS = ("weights", "mask")  # what the rows train: the denoiser (all tokens) or the mask model
 MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights (target "mask")
-CATEGORICAL = ("variant", "architecture", "task")  # conditions given as ids into a saved vocabulary
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
     "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task",
 ]  # fmt: skip
 TENSOR_COLUMNS = {"params", "mask", "init_params", "codes", "scales", "factors"}
-FLOAT32_BITS = 32  # the `bits` condition of a float (unquantized) member
-FULL_RANK = 0  # the `rank` condition of a member without factors
 BALANCE_COLUMNS = ("test_acc", "test_loss")  # what `balance` may even out
 BALANCE_BINS = 10
 
@@ -153,16 +152,15 @@ class ZooTokens(Dataset):
         return tokens, self.tokenizer.layer_ids(layout), self.conditions(row), extras
 
     def conditions(self, row: dict) -> dict[str, np.generic]:
-        """Scalar conditions as numpy scalars (default_collate stacks them into float32 / int64 tensors)."""
-        cond = {
-            "test_acc": np.float32(row["test_acc"]),
-            "test_loss": np.float32(row["test_loss"]),
-            "sparsity": np.float32(row["sparsity"] or 0.0),
-            "bits": np.int64(FLOAT32_BITS if row["bits"] is None else row["bits"]),
-            "rank": np.int64(FULL_RANK if row["rank"] is None else row["rank"]),
-        }
-        for c in CATEGORICAL:
-            cond[c] = np.int64(self.vocab[c].index(row[c]))
+        """A row's conditions (mole.conditions, the pairs' start_* left to ZooPairs) as numpy scalars:
+        continuous float32 (int64 for integer columns), categorical int64 ids into the vocabulary
+        (default_collate stacks them into tensors)."""
+        cond = {}
+        for c in item_conditions():
+            if c.kind == "categorical":
+                cond[c.name] = np.int64(self.vocab[c.name].index(c.value(row)))
+            else:
+                cond[c.name] = (np.int64 if c.integer else np.float32)(c.value(row))
         return cond
 
     def __getitem__(self, idx: int) -> dict:
@@ -205,7 +203,9 @@ class ZooPairs(ZooTokens):
         i, j = _pairs(len(self.runs[run]))[idx - self.offsets[run]]
         start, start_ids, start_cond = self.encode(self.runs[run][i])
         end, ids, cond = self.encode(self.runs[run][j])
-        cond["start_test_loss"], cond["start_test_acc"] = start_cond["test_loss"], start_cond["test_acc"]
+        for c in item_conditions(pairs=True):
+            if c.start:  # the starting snapshot's value of the same column
+                cond[c.name] = start_cond[c.column]
         return {"tokens": end, "start_tokens": start, "layer_ids": ids, "cond": cond}
 
 
@@ -245,9 +245,10 @@ class ZooDataModule(L.LightningDataModule):
             (variant, config) so each structure is seen; None: all.
         cache_dir: `datasets` cache for the Arrow files (None: its default).
         variants: keep only rows of these variants (None: all; for target "mask": MASK_VARIANTS).
-        target: "weights" (default) or "mask": learn masks over frozen random weights; items then
-            carry "raw_tokens" and "entry_valid" (see ZooTokens) and the tokenizer must give token
-            space to masks and inits. Vocabularies and splits are those of the whole zoo either way.
+        target: the rows' use: "weights" (default; mole.diffusion.system.DiffusionSystem) or "mask"
+            (supermask rows for mole.masks.system.MaskSystem: items then also carry "raw_tokens" and
+            "entry_valid" (see ZooTokens), and the tokenizer must give token space to masks and
+            inits). Vocabularies and splits are those of the whole zoo either way.
         cache_items: encoded rows each split keeps in memory (per process), 0: none; a few KB each.
         balance: "test_acc" or "test_loss": draw train rows (with replacement, an epoch's worth)
             weighted by `balance_weights` of that column, so sparse parts of its range are seen more;
@@ -444,8 +445,8 @@ def balance_weights(values: np.ndarray, bins: int = BALANCE_BINS) -> torch.Tenso
     """Draw weights (n,) that even out a condition's histogram: each row 1 / sqrt(rows in its bin), of
     `bins` equal bins over the values' range, so a bin of c rows is drawn in proportion to sqrt(c).
 
-    A zoo's trajectories pile up at their end (on digits 362 of 512 dense snapshots above 0.9 test
-    accuracy, 35 between 0.2 and 0.8), and a denoiser learns the sparse middle of the range least.
+    A zoo's trajectories pile up at their end (on digits only 7% of the dense snapshots lie between 0.2
+    and 0.8 test accuracy), and a denoiser learns the sparse middle of the range least.
     The square root (not full inverse frequency) keeps the crowded, best bins drawn most."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:

@@ -6,28 +6,16 @@ LayerNorms are shifted, scaled and gated by a conditioning vector c: the timeste
 embedding per condition (test accuracy, sparsity, variant, ...). Every condition has a null
 embedding, used when it is missing, NaN / negative (categorical), or dropped, which is what
 classifier-free guidance needs. An optional per-token `context` (a starting checkpoint's tokens in
-G.pt pairs, or the frozen random weights of a supermask) is projected and added to the input.
+G.pt pairs) is projected and added to the input. The output is what the scheduler's
+prediction_type asks for (epsilon, v or x0), (B, T, token_dim).
 
-Targets:
-    "weights"  x are noisy tokens x_t; the output is what the scheduler's prediction_type asks for
-               (epsilon, v or x0), (B, T, token_dim).
-    "mask"     a one-pass mask predictor over given frozen weights: x is read only for its (B, T)
-               shape (pass zeros) and `timesteps` is ignored (no timestep embedding is built).
-               `context` carries the frozen weights' channel group of the tokens (config
-               channels["init_params"]) and output[b, t, k] is the logit that the weight whose value
-               sits at column channels["params"][0] + k of token t is kept (its mask bit at
-               channels["mask"][0] + k, its frozen value at channels["init_params"][0] + k).
-               Padding columns produce logits that mean nothing; project with top-k over real weights.
-               When the context is one channel group wide, a logit also gets
-               context * (entry_gain[t, k] + gate(h_t)[k]): keeping a weight depends on its own value
-               (for signed-constant inits its sign), which the per-token linear read-out of the
-               transformer cannot express. entry_gain alone is a learned per-entry template (keep
-               where the weight's sign agrees); the gate lets each token's hidden state adjust it.
+The blocks, embedders and the final layer are shared with the mask model (mole.masks.model).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +23,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from mole.conditions import KINDS
 from mole.errors import ConfigError
-
-TARGETS = ("weights", "mask")
-KINDS = ("continuous", "categorical")
 
 # Named sizes (DiT_models style): tiny for tests, small for the CPU demo, base for GPUs.
 DENOISER_SIZES = {
@@ -185,10 +171,10 @@ class GlobalPath(nn.Module):
     layers, while for Gaussian data the best x0 prediction is exactly of this form (the principal
     directions in V and U, a per-direction shrinkage that depends on the timestep in g, and in h the
     conditional mean, which is what lets the path follow a prompt such as the target accuracy: a gate
-    alone shrinks towards one mean for every prompt). Measured on
-    the quickstart zoo: weights drawn from a Gaussian with the aligned members' covariance keep most
-    of their accuracy (0.83 at 0.96), weights drawn per entry do not (0.52). The transformer learns the
-    rest. U starts at zero, so a new model starts as the plain DiT.
+    alone shrinks towards one mean for every prompt). On the quickstart zoo, weights drawn from a
+    Gaussian with the aligned members' covariance keep most of their accuracy, weights drawn per entry
+    fall to 0.52. The transformer learns the rest. U starts at zero, so a new model starts as the
+    plain DiT.
 
     Args:
         size: T * D (max_tokens * token_dim); shorter sequences are zero-padded.
@@ -219,24 +205,123 @@ class GlobalPath(nn.Module):
         return self.up(code)[:, : t * d].view(b, t, d)  # (B, T, D)
 
 
-class Denoiser(ModelMixin, ConfigMixin):
-    """DiT over a zoo member's tokens (see the module docstring for targets and channels).
+#################################################################################
+#                 Shared by the denoiser and the mask model                     #
+#################################################################################
+
+
+def condition_embedders(
+    conditions: dict | None, width: int, num_frequencies: int, field: str
+) -> nn.ModuleDict:
+    """One embedder per condition spec (see mole.diffusion.conditioning), in sorted name order: the
+    saved config.json sorts its keys, and the embeddings' sum must add up in the same order after
+    from_pretrained to give bitwise the same outputs.
 
     Args:
-        token_dim: D, channels per token (for target "mask": the width of one channel group).
+        conditions: name -> {"kind": "continuous", "min": lo, "max": hi} or {"kind": "categorical", "vocab": [...]}.
+        width: embedding width.
+        num_frequencies: sin/cos octaves of continuous conditions.
+        field: how errors name the model's config (e.g. "denoiser").
+    """
+    for name, spec in (conditions or {}).items():
+        if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
+            raise ConfigError(f"{field}.conditions.{name}", f"needs kind in {KINDS}, got {spec!r}")
+    embedders = nn.ModuleDict()
+    for name, spec in sorted((conditions or {}).items()):
+        if spec["kind"] == "continuous":
+            low, high = spec.get("min", 0.0), spec.get("max", 1.0)
+            embedders[name] = ScalarEmbedder(width, low, high, num_frequencies)
+        else:
+            embedders[name] = LabelEmbedder(len(spec["vocab"]), width)
+    return embedders
+
+
+def embed_conditions(
+    embedders: nn.ModuleDict,
+    width: int,
+    cond: dict[str, torch.Tensor],
+    batch: int,
+    drop: torch.Tensor | dict | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """(B, W): the sum of every condition's embedding (null where missing or dropped).
+
+    Args:
+        embedders: name -> embedder (condition_embedders).
+        width: W.
+        cond: name -> (B,) values (continuous float, categorical long ids); unknown names raise.
+        batch: B.
+        drop: None, a (B,) bool dropping every condition of a row, or name -> (B,) bool.
+        device: where the embeddings live.
+    """
+    unknown = sorted(set(cond) - set(embedders))
+    if unknown:
+        raise ConfigError(f"cond.{unknown[0]}", f"unknown condition; valid: {', '.join(embedders)}")
+    c = torch.zeros(batch, width, device=device)
+    for name, embedder in embedders.items():
+        d = drop.get(name) if isinstance(drop, dict) else drop
+        d = torch.zeros(batch, dtype=torch.bool, device=device) if d is None else d.to(device).bool()
+        if name not in cond:
+            v, d = torch.zeros(batch, device=device), torch.ones_like(d)
+        else:
+            v = cond[name].to(device).reshape(-1).expand(batch)  # a scalar applies to the batch
+        c = c + embedder(v, d)
+    return c
+
+
+def init_dit(model: nn.Module, embeddings: Sequence[nn.Embedding | None], embedders: nn.ModuleDict) -> None:
+    """DiT's init, the random part: Xavier linears, N(0, 0.02) embeddings and condition embedders."""
+
+    def _basic_init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    model.apply(_basic_init)
+    for emb in embeddings:
+        if emb is not None:
+            nn.init.normal_(emb.weight, std=0.02)
+    for m in embedders.values():
+        if isinstance(m, LabelEmbedder):
+            nn.init.normal_(m.table.weight, std=0.02)
+        else:
+            nn.init.normal_(m.mlp[0].weight, std=0.02)
+            nn.init.normal_(m.mlp[2].weight, std=0.02)
+
+
+def zero_dit(blocks: nn.ModuleList, final_layer: FinalLayer) -> None:
+    """DiT's adaLN-zero: every block starts as the identity and the decoder's output at zero."""
+    for block in blocks:
+        nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        nn.init.zeros_(block.adaLN_modulation[-1].bias)
+    nn.init.zeros_(final_layer.adaLN_modulation[-1].weight)
+    nn.init.zeros_(final_layer.adaLN_modulation[-1].bias)
+    nn.init.zeros_(final_layer.linear.weight)
+    nn.init.zeros_(final_layer.linear.bias)
+
+
+#################################################################################
+#                                  The Denoiser                                 #
+#################################################################################
+
+
+class Denoiser(ModelMixin, ConfigMixin):
+    """DiT over a zoo member's noisy tokens (see the module docstring).
+
+    Args:
+        token_dim: D, channels per token.
         max_tokens: the longest token sequence (size of the position table).
         num_layers_ids: distinct layer ids (tokenizer segments); id -1 marks padding.
         width, depth, heads: transformer width, blocks and attention heads (see DENOISER_SIZES).
         conditions: name -> {"kind": "continuous", "min": lo, "max": hi} (min / max: the range seen in
             training, default 0 / 1) or {"kind": "categorical", "vocab": [...]}.
-        target: "weights" (denoise tokens) or "mask" (mask logits over frozen weights in `context`).
-        context_dim: channels of the per-token context (0: none).
+        context_dim: channels of the per-token context (a G.pt pair's starting tokens; 0: none).
         mlp_ratio: MLP hidden width over `width`.
-        channels: the tokenizer's channel groups {"params": [start, stop), ...} (target "mask").
         position_embedding: learn one embedding per token position (off: tokens of one layer are
             told apart only by their content, as permutation equivariance needs).
         num_frequencies: sin/cos octaves of continuous conditions.
-        global_rank: r > 0 adds a global low-rank linear path for target "weights" (see GlobalPath):
+        global_rank: r > 0 adds a global low-rank linear path (see GlobalPath):
             out += U ((1 + gain(c)) * V x + shift(c)) over the whole flattened sequence, next to the
             transformer.
     """
@@ -251,136 +336,67 @@ class Denoiser(ModelMixin, ConfigMixin):
         depth: int = 1,
         heads: int = 2,
         conditions: dict | None = None,
-        target: str = "weights",
         context_dim: int = 0,
         mlp_ratio: float = 4.0,
-        channels: dict | None = None,
         position_embedding: bool = True,
         num_frequencies: int = 8,
         global_rank: int = 0,
     ):
         super().__init__()
-        if target not in TARGETS:
-            raise ConfigError("denoiser.target", f"unknown {target!r}; valid: {', '.join(TARGETS)}")
         if width % heads:
             raise ConfigError("denoiser.heads", f"width {width} is not divisible by {heads} heads")
-        for name, spec in (conditions or {}).items():
-            if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
-                raise ConfigError(f"denoiser.conditions.{name}", f"needs kind in {KINDS}, got {spec!r}")
-        self.x_embed = nn.Linear(token_dim, width) if target == "weights" else None
+        if global_rank < 0:
+            raise ConfigError("denoiser.global_rank", f"must be >= 0, got {global_rank}")
+        # Built in this order: seeded inits draw from the RNG module by module.
+        self.x_embed = nn.Linear(token_dim, width)
         self.context_embed = nn.Linear(context_dim, width) if context_dim else None
         self.pos_embed = nn.Embedding(max_tokens, width) if position_embedding else None
         self.layer_embed = nn.Embedding(num_layers_ids + 1, width)  # the last row: padding (id -1)
-        self.t_embedder = TimestepEmbedder(width) if target == "weights" else None
-        self.cond_embedders = nn.ModuleDict()
-        # Sorted: the saved config.json sorts its keys, and the embeddings' sum must add up in the
-        # same order after from_pretrained to give bitwise the same outputs.
-        for name, spec in sorted((conditions or {}).items()):
-            if spec["kind"] == "continuous":
-                low, high = spec.get("min", 0.0), spec.get("max", 1.0)
-                self.cond_embedders[name] = ScalarEmbedder(width, low, high, num_frequencies)
-            else:
-                self.cond_embedders[name] = LabelEmbedder(len(spec["vocab"]), width)
+        self.t_embedder = TimestepEmbedder(width)
+        self.cond_embedders = condition_embedders(conditions, width, num_frequencies, "denoiser")
         self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(width, token_dim)
         # A condition-gated skip from the input, out = F(x) + g(c) * x (EDM's c_skip in spirit):
         # epsilon / v prediction must hand the noise in x_t through, which a per-token bottleneck of
         # `width` < token_dim channels cannot do; g(c) depends on the timestep, so it can.
-        self.skip = nn.Linear(width, token_dim) if target == "weights" else None
-        if global_rank < 0:
-            raise ConfigError("denoiser.global_rank", f"must be >= 0, got {global_rank}")
-        self.global_path = (
-            GlobalPath(max_tokens * token_dim, global_rank, width)
-            if target == "weights" and global_rank
-            else None
-        )
-        entry = target == "mask" and context_dim == token_dim
-        self.entry_gain = nn.Parameter(torch.zeros(max_tokens, token_dim)) if entry else None
-        self.entry_gate = nn.Linear(width, token_dim) if entry else None
+        self.skip = nn.Linear(width, token_dim)
+        self.global_path = GlobalPath(max_tokens * token_dim, global_rank, width) if global_rank else None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """DiT's init: Xavier linears, N(0, 0.02) embeddings, adaLN modulations and decoder at zero,
-        so every block starts as the identity and the output at zero."""
-
-        def _basic_init(module: nn.Module) -> None:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-
-        self.apply(_basic_init)
-        for emb in (self.pos_embed, self.layer_embed):
-            if emb is not None:
-                nn.init.normal_(emb.weight, std=0.02)
-        for m in self.cond_embedders.values():
-            if isinstance(m, LabelEmbedder):
-                nn.init.normal_(m.table.weight, std=0.02)
-            else:
-                nn.init.normal_(m.mlp[0].weight, std=0.02)
-                nn.init.normal_(m.mlp[2].weight, std=0.02)
-        if self.t_embedder is not None:
-            nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-            nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
-        if self.skip is not None:
-            nn.init.zeros_(self.skip.weight)
-            nn.init.zeros_(self.skip.bias)
+        """DiT's init (init_dit, zero_dit); the skip and the global path's up-projection at zero, so
+        a new model's output is zero."""
+        init_dit(self, (self.pos_embed, self.layer_embed), self.cond_embedders)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        zero_dit(self.blocks, self.final_layer)
+        nn.init.zeros_(self.skip.weight)
+        nn.init.zeros_(self.skip.bias)
         if self.global_path is not None:
             self.global_path.reset_parameters()
-        if self.entry_gate is not None:
-            nn.init.zeros_(self.entry_gain)
-            nn.init.zeros_(self.entry_gate.weight)
-            nn.init.zeros_(self.entry_gate.bias)
 
     def embed_conditions(
         self, cond: dict[str, torch.Tensor], batch: int, drop: torch.Tensor | dict | None
     ) -> torch.Tensor:
-        """(B, W): the sum of every condition's embedding (null where missing or dropped).
-
-        Args:
-            cond: name -> (B,) values (continuous float, categorical long ids); unknown names raise.
-            batch: B.
-            drop: None, a (B,) bool dropping every condition of a row, or name -> (B,) bool.
-        """
-        unknown = sorted(set(cond) - set(self.cond_embedders))
-        if unknown:
-            raise ConfigError(
-                f"cond.{unknown[0]}", f"unknown condition; valid: {', '.join(self.cond_embedders)}"
-            )
+        """(B, W): the sum of every condition's embedding (see `embed_conditions`)."""
         device = self.layer_embed.weight.device
-        c = torch.zeros(batch, self.config.width, device=device)
-        for name, embedder in self.cond_embedders.items():
-            d = drop.get(name) if isinstance(drop, dict) else drop
-            d = torch.zeros(batch, dtype=torch.bool, device=device) if d is None else d.to(device).bool()
-            if name not in cond:
-                v, d = torch.zeros(batch, device=device), torch.ones_like(d)
-            else:
-                v = cond[name].to(device).reshape(-1).expand(batch)  # a scalar applies to the batch
-            c = c + embedder(v, d)
-        return c
+        return embed_conditions(self.cond_embedders, self.config.width, cond, batch, drop, device)
 
     def forward(
         self,
         x: torch.Tensor,
-        timesteps: torch.Tensor | None,
+        timesteps: torch.Tensor,
         cond: dict[str, torch.Tensor] | None,
         layer_ids: torch.Tensor,
         token_valid: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         drop: torch.Tensor | dict | None = None,
     ) -> torch.Tensor:
-        """Predict (B, T, token_dim) from noisy tokens (or mask logits, see the module docstring).
+        """Predict (B, T, token_dim) from noisy tokens.
 
         Args:
-            x: (B, T, token_dim) noisy tokens (target "mask": only the shape is read).
-            timesteps: (B,) long diffusion steps (a scalar applies to the batch; ignored for "mask").
+            x: (B, T, token_dim) noisy tokens.
+            timesteps: (B,) long diffusion steps (a scalar applies to the batch).
             cond: name -> (B,) condition values; missing names get their null embedding.
             layer_ids: (B, T) long segment index of each token, -1 on padding.
             token_valid: (B, T) bool, False on padding tokens (None: all real).
@@ -390,28 +406,21 @@ class Denoiser(ModelMixin, ConfigMixin):
         """
         b, t = x.shape[:2]
         cfg = self.config
-        if cfg.target == "weights" and x.shape[-1] != cfg.token_dim:
+        if x.shape[-1] != cfg.token_dim:
             raise ValueError(f"x has {x.shape[-1]} channels, the denoiser expects {cfg.token_dim}")
         if t > cfg.max_tokens:
             raise ValueError(f"{t} tokens, the denoiser was built for at most {cfg.max_tokens}")
         layer_ids = torch.where(layer_ids < 0, cfg.num_layers_ids, layer_ids)  # padding row
-        h = self.layer_embed(layer_ids)  # (B, T, W)
-        if self.x_embed is not None:
-            h = h + self.x_embed(x)
+        h = self.layer_embed(layer_ids) + self.x_embed(x)  # (B, T, W)
         if self.pos_embed is not None:
             h = h + self.pos_embed.weight[:t]
         if self.context_embed is not None and context is not None:
             h = h + self.context_embed(context)  # G.pt: the starting checkpoint beside the noisy one
         c = self.embed_conditions(cond or {}, b, drop)  # (B, W)
-        if self.t_embedder is not None:
-            c = c + self.t_embedder(torch.as_tensor(timesteps, device=h.device).reshape(-1).expand(b))
+        c = c + self.t_embedder(torch.as_tensor(timesteps, device=h.device).reshape(-1).expand(b))
         for block in self.blocks:
             h = block(h, c, token_valid)  # (B, T, W)
-        out = self.final_layer(h, c)  # (B, T, D)
-        if self.entry_gate is not None and context is not None:
-            out = out + context * (self.entry_gain[:t] + self.entry_gate(h))  # per-weight value read
-        if self.skip is not None:
-            out = out + self.skip(c).unsqueeze(1) * x
+        out = self.final_layer(h, c) + self.skip(c).unsqueeze(1) * x  # (B, T, D)
         if self.global_path is not None:
             xv = x if token_valid is None else x * token_valid[..., None]
             out = out + self.global_path(xv, c)

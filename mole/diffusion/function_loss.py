@@ -2,11 +2,10 @@
 
 A weight-space MSE treats every direction alike, and at high noise its best x0 prediction is the mean
 of the (weight-matched) members the noisy tokens may have come from. On the digits zoo that mean is a
-poor network: the 64 aligned final members average to 0.88 test accuracy against their own 0.96, and
-the generated networks sat at that level. The function-space term asks instead for a network whose
-outputs on a fixed set of training inputs match the member's: its best prediction at high noise is a
-network that matches the members' *average output* (an ensemble distilled into one net), which is a
-good network. The term is the KL divergence from the member's softmax to the prediction's, as in
+poor network (0.88 test accuracy, well below the members'), and the generated networks sat at its
+level. The function-space term asks instead for a network whose outputs on a fixed set of training
+inputs match the member's: its best prediction at high noise is a network that matches the members'
+*average output* (an ensemble distilled into one net), which is a good network. The term is the KL divergence from the member's softmax to the prediction's, as in
 knowledge distillation; the members' own logits are the teacher, the labels are never read.
 
 Tokens are decoded to params inside the graph (the tokenizer's affine de-normalisation and the
@@ -20,7 +19,7 @@ per network from that list (biases kept, as `mole sample --project sparsity=...`
 the same dense teacher, and the two KL terms are averaged: draws that stay good when projected onto
 a sparsity. The mask is not differentiated (straight-through on the kept weights).
 
-For the mask target (`masked`), the student is the row's frozen init under the top-k of the
+For the mask model (`masked`, mole.masks.system), the student is the row's frozen init under the top-k of the
 predicted mask logits, layer by layer at the row's sparsity (what sampling projects to), with
 edge-popup's straight-through gradient to the logits; the teacher is the row's own subnetwork (the
 edge-popup member on the same init). Unlike BCE on the member's mask bits, which only says which
@@ -35,9 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mole.data import TaskData, load_task
+from mole.diffusion.model_dir import task_options_of
 from mole.errors import ConfigError
 from mole.nets import architecture_from_config
 from mole.tokenizer.layout import compile_layout
+from mole.zoo.pruning import topk_straight_through
 
 
 class FunctionLoss(nn.Module):
@@ -203,21 +204,7 @@ class FunctionLoss(nn.Module):
 def zoo_task(datamodule) -> tuple[str, dict]:
     """(task, task options) of a set-up ZooDataModule's zoo: its one task, with the zoo's own options
     (so the split is the one its members trained on)."""
-    from mole.diffusion.generated import task_options_of
-
     tasks = datamodule.vocab.get("task", [])
     if len(tasks) != 1:
         raise ConfigError("function_loss", f"needs a zoo of one task, this one holds {tasks}")
     return tasks[0], task_options_of({"zoo": str(datamodule.zoo)})
-
-
-def topk_straight_through(scores: torch.Tensor, sparsity: torch.Tensor) -> torch.Tensor:
-    """{0, 1} masks (B, *shape) keeping the highest scores of each row, exactly round(sparsity[b] * n)
-    removed (ties broken by position: an all-zero start must still keep weights, or nothing gets a
-    gradient), with edge-popup's straight-through gradient: d mask / d score = 1."""
-    flat = scores.flatten(1)  # (B, n)
-    n = flat.shape[1]
-    drop = torch.round(sparsity.to(flat) * n).long().clamp(0, n)  # (B,) as pruning.n_removed
-    rank = flat.detach().argsort(dim=1, stable=True).argsort(dim=1)  # (B, n): 0 for the lowest score
-    keep = rank >= drop[:, None]
-    return (keep.to(flat) + (flat - flat.detach())).view_as(scores)  # exactly 0 / 1 forward

@@ -21,22 +21,15 @@ from typing import Any
 import torch
 
 from mole.data import TaskData, load_task
-from mole.errors import ConfigError, StoreError
+from mole.diffusion.model_dir import load_model, read_meta, task_options_of
+from mole.diffusion.options import SampleOptions
+from mole.diffusion.sample import sample
+from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors
 from mole.zoo import pruning, store
 from mole.zoo.train import evaluate_stacked
 
 VARIANT = "generated"
-
-
-def task_options_of(meta: Mapping[str, Any]) -> dict:
-    """The task options of the zoo a model was trained on (its spec.json), {} when unreadable."""
-    zoo = meta.get("zoo")
-    try:
-        spec = store.read_json(Path(zoo) / store.SPEC, "spec") if zoo else {}
-    except StoreError:
-        return {}
-    return dict((spec.get("spec") or {}).get("task_options") or {})
 
 
 def resolve_task(meta: Mapping[str, Any], conditions: Mapping[str, Any]) -> str:
@@ -158,24 +151,17 @@ def generate_zoo(
     out: str | Path,
     conditions: Mapping[str, Any],
     num: int,
-    steps: int = 50,
-    guidance: float = 1.0,
-    seed: int = 0,
+    options: SampleOptions | None = None,
     context: MemberTensors | Sequence[MemberTensors] | None = None,
     context_ref: str | None = None,
-    batch_size: int = 64,
-    scope: str | None = None,
-    init_scheme: str = "signed_constant",
+    project: Mapping[str, Any] | None = None,
     task_options: Mapping[str, Any] | None = None,
     on_step=None,
-    temperature: float = 1.0,
-    project: Mapping[str, Any] | None = None,
 ) -> tuple[Path, bool]:
     """Sample networks (mole.diffusion.sample.sample) and write them as a zoo in `out`.
 
     Args:
-        model_dir, conditions, num, steps, guidance, seed, context, batch_size, scope, init_scheme,
-            on_step, temperature, project: as for `sample`.
+        model_dir, conditions, num, options, context, project, on_step: as for `sample`.
         out: the generated zoo's folder.
         context_ref: how `context` was chosen (e.g. "ZOO:MEMBER"), recorded in spec.json.
         task_options: options of the evaluation task (default: the training zoo's, from its spec.json).
@@ -183,46 +169,32 @@ def generate_zoo(
     Returns:
         (out, whether anything was sampled: False when `out` already held this generation).
     """
-    from mole.diffusion.sample import load, sample
-
-    model = load(model_dir)
-    meta = model[3]
+    options = options or SampleOptions()
+    meta = read_meta(model_dir)
     task = resolve_task(meta, conditions)
-    options = dict(task_options) if task_options is not None else task_options_of(meta)
-    description = {
+    task_options = dict(task_options) if task_options is not None else task_options_of(meta)
+    description = {  # spec.json: its hash names the zoo, so these keys and values stay as they are
         "model": str(model_dir),
         "conditions": dict(conditions),
         "num": num,
-        "steps": steps,
-        "guidance": guidance,
-        "seed": seed,
-        **({"temperature": temperature} if temperature != 1.0 else {}),  # 1.0: as before it existed
+        "steps": options.steps,
+        "guidance": options.guidance,
+        "seed": options.seed,
+        **(
+            {"temperature": options.temperature} if options.temperature != 1.0 else {}
+        ),  # 1.0: as before it existed
         **({"project": dict(project)} if project else {}),
-        "scope": scope,
-        "init": context_ref or (init_scheme if meta.get("target") == "mask" else None),
+        "scope": options.scope,
+        "init": context_ref or (options.init_scheme if meta.get("target") == "mask" else None),
         "task": task,
-        "task_options": options,
+        "task_options": task_options,
     }
     if store.check_described_zoo(Path(out), description, "generation"):  # fails fast, before sampling
         return Path(out), False
+    model = load_model(model_dir)
     t0 = time.perf_counter()
-    members = sample(
-        model_dir,
-        conditions,
-        num,
-        steps,
-        guidance,
-        seed,
-        context,
-        batch_size,
-        scope,
-        init_scheme,
-        on_step,
-        model,
-        temperature,
-        project,
-    )
+    members = sample(model_dir, conditions, num, options, context, project, on_step, model)
     share = (time.perf_counter() - t0) / max(len(members), 1)  # sampling alone: no loading or writing
     for m in members:
         m.extra = {**m.extra, "sampling_seconds": share}
-    return write_generated(out, members, description, task, options), True
+    return write_generated(out, members, description, task, task_options), True

@@ -4,7 +4,7 @@ A denoiser's output is only approximately sparse, quantized or low-rank; these f
 constraint hold exactly, reusing the zoo's own helpers so a generated member is stored like a
 trained one (mole.zoo.store's variant column contract):
     sparsity  remove exactly round(s * n) weights (biases never), the lowest |w| or the lowest score
-              (mask logits for the mask target), over each tensor ("layerwise") or the whole member
+              (mask logits of a mask model), over each tensor ("layerwise") or the whole member
               ("global"); mole.zoo.pruning. `sparsity` is the fraction REMOVED, as everywhere.
     bits      per-output-channel symmetric codes + scales (or ternary); mole.zoo.quant. Weights are
               exactly code * scale, codes within the grid. Combined with sparsity, pruning comes
@@ -12,7 +12,7 @@ trained one (mole.zoo.store's variant column contract):
     rank      truncated SVD of every linear weight (U V, Eckart-Young); conv kernels stay whole;
               mole.zoo.lowrank. Cannot be combined with sparsity or bits (a product of factors is
               neither sparse nor on a grid).
-Neutral levels are no-ops: sparsity 0, bits 32 (float), rank 0 (full), as in the data module.
+Neutral levels are no-ops: sparsity 0, bits 32 (float), rank 0 (full), as in mole.conditions.
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
+from mole.conditions import FLOAT32_BITS, FULL_RANK
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 from mole.tokenizer import MemberTensors
 from mole.zoo import pruning
 from mole.zoo.lowrank import flat_factors, from_factors, plan_layers, to_factors
 from mole.zoo.quant import LEVELS, TERNARY, level_bits, quantize_params
-
-FLOAT_BITS = 32  # the `bits` condition of an unquantized member (datamodule.FLOAT32_BITS)
-FULL_RANK = 0  # the `rank` condition of a member without factors (datamodule.FULL_RANK)
 
 
 @dataclass
@@ -40,7 +38,7 @@ class Projected:
 
     params: Params  # effective params (K, ...)
     mask: torch.Tensor | None = None  # (K, P) bool over every parameter, biases True
-    init_params: torch.Tensor | None = None  # (K, P) float32 frozen weights (mask target)
+    init_params: torch.Tensor | None = None  # (K, P) float32 frozen weights (mask models)
     codes: torch.Tensor | None = None  # (K, sum of weight numels) int8
     scales: torch.Tensor | None = None  # (K, sum of output channels) float32
     factors: torch.Tensor | None = None  # (K, F) float32
@@ -77,10 +75,10 @@ def check_levels(
         (sparsity in [0, 1), bit level 8 / 4 / 2 / "ternary" / 32, rank >= 0); neutral when None.
     """
     s = 0.0 if sparsity is None else pruning.check_sparsity(sparsity, f"{prefix}.sparsity")
-    b = FLOAT_BITS if bits is None else bits
+    b = FLOAT32_BITS if bits is None else bits
     numeric = isinstance(b, (int, float)) and not isinstance(b, bool) and b == int(b)
-    if b != TERNARY and (not numeric or int(b) not in (*LEVELS, FLOAT_BITS)):
-        valid = ", ".join(str(x) for x in (*LEVELS, FLOAT_BITS))
+    if b != TERNARY and (not numeric or int(b) not in (*LEVELS, FLOAT32_BITS)):
+        valid = ", ".join(str(x) for x in (*LEVELS, FLOAT32_BITS))
         raise ConfigError(f"{prefix}.bits", f"unsupported bit-width {bits!r}; valid: {valid} (float)")
     b = b if b == TERNARY else int(b)
     r = FULL_RANK if rank is None else rank
@@ -88,7 +86,7 @@ def check_levels(
         raise ConfigError(f"{prefix}.rank", f"must be a non-negative integer (0: full rank), got {rank!r}")
     r = int(r)
     if r != FULL_RANK:
-        if s > 0 or b != FLOAT_BITS:
+        if s > 0 or b != FLOAT32_BITS:
             raise ConfigError(
                 f"{prefix}.rank",
                 "cannot be combined with sparsity or bits (factors are neither sparse nor on a grid)",
@@ -109,7 +107,7 @@ def sparsify(
 
     Args:
         arch: the members' architecture.
-        params: stacked params (K, ...) that are masked (the frozen init for the mask target).
+        params: stacked params (K, ...) that are masked (the frozen init of a mask model).
         sparsity: fraction of weights removed, in [0, 1).
         scope: "global" or "layerwise".
         scores: {weight name: (K, *shape)} ranking (higher kept first); None: |params|.
@@ -155,18 +153,18 @@ def project(
         rank: truncated-SVD rank of linear layers (0 / None: full).
         scope: "global" or "layerwise" ranking for sparsity.
         scores: ranking of the weights for sparsity (mask logits); None: |w|.
-        init: frozen weights (K, ...) to mask instead of `params` (mask target); stored as init_params.
+        init: frozen weights (K, ...) to mask instead of `params` (mask models); stored as init_params.
     """
     s, b, r = check_levels(arch, sparsity, bits, rank, prefix="projection")
     base = {n: t.detach().float() for n, t in (init if init is not None else params).items()}  # (K, ...)
-    out = Projected(params=base, bits=None if b == FLOAT_BITS else level_bits(b))
+    out = Projected(params=base, bits=None if b == FLOAT32_BITS else level_bits(b))
     if init is not None:
         out.init_params = arch.flatten(base).float()
     if s > 0 or init is not None:
         out.params, masks = sparsify(arch, base, s, scope, scores)
         out.mask = pruning.full_mask(arch, masks)
         out.sparsity = pruning.sparsity_of(masks)
-    if b != FLOAT_BITS:
+    if b != FLOAT32_BITS:
         q = quantize_params(arch, out.params, b)
         out.params, out.codes, out.scales = q.params, q.codes, q.scales
     if r != FULL_RANK:
@@ -205,7 +203,7 @@ def project_members(
         sparsity, bits, rank: a scalar, or a sequence with one value per member.
         scope: "global" or "layerwise".
         scores: per member {weight name: scores} (mask logits), or None for |w|.
-        inits: per member frozen weights {name: tensor} to mask (mask target), or None.
+        inits: per member frozen weights {name: tensor} to mask (mask models), or None.
     """
     n = len(members)
 

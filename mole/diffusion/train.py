@@ -1,12 +1,15 @@
-"""`mole train CONFIG [--section.key value ...]`: LightningCLI over DiffusionSystem + ZooDataModule.
+"""`mole train CONFIG [--section.key value ...]`: LightningCLI over a system + ZooDataModule.
 
-Everything is a typed argument of a class (the denoiser arrives via class_path / init_args); the
-denoiser's data-dependent arguments (token_dim, max_tokens, num_layers_ids, conditions, target,
-context_dim, channels) are linked in from the set-up data module. The run lives in `run_dir`:
+The config's `model.class_path` picks the system, its `model.init_args.net` the network:
+    weights  mole.diffusion.system.DiffusionSystem with net mole.diffusion.denoiser.Denoiser
+    masks    mole.masks.system.MaskSystem with net mole.masks.model.MaskModel (and data.target mask)
+Everything is a typed argument of a class; the network's data-dependent arguments (LINKED) are
+linked in from the set-up data module (conditioning.model_args), each only where the chosen network
+takes it. The run lives in `run_dir`:
     checkpoints/last.ckpt   resumed automatically when the same command runs again
     csv/version_N/          CSVLogger (always) and the resolved config.yaml
     wandb/                  WandbLogger (offline unless --wandb online; --wandb disabled: none)
-    model/                  the exported model folder (mole.diffusion.system.export_model)
+    model/                  the exported model folder (mole.diffusion.model_dir)
 Strategies come from Lightning unchanged: --trainer.strategy ddp --trainer.devices N --trainer.num_nodes M.
 """
 
@@ -14,27 +17,33 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from mole.diffusion.conditioning import denoiser_args
-from mole.diffusion.datamodule import ZooDataModule
-from mole.diffusion.system import DiffusionSystem, ExportModel
+from mole.diffusion.conditioning import model_args
+from mole.diffusion.datamodule import TARGETS, ZooDataModule
+from mole.diffusion.model_dir import ExportModel
+from mole.diffusion.system import check_target
 
-LINKED = ("token_dim", "max_tokens", "num_layers_ids", "conditions", "target", "context_dim", "channels")
+# Linked into model.init_args.net.init_args; a key the chosen network does not take is skipped
+# (the Denoiser takes context_dim, the MaskModel channels).
+LINKED = ("token_dim", "max_tokens", "num_layers_ids", "conditions", "context_dim", "channels")
 WANDB_MODES = ("offline", "online", "disabled")
 DEFAULT_RUNS = Path("runs") / "diffusion"
 
 
 def _linked(key: str, dm: ZooDataModule):
-    return denoiser_args(dm)[key]
+    return model_args(dm).get(key)  # None for a key of the other model, which this one does not take
 
 
 class MoleCLI(LightningCLI):
@@ -60,10 +69,19 @@ class MoleCLI(LightningCLI):
         )
         for key in LINKED:
             fn = functools.partial(_linked, key)
-            fn.__name__ = f"denoiser_args[{key}]"
+            fn.__name__ = f"model_args[{key}]"
             parser.link_arguments(
-                "data", f"model.denoiser.init_args.{key}", compute_fn=fn, apply_on="instantiate"
+                "data", f"model.init_args.net.init_args.{key}", compute_fn=fn, apply_on="instantiate"
             )
+
+    def before_instantiate_classes(self) -> None:
+        """The chosen system must learn from the data module's kind of rows (one-line error)."""
+        cfg = self._cfg
+        module, _, name = str(cfg["model"]["class_path"]).rpartition(".")
+        system = getattr(importlib.import_module(module), name)
+        target = cfg["data"]["target"]
+        if hasattr(system, "TARGET") and target in TARGETS:  # an unknown target: the data module says so
+            check_target(SimpleNamespace(target=target), system.TARGET)
 
     # ------------------------------------------------------------------ run folder
     @property
@@ -129,8 +147,9 @@ def cli_main(args: list[str] | None = None) -> MoleCLI:
         # `mole train` hands LightningCLI its own argv; LightningCLI warns when sys.argv holds more.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return MoleCLI(
-            DiffusionSystem,
+            L.LightningModule,
             ZooDataModule,
+            subclass_mode_model=True,
             args=args,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,

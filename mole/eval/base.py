@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from mole.conditions import LEVELS
 from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, canonical_order
@@ -29,15 +30,9 @@ Row = dict[str, Any]
 Metric = tuple[str, float]
 
 # Prompted conditions evaluators compare with what a member achieved: condition -> the value a null
-# in its zoo column stands for (as in mole.diffusion.conditioning.CONTINUOUS: dense, float32 weights,
-# full rank). The achieved value is the zoo column of the same name.
-CONDITIONS: dict[str, float | None] = {
-    "test_acc": None,
-    "test_loss": None,
-    "sparsity": 0.0,
-    "bits": 32,
-    "rank": 0,
-}
+# in its zoo column stands for (mole.conditions: dense, float32 weights, full rank). The achieved
+# value is the zoo column of the same name.
+CONDITIONS: dict[str, float | None] = dict(LEVELS)
 TERNARY_BITS = 2  # a "ternary" prompt is stored as bits = 2 (mole.zoo.quant.level_bits)
 ALIGNS = ("match", "canonical", "none")
 

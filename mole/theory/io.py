@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from mole.zoo.store import atomic_path
+from mole.io import atomic_path
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:

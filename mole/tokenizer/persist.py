@@ -5,33 +5,19 @@ params members are matched to), each written to a temporary name and renamed."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from mole.errors import ConfigError
+from mole.io import atomic_path
 from mole.tokenizer.base import Tokenizer
 
 CONFIG_FILE = "tokenizer.json"
 STATS_FILE = "stats.safetensors"
 REFERENCE_FILE = "reference.safetensors"
 FORMAT = 1
-
-
-@contextmanager
-def _atomic(path: Path):
-    """A temporary file beside `path`, renamed over it on success (a crash leaves the old file)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> Path:
@@ -47,12 +33,12 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> Path:
     }
     if tok.stats is not None:
         flat = {f"{k}/{s}": v.contiguous() for k, d in tok.stats.items() for s, v in d.items()}
-        with _atomic(path / STATS_FILE) as tmp:
+        with atomic_path(path / STATS_FILE) as tmp:
             save_file(flat, str(tmp))
     if tok.reference is not None:
-        with _atomic(path / REFERENCE_FILE) as tmp:
+        with atomic_path(path / REFERENCE_FILE) as tmp:
             save_file({k: v.contiguous() for k, v in tok.reference.items()}, str(tmp))
-    with _atomic(path / CONFIG_FILE) as tmp:
+    with atomic_path(path / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     return path
 

@@ -92,6 +92,41 @@ def masks_from_scores(scores: Params, sparsity: float, scope: str = "global") ->
     return out
 
 
+def topk_straight_through(scores: torch.Tensor, sparsity: float | torch.Tensor) -> torch.Tensor:
+    """{0, 1} masks (K, *shape) keeping the highest scores of each member, with edge-popup's
+    straight-through gradient (d mask / d score = 1).
+
+    Exactly round(s * n) of each member's n scores are removed; of equal scores the earlier position
+    goes first, so an all-equal start (zero logits) still keeps weights and gets a gradient.
+
+    Args:
+        scores: (K, *shape) one row per member (|edge-popup scores|, mask logits, magnitudes).
+        sparsity: the fraction removed: a float for every member (rounded as `n_removed`), or a (K,)
+            tensor, one per member (rounded in the scores' dtype).
+    """
+    flat = scores.flatten(1)  # (K, n)
+    n = flat.shape[1]
+    if isinstance(sparsity, torch.Tensor):
+        drop = torch.round(sparsity.to(flat) * n).long().clamp(0, n)  # (K,)
+    else:
+        drop = torch.full((flat.shape[0],), n_removed(n, sparsity), dtype=torch.long, device=flat.device)
+    keep = _keep_highest(flat.detach(), drop)
+    return (keep.to(flat) + (flat - flat.detach())).view_as(scores)  # exactly 0 / 1 forward
+
+
+def _keep_highest(flat: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """(K, n) bool: all but the drop[k] lowest of row k, ties removed in position order."""
+    lo, hi = int(drop.min()), int(drop.max())
+    if hi == 0:
+        return torch.ones_like(flat, dtype=torch.bool)
+    if lo == hi:  # one count for every row: a threshold is ~3x cheaper than ranking (edge-popup's every step)
+        keep = flat > flat.kthvalue(lo, dim=1, keepdim=True).values
+        if bool((keep.sum(1) == flat.shape[1] - lo).all()):  # no tie at the threshold: the same set
+            return keep
+    rank = flat.argsort(dim=1, stable=True).argsort(dim=1)  # (K, n): 0 for the lowest score
+    return rank >= drop[:, None]
+
+
 def magnitude_masks(
     weights: Params, sparsity: float, scope: str = "global", current: Masks | None = None
 ) -> Masks:

@@ -1,4 +1,4 @@
-"""Denoiser: shapes, padding, null conditions, mask target, save_pretrained round trip, sizes."""
+"""Denoiser: shapes, padding, null conditions, save_pretrained round trip, sizes, the global path."""
 
 from __future__ import annotations
 
@@ -84,16 +84,6 @@ def test_missing_dropped_and_null_conditions_agree():
         model(x, t, {"accuracy": cond["test_acc"]}, ids, valid)
 
 
-def test_mask_target_reads_context_not_x_or_time():
-    x, t, cond, ids, valid = inputs()
-    model = perturbed(tiny(target="mask", context_dim=4, token_dim=4))
-    context = x[..., :4]  # (B, T, 4) frozen weights' channel group
-    logits = model(torch.zeros(B, T, 4), None, cond, ids, valid, context)
-    assert logits.shape == (B, T, 4)  # one logit per weight channel
-    assert torch.equal(logits, model(torch.randn(B, T, 4), t, cond, ids, valid, context))
-    assert not torch.allclose(logits, model(torch.zeros(B, T, 4), None, cond, ids, valid, context + 1))
-
-
 def ddim_sample(model: Denoiser, scheduler, seed: int) -> torch.Tensor:
     _, _, cond, ids, valid = inputs()
     g = torch.Generator().manual_seed(seed)
@@ -134,8 +124,10 @@ def test_sizes_and_bad_configs():
     assert (model.config.width, model.config.depth) == (128, 4)
     with pytest.raises(ConfigError, match="^denoiser.size: unknown 'huge'"):
         Denoiser.sized("huge", token_dim=D, max_tokens=8, num_layers_ids=2)
-    with pytest.raises(ConfigError, match="^denoiser.target: unknown 'bias'"):
-        tiny(target="bias")
+    with pytest.raises(TypeError, match="target"):  # one model, one kind: masks are mole.masks.model
+        tiny(target="mask")
+    with pytest.raises(ConfigError, match=r"^denoiser\.conditions\.test_acc: needs kind in"):
+        tiny(conditions={"test_acc": {"kind": "ordinal"}})
     with pytest.raises(ConfigError, match="^denoiser.heads"):
         tiny(heads=3)
     x, t, cond, ids, valid = inputs()

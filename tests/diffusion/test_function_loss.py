@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from mole.diffusion.conditioning import denoiser_args
+from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import FunctionLoss
@@ -56,7 +56,7 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
     dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
     system = DiffusionSystem(
-        Denoiser.sized("tiny", **denoiser_args(dm)), function_loss=1.0, function_inputs=32, warmup_steps=1
+        Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_inputs=32, warmup_steps=1
     )
     trainer = L.Trainer(
         max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -77,10 +77,10 @@ def test_bad_settings_name_the_field(zoo, tmp_path):
     dm.setup()
     with pytest.raises(ConfigError, match=r"^model\.function_loss: needs prediction_type 'sample' or"):
         DiffusionSystem(
-            Denoiser.sized("tiny", **denoiser_args(dm)), prediction_type="epsilon", function_loss=1.0
+            Denoiser.sized("tiny", **model_args(dm)), prediction_type="epsilon", function_loss=1.0
         )
     with pytest.raises(ConfigError, match=r"^model\.function_loss: must be a number >= 0"):
-        DiffusionSystem(Denoiser.sized("tiny", **denoiser_args(dm)), function_loss=-1.0)
+        DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=-1.0)
     with pytest.raises(ConfigError, match=r"^function_inputs: must be a positive integer"):
         FunctionLoss.from_datamodule(dm, num_inputs=0)
 

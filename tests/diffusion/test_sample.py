@@ -1,19 +1,24 @@
-"""Sampling end to end: tiny models trained through DiffusionSystem, exact constraints, seeds,
-guidance, one-line CLI errors, and generated zoos read back like trained ones."""
+"""Sampling a weights model end to end: a tiny model trained through DiffusionSystem, exact
+constraints, seeds, guidance, one-line CLI errors, and generated zoos read back like trained ones
+(mask models: tests/masks/test_sample.py)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from mole.cli import main
-from mole.diffusion.conditioning import denoiser_args
+from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.sample import guided, parse_conditions, sample
-from mole.diffusion.system import DiffusionSystem, export_model
+from mole.diffusion.model_dir import export_model, load_model
+from mole.diffusion.options import SampleOptions
+from mole.diffusion.prompts import guided, parse_conditions
+from mole.diffusion.sample import sample
+from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.eval.base import prompt_of
 from mole.tokenizer import MemberTensors
@@ -33,13 +38,11 @@ VARIANTS = [
 ]
 
 
-def train_model(zoo, out, target: str = "weights", steps: int = 12):
+def train_model(zoo, out, steps: int = 12):
     """A tiny model trained through the training side's API and exported as a model folder."""
     torch.manual_seed(0)
-    dm = ZooDataModule(
-        str(zoo), batch_size=16, fractions=(1.0, 0.0, 0.0), target=target, cache_dir=str(out / "cache")
-    )
-    system = DiffusionSystem(Denoiser(**denoiser_args(dm), **TINY), prediction_type="sample", ema_decay=0.9)
+    dm = ZooDataModule(str(zoo), batch_size=16, fractions=(1.0, 0.0, 0.0), cache_dir=str(out / "cache"))
+    system = DiffusionSystem(Denoiser(**model_args(dm), **TINY), prediction_type="sample", ema_decay=0.9)
     opt = system.configure_optimizers()["optimizer"]
     batches = iter(())
     for _ in range(steps):
@@ -48,7 +51,7 @@ def train_model(zoo, out, target: str = "weights", steps: int = 12):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        system.ema.update_parameters(system.denoiser)
+        system.ema.update_parameters(system.net)
     return export_model(system, dm, out / "model")
 
 
@@ -66,24 +69,6 @@ def model(zoo, tmp_path_factory):
     return train_model(zoo, tmp_path_factory.mktemp("weights-model"))
 
 
-@pytest.fixture(scope="module")
-def mask_zoo(tmp_path_factory):
-    spec = {
-        **TINY_ZOO,
-        "name": "tiny-slth",
-        "members": 4,
-        "variants": [{"name": "supermask", "options": {"sparsity": 0.5}}],
-    }
-    out = tmp_path_factory.mktemp("sample-mask-zoo") / "zoo"
-    build_zoo(ZooSpec.from_dict(spec), out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def mask_model(mask_zoo, tmp_path_factory):
-    return train_model(mask_zoo, tmp_path_factory.mktemp("mask-model"), target="mask")
-
-
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -93,10 +78,14 @@ def run(capsys, *argv):
 # ---------------------------------------------------------------------------- sampling
 def test_same_seed_same_networks_other_seed_differs(model):
     prompt = {"test_acc": [0.3, 0.5, 0.7], "variant": "dense"}
-    a = sample(model, prompt, num=3, steps=4, guidance=2.0, seed=7, batch_size=2)
-    b = sample(model, prompt, num=3, steps=4, guidance=2.0, seed=7, batch_size=2)
-    c = sample(model, prompt, num=3, steps=4, guidance=2.0, seed=8, batch_size=2)
+    options = SampleOptions(steps=4, guidance=2.0, seed=7, batch_size=2)
+    a = sample(model, prompt, num=3, options=options)
+    b = sample(model, prompt, num=3, options=options)
+    c = sample(model, prompt, num=3, options=replace(options, seed=8))
+    d = sample(model, prompt, num=3, options=replace(options, batch_size=3))
     assert all(x.equal(y) for x, y in zip(a, b))
+    for x, y in zip(a, d):  # network i's noise does not depend on the batch size (the float sums may)
+        assert all(torch.allclose(x.params[n], y.params[n], atol=1e-4) for n in x.params)
     assert not any(x.equal(y) for x, y in zip(a, c))
     assert [m.extra["prompt"]["test_acc"] for m in a] == [0.3, 0.5, 0.7] and a[0].present() == []
     assert a[0].extra["prompt"]["task"] == "digits"  # a single-valued condition is filled in
@@ -104,17 +93,15 @@ def test_same_seed_same_networks_other_seed_differs(model):
 
 def test_temperature_zero_gives_one_network_per_prompt(model):
     prompt = {"test_acc": 0.5, "variant": "dense"}
-    cold = sample(model, prompt, num=3, steps=4, seed=1, temperature=0.0)
+    cold = sample(model, prompt, num=3, options=SampleOptions(steps=4, seed=1, temperature=0.0))
     assert cold[0].equal(cold[1]) and cold[1].equal(cold[2])
-    warm = sample(model, prompt, num=2, steps=4, seed=1, temperature=0.5)
+    warm = sample(model, prompt, num=2, options=SampleOptions(steps=4, seed=1, temperature=0.5))
     assert not warm[0].equal(warm[1])
-    with pytest.raises(ConfigError, match="^temperature: must be a number in \\[0, 2\\], got -1"):
-        sample(model, prompt, num=1, steps=4, temperature=-1)
 
 
 @pytest.mark.parametrize("bits,q", [(4, 7), ("ternary", 1)])
 def test_quantized_sampling_lands_on_the_grid(model, bits, q):
-    for m in sample(model, {"variant": "quantized", "bits": bits}, num=3, steps=3):
+    for m in sample(model, {"variant": "quantized", "bits": bits}, num=3, options=SampleOptions(steps=3)):
         arch = m.arch
         codes = torch.cat([m.codes[w].flatten() for w in arch.weight_names()])
         scales = torch.cat([m.scales[w] for w in arch.weight_names()])
@@ -125,10 +112,11 @@ def test_quantized_sampling_lands_on_the_grid(model, bits, q):
 
 
 def test_sparse_and_low_rank_sampling(model):
-    for m in sample(model, {"variant": "magnitude", "sparsity": 0.5}, num=2, steps=3):
+    three = SampleOptions(steps=3)
+    for m in sample(model, {"variant": "magnitude", "sparsity": 0.5}, num=2, options=three):
         n = sum(m.mask[w].numel() for w in m.arch.weight_names())
         assert sum((~m.mask[w]).sum().item() for w in m.arch.weight_names()) == round(0.5 * n)
-    for m in sample(model, {"variant": "lowrank", "rank": 4}, num=2, steps=3):
+    for m in sample(model, {"variant": "lowrank", "rank": 4}, num=2, options=three):
         for w in m.arch.weight_names():
             assert torch.linalg.matrix_rank(m.params[w].double(), rtol=1e-5) <= 4
 
@@ -137,8 +125,9 @@ def test_projecting_without_conditioning(model, tmp_path, capsys):
     """`project`: a level the nets are projected onto but the model is not told (as for a dense-only
     model): the same draw as without it, then exact global magnitude top-k."""
     prompt = {"test_acc": 0.7, "variant": "dense"}
-    plain = sample(model, prompt, num=2, steps=3, seed=5)
-    pruned = sample(model, prompt, num=2, steps=3, seed=5, project={"sparsity": 0.8})
+    options = SampleOptions(steps=3, seed=5)
+    plain = sample(model, prompt, num=2, options=options)
+    pruned = sample(model, prompt, num=2, options=options, project={"sparsity": 0.8})
     for a, b in zip(plain, pruned):
         names = a.arch.weight_names()
         n = sum(a.params[w].numel() for w in names)
@@ -149,11 +138,11 @@ def test_projecting_without_conditioning(model, tmp_path, capsys):
         assert all(torch.equal(b.params[w], a.params[w] * b.mask[w]) for w in names)
         assert b.extra["project"] == {"sparsity": 0.8} and "sparsity" not in b.extra["prompt"]
     with pytest.raises(ConfigError, match="^project.test_acc: cannot be projected onto"):
-        sample(model, prompt, num=1, steps=3, project={"test_acc": 0.5})
+        sample(model, prompt, num=1, options=options, project={"test_acc": 0.5})
     with pytest.raises(ConfigError, match="^project.sparsity: 3 values for 1 networks"):
-        sample(model, prompt, num=1, steps=3, project={"sparsity": [0.5, 0.8, 0.9]})
+        sample(model, prompt, num=1, options=options, project={"sparsity": [0.5, 0.8, 0.9]})
     with pytest.raises(ConfigError, match="^project.sparsity: also given as a condition"):
-        sample(model, {**prompt, "sparsity": 0.5}, num=1, steps=3, project={"sparsity": 0.8})
+        sample(model, {**prompt, "sparsity": 0.5}, num=1, options=options, project={"sparsity": 0.8})
     out = tmp_path / "gen"
     code, _, _ = run(capsys, "sample", model, "--conditions", '{"test_acc": 0.7, "variant": "dense"}',
                      "--num", 2, "--steps", 3, "--project.sparsity", 0.8, "--out", out, "--progress", "false")  # fmt: skip
@@ -163,24 +152,10 @@ def test_projecting_without_conditioning(model, tmp_path, capsys):
     assert prompt_of(rows[0])["sparsity"] == 0.8  # evaluators read the level it was made to meet
 
 
-def test_mask_sampling_exact_sparsity_from_drawn_and_given_inits(mask_model, mask_zoo):
-    drawn = sample(mask_model, {}, num=3, seed=1)  # the trained sparsity, 0.5; inits from the seed
-    assert len({m.extra["init_seed"] for m in drawn}) == 3
-    row = MemberTensors.from_row(next(r for r in store.read_zoo(mask_zoo).to_pylist() if r["final"]))
-    given = sample(mask_model, {"sparsity": 0.5}, num=2, context=row)
-    for m in drawn + given:
-        for w in m.arch.weight_names():  # edge-popup's layer-wise top-k: exactly half of each layer
-            assert (~m.mask[w]).sum().item() == round(0.5 * m.mask[w].numel())
-            assert torch.equal(m.params[w], m.init_params[w] * m.mask[w])
-    assert all(torch.equal(given[0].init_params[n], row.init_params[n]) for n in row.params)
-
-
 def test_oracle_denoiser_regenerates_its_member(model, zoo):
     """A stand-in that always predicts one member's clean tokens (x0, as the model's prediction type
     says) must come out of the DDIM loop, denormalisation and detokenization as that member."""
-    from mole.diffusion.sample import load
-
-    denoiser, scheduler, tok, meta = load(model)
+    denoiser, scheduler, tok, meta = load_model(model)
     row = next(r for r in store.read_zoo(zoo).to_pylist() if r["final"] and r["variant"] == "dense")
     member = MemberTensors.from_row(row)
     raw, layout = tok.tokenize(member)
@@ -189,26 +164,34 @@ def test_oracle_denoiser_regenerates_its_member(model, zoo):
     class Oracle:
         config = denoiser.config
 
-        def __call__(self, x, t, cond, ids, valid, context):
+        def __call__(self, x, t, cond, layer_ids, token_valid, context):
             assert x.shape[1:] == target.shape and t.shape == (x.shape[0],)
             return target.expand_as(x)
 
     assert scheduler.config.prediction_type == "sample"
-    (out,) = sample(model, {"variant": "dense"}, num=1, steps=5, model=(Oracle(), scheduler, tok, meta))
+    options = SampleOptions(steps=5)
+    (out,) = sample(
+        model, {"variant": "dense"}, num=1, options=options, model=(Oracle(), scheduler, tok, meta)
+    )
     for n, p in member.params.items():
         assert torch.allclose(out.params[n], p, atol=1e-5), n
 
 
 def test_guidance_is_uncond_plus_g_times_the_difference():
-    def fake(x, t, cond, ids, valid, context):  # a stand-in with the denoiser's forward signature
-        shift = cond["test_acc"][:, None, None] if "test_acc" in cond else 0.0
-        return x + 1.0 + shift  # (B, T, D)
+    calls = []
 
-    x, ids = torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long)
+    def predict(cond):  # a stand-in for the model with everything but the conditions bound
+        calls.append(dict(cond))
+        shift = cond["test_acc"][:, None, None] if "test_acc" in cond else 0.0
+        return torch.zeros(2, 3, 4) + 1.0 + shift  # (B, T, D)
+
     cond = {"test_acc": torch.tensor([0.5, 0.25])}
-    out = guided(fake, x, torch.zeros(2, dtype=torch.long), cond, ids, None, None, 3.0)
-    assert torch.equal(out[:, 0, 0], torch.tensor([2.5, 1.75]))  # 1 + 3 * shift
-    assert torch.equal(guided(fake, x, 0, cond, ids, None, None, 1.0), fake(x, 0, cond, ids, None, None))
+    out = guided(predict, cond, 3.0)
+    assert torch.equal(out[:, 0, 0], torch.tensor([2.5, 1.75])) and calls[1] == {}  # 1 + 3 * shift
+    calls.clear()
+    assert torch.equal(guided(predict, cond, 1.0), predict(cond)) and len(calls) == 2  # one pass at g = 1
+    calls.clear()
+    assert torch.equal(guided(predict, {}, 3.0), torch.ones(2, 3, 4)) and len(calls) == 1  # nothing to guide
 
 
 def test_parse_conditions():
@@ -288,17 +271,3 @@ def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
     assert code == 0 and "already there" in stdout
     code, _, err = run(capsys, *args[:-4], "--seed", 2, "--out", out)
     assert code == 2 and "holds another zoo or generation" in err
-
-
-def test_mask_model_from_a_zoo_members_init(mask_model, mask_zoo, tmp_path, capsys):
-    row = next(r for r in store.read_zoo(mask_zoo).to_pylist() if r["final"])
-    out = tmp_path / "gen"
-    code, _, err = run(
-        capsys, "sample", mask_model, "--init-zoo", mask_zoo, "--init-member", row["member_id"],
-        "--num", 2, "--out", out, "--progress", "false",
-    )  # fmt: skip
-    assert code == 0, err
-    for r in store.read_zoo(out).to_pylist():
-        assert r["init_params"] == row["init_params"] and r["sparsity"] == 0.5
-    code, _, err = run(capsys, "sample", mask_model, "--init-zoo", mask_zoo, "--out", tmp_path / "x")
-    assert code == 2 and "init_member: --init_zoo and --init_member come together" in err

@@ -1,4 +1,5 @@
-"""`mole train`: two-process DDP on CPU (gloo), resume after SIGKILL, model export, one-line errors."""
+"""`mole train`: two-process DDP on CPU (gloo), resume after SIGKILL, model export, the mask system
+from its config, one-line errors."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import pytest
 import torch
 
 from mole.cli import main
-from mole.diffusion.system import load_model
+from mole.diffusion.model_dir import load_model
+from mole.masks.model import MaskModel
+from tests.masks.helpers import build_mask_zoo
 from tests.tokenizer.helpers import tiny_zoo
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "digits_tiny.yaml"
+MASKS_CONFIG = CONFIG.with_name("masks_tiny.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
@@ -26,9 +30,14 @@ def zoo(tmp_path_factory):
     return tiny_zoo(tmp_path_factory)
 
 
-def command(zoo: Path, cache: str, run_dir: Path, *extra: str) -> list[str]:
+@pytest.fixture(scope="module")
+def mask_zoo(tmp_path_factory):
+    return build_mask_zoo(tmp_path_factory.mktemp("mask-zoo") / "zoo")
+
+
+def command(zoo: Path, cache: str, run_dir: Path, *extra: str, config: Path = CONFIG) -> list[str]:
     return [
-        sys.executable, "-m", "mole", "train", str(CONFIG),
+        sys.executable, "-m", "mole", "train", str(config),
         "--data.zoo", str(zoo), "--data.cache_dir", cache, "--run_dir", str(run_dir),
         "--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false", *extra,
     ]  # fmt: skip
@@ -90,4 +99,33 @@ def test_bad_config_is_one_line_error(zoo, cache, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == "mole: error: target: unknown 'biases'; valid: weights, mask"
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_mask_system_trains_from_its_config(mask_zoo, cache, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(command(mask_zoo, cache, run_dir, "--trainer.max_steps", "3", config=MASKS_CONFIG)[3:]) == 0
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == 3
+    net, scheduler, tokenizer, meta = load_model(run_dir / "model")
+    assert isinstance(net, MaskModel) and scheduler is None and net.config.width == 32
+    assert (
+        meta["target"] == "mask" and meta["mask_prior"]["passes"] == 3 and meta["variants"] == ["supermask"]
+    )
+    assert net.config.channels == meta["channels"] and "context_dim" not in net.config
+
+
+@pytest.mark.parametrize(
+    "config,target,message",
+    [
+        (CONFIG, "mask", "data.target: is 'mask', this system learns from 'weights' rows"),
+        (MASKS_CONFIG, "weights", "data.target: is 'weights', this system learns from 'mask' rows"),
+    ],
+)
+def test_a_system_and_other_rows_is_one_line_error(
+    mask_zoo, cache, tmp_path, capsys, config, target, message
+):
+    args = command(mask_zoo, cache, tmp_path / "run", "--data.target", target, config=config)[3:]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mole: error: {message}") and "\n" not in err
     assert not (tmp_path / "run").exists()

@@ -77,31 +77,9 @@ def frozen_init(arch: Architecture, seeds: list[int], init: str) -> Params:
     return out
 
 
-class _TopK(torch.autograd.Function):
-    """{0, 1} mask keeping the top (1 - sparsity) of each member's scores; the gradient passes straight through."""
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-        flat = scores.flatten(1)  # (K, n)
-        removed = pruning.n_removed(flat.shape[1], sparsity)
-        if removed == 0:
-            return torch.ones_like(scores)
-        # Fast path (about 3x faster than topk on CPU, and this runs every step): keep what lies above
-        # the removed-th smallest score. A tie at the threshold would keep too few: then use pruning's
-        # topk ranking, which removes exactly round(sparsity * n) weights per tensor whatever the ties.
-        keep = flat > flat.kthvalue(removed, dim=1, keepdim=True).values  # (K, n)
-        if not (keep.sum(1) == flat.shape[1] - removed).all():
-            keep = pruning.masks_from_scores({"w": flat}, sparsity, "layerwise")["w"]
-        return keep.view_as(scores).to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, None
-
-
 def topk_masks(scores: Params, sparsity: float) -> Params:
     """Float {0, 1} masks (K, *shape) keeping the top (1 - sparsity) of |score| in each layer."""
-    return {n: _TopK.apply(s.abs(), sparsity) for n, s in scores.items()}
+    return {n: pruning.topk_straight_through(s.abs(), sparsity) for n, s in scores.items()}
 
 
 def masked_params(init: Params, masks: Params) -> Params:

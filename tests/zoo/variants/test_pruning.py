@@ -313,3 +313,48 @@ def test_imp_beats_one_shot_magnitude_at_80_percent_without_finetuning(tmp_path)
     assert {r["sparsity"] for r in mag + imp} == {round(0.8 * n) / n}  # both at exactly 80%
     mag_acc, imp_acc = (sum(r["test_acc"] for r in rs) / 6 for rs in (mag, imp))
     assert imp_acc >= mag_acc, (imp_acc, mag_acc)
+
+
+# ---------------------------------------------------------------------------- the straight-through top-k
+def test_topk_straight_through_removes_exactly_and_passes_gradients():
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0], [4.0, 1.0, 3.0, 2.0]], requires_grad=True)
+    masks = pruning.topk_straight_through(scores, torch.tensor([0.5, 0.25]))
+    assert masks.tolist() == [[0, 0, 1, 1], [1, 0, 1, 1]]  # ties broken by position, never all removed
+    (masks * torch.arange(4.0)).sum().backward()
+    assert scores.grad.tolist() == [[0, 1, 2, 3]] * 2  # d mask / d score = 1 (edge-popup)
+    wide = torch.randn(3, 50, requires_grad=True) * 3.3
+    assert set(pruning.topk_straight_through(wide, torch.tensor([0.3] * 3)).unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9, 0.95])
+def test_topk_straight_through_counts_as_n_removed_whatever_the_ties(sparsity):
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 3, (4, 2, 15), generator=g).float()  # (K, 2, 15): heavy ties everywhere
+    rows[0] = torch.randn(2, 15, generator=g)  # and one row without
+    for given in (sparsity, torch.full((4,), sparsity)):  # one float for all rows, or one per row
+        keep = pruning.topk_straight_through(rows, given)
+        assert keep.shape == rows.shape and keep.dtype == rows.dtype
+        assert ((1 - keep).flatten(1).sum(1) == pruning.n_removed(30, sparsity)).all()
+        for k in range(4):  # kept scores are never below removed ones; of equal ones the later stay
+            flat, kept = rows[k].flatten(), keep[k].flatten() > 0
+            if kept.any() and (~kept).any():
+                assert flat[kept].min() >= flat[~kept].max()
+                cut = flat[kept].min()
+                tied = (flat == cut).nonzero().flatten()
+                assert kept[tied].tolist() == sorted(kept[tied].tolist())  # False ... False True ... True
+
+
+def test_topk_straight_through_per_row_counts_and_one_answer_per_path():
+    scores = torch.arange(10.0).repeat(3, 1)  # (3, 10)
+    keep = pruning.topk_straight_through(scores, torch.tensor([0.0, 0.5, 0.9]))  # per row: the ranking
+    assert keep.sum(1).tolist() == [10, 5, 1] and keep[2, 9] == 1
+    assert torch.equal(pruning.topk_straight_through(scores, 0.0), torch.ones(3, 10))
+    g = torch.Generator().manual_seed(1)
+    random = torch.randn(6, 40, generator=g)
+    one = pruning.topk_straight_through(random, 0.35)  # one count for all rows: the threshold
+    mixed = pruning.topk_straight_through(
+        torch.cat([random, torch.zeros(1, 40)]), torch.tensor([0.35] * 6 + [0.5])
+    )  # counts differ: the ranking
+    assert torch.equal(one, mixed[:6])
+    want = pruning.masks_from_scores({"w": random}, 0.35, "layerwise")["w"]  # the non-differentiable masks
+    assert torch.equal(one.bool(), want)

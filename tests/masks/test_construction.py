@@ -1,14 +1,20 @@
-"""The least-squares supermask construction (mole.diffusion.mask_prior) on its own."""
+"""The least-squares supermask construction (mole.masks.construction) on its own."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mole.diffusion.function_loss import topk_straight_through
-from mole.diffusion.mask_prior import DEFAULTS, check_prior, least_squares_scores, prior_logits
 from mole.errors import ConfigError
+from mole.masks.construction import (
+    DEFAULTS,
+    check_prior,
+    least_squares_masks,
+    least_squares_scores,
+    prior_logits,
+)
 from mole.nets import build_architecture
+from mole.zoo.pruning import masks_from_scores, topk_straight_through
 from mole.zoo.variants.supermask import frozen_init
 
 
@@ -58,3 +64,17 @@ def test_construction_needs_an_mlp(digits):
     init = frozen_init(arch, [0], "signed_constant")
     with pytest.raises(ConfigError, match=r"^mask_prior: the least-squares construction needs an mlp"):
         least_squares_scores(arch, init, digits.x_train, digits.y_train, torch.tensor([0.5]))
+
+
+def test_masks_for_a_baseline_are_the_layerwise_top_k_of_the_scores(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16])
+    init = frozen_init(arch, [3, 4], "signed_constant")
+    masks = least_squares_masks(arch, init, digits, 0.8, inputs=256, passes=2)
+    x, y = digits.train_sample(256, 0)
+    scores = least_squares_scores(arch, init, x, y, torch.full((2,), 0.8), passes=2)
+    want = masks_from_scores(scores, 0.8, "layerwise")
+    for n, m in masks.items():
+        assert m.dtype == torch.bool and torch.equal(m, want[n])
+        assert (~m).flatten(1).sum(1).tolist() == [round(0.8 * m[0].numel())] * 2
+    with pytest.raises(ConfigError, match=r"^sparsity: must be in \[0, 1\)"):
+        least_squares_masks(arch, init, digits, 1.0)

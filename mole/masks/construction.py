@@ -1,9 +1,9 @@
-"""Least-squares supermask scores: a good subnetwork of given random weights in one pass, no per-init training.
+"""The least-squares supermask: a good subnetwork of given random weights in closed form, no training.
 
-Edge-popup finds a supermask by SGD on scores for each init. This constructs one in closed form,
-layer by layer from the input, from the task's training data: the kept weights of a layer are the
-ones that agree most with the ridge regression of what the layer's units should output on what
-they actually receive (the earlier layers' masked activations),
+Edge-popup finds a supermask by SGD on scores for each init. This constructs one layer by layer from
+the input, from the task's training data: the kept weights of a layer are the ones that agree most
+with the ridge regression of what the layer's units should output on what they actually receive (the
+earlier layers' masked activations),
 
     beta = (H^T H + lambda I)^-1 H^T T,     score_ij = w_ij * beta_ji,     keep the top (1 - s) per tensor,
 
@@ -11,12 +11,11 @@ with H the centred inputs of the layer and T the centred targets. The target of 
 its class (one-hot); a hidden unit's is the class vote it casts downstream, Y @ V with V the
 product of the later layers' (masked) weights: the unit should fire for the classes its paths add
 to. The first pass takes the later layers whole; each further pass recomputes the votes through
-the previous pass's masks.
+the previous pass's masks. Without the regression (plain correlation, no (H^T H)^-1) the masks are
+far worse (0.55 test accuracy on digits at 50%).
 
-Measured on the digits MLP [64, 64], signed-constant inits, 50% of each tensor removed, 16 inits
-never trained on (test accuracy; edge-popup on such inits 0.922): one pass 0.81 at lambda 0.1;
-two passes 0.842 +- 0.044 at lambda 0.3; plain correlation instead of the regression (no
-(H^T H)^-1) 0.55. The mask model adds these scores (standardised per tensor) to its logits, so it
+Two users: `least_squares_masks` is the construction on its own (a baseline), and the mask model
+(mole.masks.system) adds `prior_logits`, these scores standardised per tensor, to its logits, so it
 starts at the construction and learns a correction from the zoo's edge-popup members.
 
 MLPs only: the construction needs each layer's inputs as a matrix (a conv layer's would be its
@@ -29,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from mole.data import TaskData
-from mole.diffusion.function_loss import topk_straight_through
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
+from mole.zoo.pruning import Masks, check_sparsity, masks_from_scores, topk_straight_through
 
 DEFAULTS = {"weight": 1.0, "ridge": 0.3, "passes": 3, "inputs": 2048}
 
@@ -131,3 +130,29 @@ def prior_logits(
     """The prior's share of the mask logits: prior["weight"] * the standardised least-squares scores."""
     scores = least_squares_scores(arch, init, x, y, sparsity, prior["ridge"], prior["passes"])
     return {n: prior["weight"] * s for n, s in standardized(scores).items()}
+
+
+def least_squares_masks(
+    arch: Architecture,
+    init: Params,
+    data: TaskData,
+    sparsity: float,
+    inputs: int = DEFAULTS["inputs"],
+    ridge: float = DEFAULTS["ridge"],
+    passes: int = DEFAULTS["passes"],
+) -> Masks:
+    """The construction on its own: keep-masks {weight name: (B, *shape) bool} of frozen inits,
+    exactly round(sparsity * n) of each weight tensor removed (layer-wise, as edge-popup).
+
+    Args:
+        arch: an "mlp" architecture.
+        init: the frozen weights, stacked {name: (B, *shape)}.
+        data: the task; `inputs` of its training examples (drawn as `prior_data` draws them) fit it.
+        sparsity: fraction of each weight tensor removed, in [0, 1).
+        inputs, ridge, passes: the construction's options (DEFAULTS).
+    """
+    sparsity = check_sparsity(sparsity, "sparsity")
+    x, y = prior_data(data, inputs)
+    b = next(iter(init.values())).shape[0]
+    scores = least_squares_scores(arch, init, x, y, torch.full((b,), float(sparsity)), ridge, passes)
+    return masks_from_scores(scores, sparsity, "layerwise")

@@ -1,0 +1,68 @@
+"""The one table of conditions a generator can be prompted with: name, kind, zoo column, null value.
+
+The data module reads each training row's conditions from it, the conditioning code builds the
+models' condition specs from it, and the evaluators compare what a member was prompted with to what
+it achieved through it. To add a condition: one row here (and the zoo column it reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS = ("continuous", "categorical")
+FLOAT32_BITS = 32  # the `bits` of a float (unquantized) member
+FULL_RANK = 0  # the `rank` of a member without factors
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition.
+
+    Args:
+        name: what prompts and model configs call it.
+        kind: "continuous" (a number, embedded with sin/cos features) or "categorical" (an id into
+            the zoo's sorted vocabulary of the column).
+        column: the zoo column (mole.zoo.store.SCHEMA) the value is read from.
+        null: the value a null in the column stands for (sparsity 0: dense; bits 32: float; rank
+            0: full); None: a null stays missing.
+        integer: the column holds integers (items carry them as int64).
+        start: read from the starting snapshot of a G.pt pair (data mode "pairs" only).
+    """
+
+    name: str
+    kind: str
+    column: str
+    null: float | int | None = None
+    integer: bool = False
+    start: bool = False
+
+    def value(self, row: dict):
+        """The condition's value in a zoo row (the column, its null filled in)."""
+        value = row[self.column]
+        return self.null if value is None else value
+
+
+# The order is the order of the models' condition specs (and of their dropout draws): keep it.
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("test_acc", "continuous", "test_acc"),
+    Condition("test_loss", "continuous", "test_loss"),
+    Condition("sparsity", "continuous", "sparsity", null=0.0),
+    Condition("bits", "continuous", "bits", null=FLOAT32_BITS, integer=True),
+    Condition("rank", "continuous", "rank", null=FULL_RANK, integer=True),
+    Condition("start_test_loss", "continuous", "test_loss", start=True),
+    Condition("start_test_acc", "continuous", "test_acc", start=True),
+    Condition("variant", "categorical", "variant"),
+    Condition("architecture", "categorical", "architecture"),
+    Condition("task", "categorical", "task"),
+)
+BY_NAME = {c.name: c for c in CONDITIONS}
+CATEGORICAL = tuple(c.name for c in CONDITIONS if c.kind == "categorical")
+# The levels a member is prompted with and achieves (its own zoo column of the same name): name -> null.
+LEVELS: dict[str, float | int | None] = {
+    c.name: c.null for c in CONDITIONS if c.kind == "continuous" and not c.start
+}
+
+
+def conditions(pairs: bool = False) -> list[Condition]:
+    """The conditions of one training item: every row's, plus the starting snapshot's for `pairs`."""
+    return [c for c in CONDITIONS if pairs or not c.start]

@@ -1,0 +1,62 @@
+"""SampleOptions: how networks are drawn from a model folder, shared by `mole sample`, generated zoos
+and the quickstart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mole.errors import ConfigError
+from mole.zoo.pruning import SCOPES
+from mole.zoo.variants.supermask import INITS
+
+
+def _positive_int(value: object, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(field, f"must be a positive integer, got {value!r}")
+
+
+def _number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How to draw networks (what to draw, the conditions and their number, is given beside it).
+
+    Args:
+        steps: DDIM steps of a weights model (a mask model takes one pass).
+        guidance: classifier-free guidance scale g: pred = uncond + g * (cond - uncond);
+            1: conditional only, 0: unconditional.
+        seed: seeds the noise and the drawn frozen inits; a seed gives the same networks bit for
+            bit on one machine, and network i's noise does not depend on batch_size.
+        batch_size: networks per model call.
+        temperature: scale of a weights model's initial noise, in [0, 2] (DDIM is deterministic after
+            it): 1 samples the learned distribution; below 1 trades diversity for typicality (0: every
+            network of one prompt is the same, the model's most central one).
+        scope: ranking for the prompted sparsity, "global" or "layerwise"; None: the model kind's
+            (layerwise for masks, as edge-popup; global for weights, as the zoo's magnitude variant).
+        init_scheme: frozen init drawn per network for a mask model when no context members are given
+            (mole.zoo.variants.supermask.INITS).
+    """
+
+    steps: int = 50
+    guidance: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+    temperature: float = 1.0
+    scope: str | None = None
+    init_scheme: str = "signed_constant"
+
+    def __post_init__(self):
+        _positive_int(self.steps, "steps")
+        if not _number(self.guidance):
+            raise ConfigError("guidance", f"must be a number, got {self.guidance!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError("seed", f"must be an integer >= 0, got {self.seed!r}")
+        _positive_int(self.batch_size, "batch_size")
+        if not _number(self.temperature) or not 0 <= self.temperature <= 2:
+            raise ConfigError("temperature", f"must be a number in [0, 2], got {self.temperature!r}")
+        if self.scope is not None and self.scope not in SCOPES:
+            raise ConfigError("scope", f"unknown {self.scope!r}; valid: {', '.join(SCOPES)}")
+        if self.init_scheme not in INITS:
+            raise ConfigError("init_scheme", f"unknown {self.init_scheme!r}; valid: {', '.join(INITS)}")

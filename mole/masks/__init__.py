@@ -1,0 +1,1 @@
+"""The mask generator: supermasks for given frozen random weights, in one pass (model, system, construction, sampling)."""
