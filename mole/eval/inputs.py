@@ -25,7 +25,12 @@ from mole.eval.base import Row, json_column, load_rows, numeric_level, prompt_of
 from mole.eval.benchmarks import PRUNING
 from mole.zoo.store import read_json
 
-ROLES = ("dense", "sparse", "masks", "other")
+ROLES = {  # role -> what it gives, in words (evaluate_zoos prints it for each zoo)
+    "dense": "dense, prompted with test accuracies (B2, B3, B4)",
+    "sparse": "prompted or projected onto sparsities (B5)",
+    "masks": "masks over frozen inits (B6)",
+    "other": "accuracy and constraints only",
+}
 THEORY = ("rss", "npp", "subset_sum")
 
 

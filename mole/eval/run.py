@@ -24,6 +24,7 @@ from mole.eval import benchmarks as bench
 from mole.eval import report as sections
 from mole.eval.base import Row, json_column, prompt_of
 from mole.eval.inputs import (
+    ROLES,
     ReportInputs,
     ZooSet,
     architectures,
@@ -311,7 +312,7 @@ def evaluate_zoos(
     console = Console(quiet=not progress, highlight=False)
     folders = [Path(g) for g in generated]
     task, arch, header = None, set(), []
-    sets: dict[str, list[ZooSet]] = {role: [] for role in ("dense", "sparse", "masks", "other")}
+    sets: dict[str, list[ZooSet]] = {role: [] for role in ROLES}
     for folder, name in zip(folders, unique_names(folders)):
         rows = read_folder(folder, "generated")
         task = task or task_of(rows[0])
@@ -319,8 +320,8 @@ def evaluate_zoos(
         arch |= architectures(rows)
         role = role_of(rows)
         sets[role].append(ZooSet(name, f"generated/{name}", rows))
-        header.append(f"- `{name}` ({folder}): {len(rows)} networks, {ROLE_WORDS[role]}")
-        console.print(f"[bold]{name}[/bold]: {len(rows)} networks, {ROLE_WORDS[role]}")
+        header.append(f"- `{name}` ({folder}): {len(rows)} networks, {ROLES[role]}")
+        console.print(f"[bold]{name}[/bold]: {len(rows)} networks, {ROLES[role]}")
     ref_rows: list[Row] = []
     if reference is not None:
         ref_rows = read_folder(Path(reference), "reference", final_only=False)
@@ -353,11 +354,3 @@ def evaluate_zoos(
     report = write_report(inputs, out, wandb)
     console.print(f"report: {report}")
     return report
-
-
-ROLE_WORDS = {
-    "dense": "dense, prompted with test accuracies (B2, B3, B4)",
-    "sparse": "prompted or projected onto sparsities (B5)",
-    "masks": "masks over frozen inits (B6)",
-    "other": "accuracy and constraints only",
-}
