@@ -12,7 +12,7 @@ import yaml
 from mole.cli import main
 from mole.eval import load_rows
 from mole.eval.report import TARGETS
-from mole.pipeline import preset
+from mole.pipeline import load_recipe
 
 SECTIONS = [
     "## Benchmarks",
@@ -53,24 +53,22 @@ def test_report_has_every_section_and_its_plots(run):
     assert len(re.findall(r"^\| B\d ", text, flags=re.M)) == len(TARGETS)
     assert "projected onto the sparsity by global magnitude" in text  # how the sparse set was made
     sparse = text[text.find("## Sparse networks (B5)") : text.find("## Supermasks")]
-    assert f"guidance {preset('tiny')['sample']['guidance']}" in sparse  # and at which guidance
+    assert f"guidance {load_recipe('tiny').sample['weights']['guidance']}" in sparse  # and at which guidance
 
 
-def test_stages_take_the_presets_settings(run):
-    p = preset("tiny")
+def test_stages_take_the_recipes_settings(run):
+    r = load_recipe("tiny")
     model = yaml.safe_load((run / "diffusion" / "weights" / "config.yaml").read_text())["model"]
-    assert model["function_inputs"] == p["weights"]["function_inputs"]
-    assert model["function_sparsities"] == p["weights"]["function_sparsities"]
+    assert model["function_inputs"] == r.weights["model"]["function_inputs"] == 64  # the tiny override
+    assert model["function_sparsities"] == r.weights["model"]["function_sparsities"]
+    assert model["denoiser"]["init_args"]["width"] == 32
     guidance = {
         name: {json.loads(r["extra"])["guidance"] for r in load_rows(run / "generated" / name)}
         for name in ("dense", "sparse", "masks")
     }
-    assert p["sample"]["guidance"] != p["sample"]["mask_guidance"]  # or the check below cannot fail
-    assert guidance == {
-        "dense": {p["sample"]["guidance"]},
-        "sparse": {p["sample"]["guidance"]},
-        "masks": {p["sample"]["mask_guidance"]},
-    }
+    weights, masks = r.sample["weights"]["guidance"], r.sample["masks"]["guidance"]
+    assert weights != masks  # or the check below cannot fail
+    assert guidance == {"dense": {weights}, "sparse": {weights}, "masks": {masks}}
 
 
 def test_results_hold_measured_figures(run):
@@ -117,16 +115,15 @@ def test_bad_input(tmp_path, capsys):
 
 
 def test_sgd_timing_is_the_median_of_repeats_after_a_warm_up(run, monkeypatch):
-    import mole.zoo.train as zoo_train
     from mole import pipeline
 
-    real, calls = zoo_train.train_stacked, []
+    real, calls = pipeline.train_stacked, []
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(zoo_train, "train_stacked", counted)
+    monkeypatch.setattr(pipeline, "train_stacked", counted)
     seconds = pipeline.sgd_seconds_per_step(run / "zoo", steps=4, repeats=3)
     assert len(calls) == 4  # one untimed warm-up, three timed runs
     assert 0 < seconds < 1

@@ -37,7 +37,7 @@ def dense_rows(zoo_rows) -> list[dict]:
 @pytest.fixture(scope="session")
 def target_zoo(tmp_path_factory) -> Path:
     """A zoo of one trained 64-16-16-10 digits MLP (seed 0, 30 epochs; test accuracy 0.971 when measured)."""
-    from mole.baselines.cli import train_target
+    from mole.baselines.commands import train_target
 
     out = tmp_path_factory.mktemp("baselines") / "target"
     train_target(out, [16, 16], epochs=30, seed=0)

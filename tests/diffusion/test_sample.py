@@ -155,8 +155,8 @@ def test_projecting_without_conditioning(model, tmp_path, capsys):
     with pytest.raises(ConfigError, match="^project.sparsity: also given as a condition"):
         sample(model, {**prompt, "sparsity": 0.5}, num=1, steps=3, project={"sparsity": 0.8})
     out = tmp_path / "gen"
-    code, _, _ = run(capsys, "sample", model, "--conditions", "test_acc=0.7,variant=dense", "--num", 2,
-                     "--steps", 3, "--project", "sparsity=0.8", "--out", out, "--progress", "false")  # fmt: skip
+    code, _, _ = run(capsys, "sample", model, "--conditions", '{"test_acc": 0.7, "variant": "dense"}',
+                     "--num", 2, "--steps", 3, "--project.sparsity", 0.8, "--out", out, "--progress", "false")  # fmt: skip
     rows = store.read_zoo(out).to_pylist()
     assert code == 0 and [r["sparsity"] for r in rows] == pytest.approx([0.8, 0.8], abs=1e-3)
     assert json.loads(rows[0]["variant_config"])["sparsity"] == 0.8
@@ -226,15 +226,15 @@ def test_parse_conditions():
     "conditions,message",
     [
         ('{"accuracy": 0.9}', "conditions.accuracy: unknown condition; valid: "),
-        ("test_acc=1.5", "conditions.test_acc: 1.5 is outside the trained range ["),
+        ('{"test_acc": 1.5}', "conditions.test_acc: 1.5 is outside the trained range ["),
         (
-            "variant=imp",
+            '{"variant": "imp"}',
             "conditions.variant: unknown value 'imp'; valid: dense, lowrank, magnitude, quantized",
         ),
-        ("bits=1", "conditions.bits: 1 is outside the trained range [2, 32]"),
-        ("bits=5", "conditions.bits: unsupported bit-width 5; valid: 8, 4, 2, ternary, 32 (float)"),
-        ("rank=3,sparsity=0.5", "conditions.rank: cannot be combined with sparsity or bits"),
-        ('{"test_acc": ', "conditions: not valid JSON"),
+        ('{"bits": 1}', "conditions.bits: 1 is outside the trained range [2, 32]"),
+        ('{"bits": 5}', "conditions.bits: unsupported bit-width 5; valid: 8, 4, 2, ternary, 32 (float)"),
+        ('{"rank": 3, "sparsity": 0.5}', "conditions.rank: cannot be combined with sparsity or bits"),
+        ('{"test_acc": ', "conditions: Expected a <class 'dict'>"),
     ],
 )
 def test_bad_conditions_are_one_line_errors(model, tmp_path, capsys, conditions, message):
@@ -251,7 +251,8 @@ def test_missing_model_folder_is_one_line_error(tmp_path, capsys):
 
 def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
     out = tmp_path / "gen"
-    args = ["sample", model, "--conditions", "test_acc=0.7,variant=magnitude,sparsity=0.5", "--num", 4]
+    args = ["sample", model, "--conditions.test_acc", 0.7, "--conditions.variant", "magnitude"]
+    args += ["--conditions.sparsity", 0.5, "--num", 4]
     args += ["--steps", 3, "--seed", 1, "--out", out, "--progress", "false"]
     code, stdout, _ = run(capsys, *args)
     assert code == 0 and f"sampled 4 network(s) -> {out}" in stdout
@@ -300,4 +301,4 @@ def test_mask_model_from_a_zoo_members_init(mask_model, mask_zoo, tmp_path, caps
     for r in store.read_zoo(out).to_pylist():
         assert r["init_params"] == row["init_params"] and r["sparsity"] == 0.5
     code, _, err = run(capsys, "sample", mask_model, "--init-zoo", mask_zoo, "--out", tmp_path / "x")
-    assert code == 2 and "init_member: --init-zoo and --init-member come together" in err
+    assert code == 2 and "init_member: --init_zoo and --init_member come together" in err

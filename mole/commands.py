@@ -1,0 +1,240 @@
+"""The top-level `mole` stage functions: zoo build / info / export, quickstart, eval, train and sample.
+
+Typed and documented: mole/cli.py turns each signature and docstring into its subcommand's flags and help.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from json import dumps
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mole.diffusion.generated import generate_zoo
+from mole.errors import ConfigError
+from mole.pipeline import report_from_run, run_quickstart
+from mole.tokenizer import MemberTensors
+from mole.zoo.build import build_zoo
+from mole.zoo.export import export_member, find_member_rows
+from mole.zoo.info import plot_summary, print_summary, zoo_summary
+from mole.zoo.spec import ZooSpec
+
+DEFAULT_ZOO_ROOT = Path("checkpoints_zoo")
+WandbMode = Literal["offline", "online", "disabled"]
+
+
+# ---------------------------------------------------------------------------- zoo
+def zoo_build(
+    spec: str,
+    *,
+    out: str | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    accelerator: Literal["auto", "cpu", "cuda"] = "cpu",
+    progress: bool = True,
+) -> int:
+    """Build or resume a zoo from a sweep spec.
+
+    Train every member of a sweep stacked (K at once) and write Parquet shards plus a manifest.
+    Rerunning the same command resumes: finished shards are skipped.
+
+    Args:
+        spec: sweep spec YAML (see configs/zoo/)
+        out: zoo folder (default: checkpoints_zoo/<name>)
+        num_shards: split the sweep across this many processes
+        shard_index: which part this process builds (0-based)
+        accelerator: where to train
+        progress: show a progress bar
+    """
+    sweep = ZooSpec.from_yaml(spec)
+    out_dir = Path(out) if out else DEFAULT_ZOO_ROOT / sweep.name
+    result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress)
+    print(
+        f"zoo {sweep.name}: built {len(result.built)} shard(s), skipped {len(result.skipped)} already done, "
+        f"{result.seconds:.1f} s -> {result.zoo}"
+    )
+    return 0
+
+
+def zoo_info(zoo: str, *, json: bool = False, plot: str | None = None) -> int:
+    """Summarise a zoo.
+
+    Counts and final test accuracy / loss per variant and per level (sparsity, bits, rank); also saves
+    the accuracy-per-level plot as a PNG.
+
+    Args:
+        zoo: zoo folder
+        json: print JSON instead of a table
+        plot: where to save the accuracy plot (default: ZOO/info.png)
+    """
+    summary = zoo_summary(zoo)
+    png = plot_summary(summary, plot or Path(zoo) / "info.png")
+    if json:
+        print(dumps({**summary, "plot": str(png)}, indent=1))
+    else:
+        print_summary(summary)
+        print(f"plot: {png}")
+    return 0
+
+
+def zoo_export(zoo: str, member: str, *, to: str, step: int | None = None) -> int:
+    """Export a member.
+
+    Write one member as weights.safetensors + meta.json (loadable as an nn.Module).
+
+    Args:
+        zoo: zoo folder
+        member: member id (see the member_id column)
+        to: output folder
+        step: snapshot step (default: final)
+    """
+    folder = export_member(zoo, member, to, step)
+    print(f"exported {member} -> {folder}/weights.safetensors, {folder}/meta.json")
+    return 0
+
+
+# ---------------------------------------------------------------------------- pipeline
+def quickstart(
+    *,
+    out: str = "runs/quickstart",
+    preset: str = "default",
+    wandb: WandbMode | None = None,
+    progress: bool = True,
+    recipe: str | None = None,
+) -> int:
+    """Run the whole pipeline on digits, write a report.
+
+    The whole pipeline on digits: build the zoo (dense + every variant), train the weight and mask
+    denoisers, sample dense and sparse networks and supermasks, run the baselines (magnitude, random,
+    IMP, edge-popup, subset sum) and the theory experiments, and write OUT/report.md. Resumable: rerun
+    the same command after an interruption.
+
+    Args:
+        out: run folder
+        preset: sizes: default (the demo, < 10 min), or a subfolder of the recipe whose files override
+            it (tiny: the CI smoke run)
+        wandb: W&B: offline, online or disabled (default: $WANDB_MODE, else offline)
+        progress: show progress bars
+        recipe: the recipe folder (default: the repository's configs/quickstart; copy it to change it)
+    """
+    report = run_quickstart(out, preset, wandb, progress, recipe=recipe)
+    print(f"report: {report}")
+    return 0
+
+
+def evaluate_run(run: str, *, wandb: WandbMode = "disabled") -> int:
+    """Rewrite a run's report: mole eval RUN.
+
+    Evaluate a quickstart run folder again and rewrite its report.md (and results.json, W&B).
+
+    Args:
+        run: a `mole quickstart` run folder
+        wandb: W&B: offline, online or disabled
+    """
+    print(f"report: {report_from_run(run, wandb)}")
+    return 0
+
+
+def train(*argv: str) -> int:
+    """Train a denoiser: mole train CONFIG [--trainer.* ...].
+
+    Train a conditional diffusion denoiser on a zoo. Everything after `train` goes to LightningCLI
+    (`mole train --help` lists its options).
+    """
+    from mole.diffusion.train import cli_main  # Lightning takes seconds to import; only `mole train` needs it
+
+    cli_main(list(argv))
+    return 0
+
+
+# ---------------------------------------------------------------------------- sample
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Sampling: how the networks are drawn (flags passed on together).
+
+    Args:
+        steps: DDIM steps
+        guidance: classifier-free guidance scale
+        seed: seed of the noise (and drawn frozen inits)
+        batch_size: networks per denoiser batch
+        temperature: initial noise scale in [0, 2] (weights): < 1 trades diversity for accuracy
+        scope: sparsity ranking: global or layerwise (default by target)
+    """
+
+    steps: int = 50
+    guidance: float = 1.0
+    seed: int = 0
+    batch_size: int = 64
+    temperature: float = 1.0
+    scope: str | None = None
+
+
+def sample(
+    model: str,
+    *,
+    out: str,
+    options: Sampling,
+    conditions: dict[str, Any] | None = None,
+    num: int = 16,
+    project: dict[str, Any] | None = None,
+    init_zoo: str | None = None,
+    init_member: str | None = None,
+    progress: bool = True,
+) -> int:
+    """Generate networks: mole sample MODEL_DIR --out ZOO.
+
+    Draw networks from a trained denoiser (DDIM, classifier-free guidance), project them onto the
+    prompted sparsity / bits / rank and write them as a zoo (variant 'generated').
+
+    Args:
+        model: model folder (a `mole train` run's model/)
+        out: zoo folder to write
+        options: how to draw (its fields are flags of their own)
+        conditions: the prompt, e.g. '{"test_acc": 0.95, "variant": "dense"}' or --conditions.test_acc 0.95
+        num: networks to draw
+        project: sparsity / bits / rank to project onto without conditioning on them (a model that never
+            saw them, e.g. '{"sparsity": 0.8}' on a dense-only model: its nets pruned by magnitude)
+        init_zoo: mask models: zoo holding the frozen init
+        init_member: mask models: member id whose init_params to use
+        progress: show a progress bar
+    """
+    if (init_zoo is None) != (init_member is None):
+        raise ConfigError("init_member", "--init_zoo and --init_member come together")
+    context, ref = None, None
+    if init_zoo is not None:
+        row = find_member_rows(Path(init_zoo), init_member)[-1]
+        context, ref = MemberTensors.from_row(row), f"{init_zoo}:{init_member}"
+    s = options
+    with _sample_bar(progress) as on_step:
+        zoo, sampled = generate_zoo(
+            model, out, conditions or {}, num, s.steps, s.guidance, s.seed, context, ref, s.batch_size,
+            s.scope, on_step=on_step, temperature=s.temperature, project=project or {},
+        )  # fmt: skip
+    print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
+    return 0
+
+
+class _sample_bar:
+    """A rich progress bar over denoising steps (on_step(done, total)), or nothing."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.task = enabled, None, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        self.bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("denoising steps", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
