@@ -41,6 +41,8 @@ from mole.diffusion.options import SampleOptions
 from mole.diffusion.train import cli_main
 from mole.errors import ConfigError
 from mole.eval import load_rows
+from mole.eval.inputs import ReportInputs, ZooSet, load_theory
+from mole.eval.run import write_report
 from mole.io import atomic_path, read_json, write_json
 from mole.theory.io import write_csv
 from mole.theory.npp import npp_experiment, plot_npp
@@ -332,9 +334,17 @@ def run_quickstart(
 
 
 def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
-    """(Re)write OUT/report.md from a quickstart run folder (`mole eval OUT`)."""
-    from mole.eval.report import write_report
+    """(Re)write OUT/report.md, OUT/plots and OUT/results.json from a finished quickstart run folder.
 
+    The run's folders fill the report's roles (mole.eval.inputs.ReportInputs): generated/dense gives
+    B2 and B4 (generated/dense-t* its temperature table), generated/prompts B3, generated/sparse B5
+    against baselines/pruning, generated/masks B6 against baselines/edge_popup; theory/ and
+    subset_sum/ the theory sections, stages.json B8, sgd_timing.json and generated/timings.json B7.
+
+    Args:
+        out: the quickstart's run folder.
+        wandb: "offline", "online" or "disabled".
+    """
     out = Path(out)
     if not (out / "stages.json").is_file() or not json.loads((out / "stages.json").read_text()).get(
         "complete"
@@ -346,18 +356,44 @@ def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
     stages = read_json(out / "stages.json", "stages")
     rows = load_rows(out / "zoo", final_only=False)
     dense = [r for r in rows if r["final"] and r["variant"] == "dense"]
-    data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
-    generated = {k: load_rows(out / "generated" / k) for k in ("dense", "prompts", "sparse", "masks")}
-    for folder in sorted((out / "generated").glob("dense-t*")):  # the temperature sweep, if any
-        generated[folder.name] = load_rows(folder)
+    timings = read_json(out / "generated" / "timings.json", "timings")
+
+    def zoo(name: str, **kw) -> ZooSet:
+        return ZooSet("generated", f"generated/{name}", load_rows(out / "generated" / name), **kw)
+
+    gen_dense, masks = zoo("dense", sampling_seconds=timings["dense"]), zoo("masks")
+    # the masks' sparsity and init scheme, as the recipe had them (their rows and generation spec)
+    level = " / ".join(
+        f"{s:.0%}" for s in sorted({json.loads(r["variant_config"])["sparsity"] for r in masks.rows})
+    )
+    spec = read_json(out / "generated" / "masks" / "spec.json", "generation spec").get("spec", {})
+    init = str(spec.get("generated", {}).get("init") or "random").replace("_", "-")
     baselines = {k: load_rows(out / "baselines" / k) for k in ("pruning", "edge_popup")}
-    theory = read_json(out / "theory" / "rows.json", "theory rows")
-    return write_report(
-        out, zoo_rows=rows, generated=generated, baselines=baselines, theory=theory, data=data,
-        sampling_seconds=read_json(out / "generated" / "timings.json", "timings"),
+    inputs = ReportInputs(
+        data=load_task(dense[0]["task"], **json.loads(dense[0]["task_options"])),
+        reference=rows,
+        accuracy=[gen_dense],
+        temperatures=[zoo(f.name) for f in sorted((out / "generated").glob("dense-t*"))],  # if any
+        prompts=[zoo("prompts")],
+        sparse=[zoo("sparse")],
+        masks=[masks],
+        pruning=baselines["pruning"],
+        edge_popup=baselines["edge_popup"],
+        theory=load_theory(out / "theory"),
         sgd_seconds_per_step=read_json(out / "sgd_timing.json", "sgd timing")["seconds_per_step"],
-        stage_seconds=stages["seconds"], preset=stages["preset"], wandb=wandb,
-    )  # fmt: skip
+        stage_seconds=stages["seconds"],
+        preset=stages["preset"],
+        notes={
+            "accuracy": f"{len(gen_dense.rows)} dense networks, each prompted with one SGD member's test accuracy.",
+            "temperature": "The same prompts sampled from scaled initial noise: 1 samples the learned "
+            "distribution, lower values trade diversity for accuracy (0: one network per prompt). B2 and B4 use 1.",
+            "prompts": "networks prompted over the zoo's accuracy range",
+            "pruned": "the same SGD members",
+            "masks": f"{len(masks.rows)} masks at {level} sampled in one pass for frozen {init} inits no "
+            "member was trained on; edge-popup trained on the very same inits; random masks on them too.",
+        },
+    )
+    return write_report(inputs, out, wandb)
 
 
 def rows_of_members(rows: list[dict], members: list[dict]) -> list[dict]:

@@ -4,8 +4,8 @@ edge-popup trained on the very same inits (and random masks on them), from a qui
     python scripts/bench_masks.py --out runs/bench/masks.json [--run runs/quickstart] [--preset default]
 
 Runs (or resumes) `mole quickstart` into RUN and pairs each generated mask with the edge-popup
-member on the same init (by init seed): per-init accuracy ratio, the mean ratio and whether the mean
-generated accuracy is >= 0.9 x edge-popup's.
+member on the same init (by init seed): per-init accuracy ratio, the mean ratio (B6,
+mole.eval.benchmarks.mask_ratio) and whether it meets its target.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
+from mole.eval import benchmarks as bench  # noqa: E402
 from mole.eval import load_rows  # noqa: E402
 from mole.pipeline import run_quickstart  # noqa: E402
 from mole.zoo.store import write_json  # noqa: E402
@@ -32,20 +31,18 @@ def main() -> None:
     run = Path(args.run)
     run_quickstart(run, args.preset, wandb="disabled", progress=False)
     gen = load_rows(run / "generated" / "masks")
-    popup = load_rows(run / "baselines" / "edge_popup")
-    by_init = {r["member_index"]: r for r in popup}
-    pairs = [(g, by_init[g["member_index"]]) for g in gen if g["member_index"] in by_init]
-    acc_g = np.asarray([g["test_acc"] for g, _ in pairs])
-    acc_e = np.asarray([e["test_acc"] for _, e in pairs])
-    acc_r = np.asarray([json.loads(e["extra"]).get("random_mask_test_acc", np.nan) for _, e in pairs])
+    popup = bench.same_inits(gen, load_rows(run / "baselines" / "edge_popup"))
+    by_init = {bench.init_seed(r): r for r in popup}
+    pairs = [(g, by_init[bench.init_seed(g)]) for g in gen if bench.init_seed(g) in by_init]
+    ratio = bench.mask_ratio(gen, popup)
     result = {
         "inits": len(pairs),
-        "generated_mean": float(acc_g.mean()),
-        "edge_popup_mean": float(acc_e.mean()),
-        "random_mask_mean": float(np.nanmean(acc_r)),
-        "ratio": float(acc_g.mean() / acc_e.mean()),
-        "per_init_ratio": (acc_g / acc_e).round(4).tolist(),
-        "met": bool(acc_g.mean() >= 0.9 * acc_e.mean()),
+        "generated_mean": float(bench.accs(gen).mean()),
+        "edge_popup_mean": float(bench.accs(popup).mean()),
+        "random_mask_mean": float(bench.random_mask_accs(popup).mean()),
+        "ratio": ratio,
+        "per_init_ratio": [round(g["test_acc"] / e["test_acc"], 4) for g, e in pairs],
+        "met": bench.met("B6", ratio),
         "run": str(run),
     }
     write_json(Path(args.out), result)

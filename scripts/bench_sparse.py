@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.eval import load_rows  # noqa: E402
-from mole.eval.report import sparse_levels, sparsity_curves  # noqa: E402
+from mole.eval.benchmarks import share_levels_met, sparse_levels, sparsity_curves  # noqa: E402
 from mole.pipeline import run_quickstart  # noqa: E402
 from mole.zoo.store import write_json  # noqa: E402
 
@@ -36,7 +36,7 @@ def main() -> None:
         load_rows(run / "generated" / "sparse"), load_rows(run / "baselines" / "pruning")
     )
     levels = sparse_levels(curves)
-    result = {"levels": levels, "met": all(x["met"] for x in levels), "run": str(run)}
+    result = {"levels": levels, "met": share_levels_met(levels) == 1.0, "run": str(run)}
     write_json(Path(args.out), result)
     print(json.dumps(result, indent=1))
 

@@ -2,6 +2,9 @@
 
 Each evaluator reads an EvalSet (zoo rows being evaluated, optionally the training members and the
 task) and yields (metric, value) pairs; `evaluate` runs several and returns flat result rows.
+Around them: benchmarks.py (one function per benchmark figure B2-B8), report.py (the report
+renderer, one function per section), inputs.py (zoo folders sorted into report roles) and run.py
+(`evaluate_zoos`, what `mole eval` runs, and `write_report`).
 """
 
 from __future__ import annotations
