@@ -22,7 +22,7 @@ from typing import Any, get_type_hints
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from mole.baselines.commands import run_command, subset_sum_command
-from mole.commands import evaluate_run, quickstart, sample, train, zoo_build, zoo_export, zoo_info
+from mole.commands import evaluate, quickstart, sample, train, zoo_build, zoo_export, zoo_info
 from mole.errors import MoleError
 from mole.theory.commands import npp_command, rss_command
 
@@ -35,7 +35,7 @@ COMMANDS: dict[str, Any] = {
         "export": zoo_export,
     },
     "quickstart": quickstart,
-    "eval": evaluate_run,
+    "eval": evaluate,
     "train": train,
     "sample": sample,
     "theory": {

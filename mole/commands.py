@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
+from mole.eval.run import evaluate_zoos
 from mole.pipeline import report_from_run, run_quickstart
 from mole.tokenizer import MemberTensors
 from mole.zoo.build import build_zoo
@@ -124,16 +125,55 @@ def quickstart(
     return 0
 
 
-def evaluate_run(run: str, *, wandb: WandbMode = "disabled") -> int:
-    """Rewrite a run's report: mole eval RUN.
+def evaluate(
+    *,
+    generated: list[str] | None = None,
+    reference: str | None = None,
+    baselines: list[str] | None = None,
+    out: str | None = None,
+    theory: str | None = None,
+    sgd_seconds_per_step: float | None = None,
+    run: str | None = None,
+    wandb: WandbMode = "disabled",
+    progress: bool = True,
+) -> int:
+    """Evaluate zoos and write a report: mole eval --generated [Z1,Z2] --reference ZOO --out DIR.
 
-    Evaluate a quickstart run folder again and rewrite its report.md (and results.json, W&B).
+    Evaluate any zoo folders and write OUT/report.md, OUT/plots and OUT/results.json with the sections
+    that apply: dense generated nets prompted with test_acc get B2 / B4 against the reference's SGD
+    members and B3; nets at a sparsity get B5 against the baselines' magnitude / IMP / random rows;
+    masks over frozen inits get B6 against their edge-popup rows. Or rewrite a finished quickstart
+    run's report with --run RUN.
 
     Args:
-        run: a `mole quickstart` run folder
+        generated: generated zoo folders (`mole sample` outputs, or any zoo to judge), e.g. [Z1,Z2]
+        reference: the training zoo (its SGD members; needed for B2, B4, B7 and the zoo table)
+        baselines: baseline zoo folders (`mole baselines run` outputs), e.g. [B1,B2]
+        out: the report's folder
+        theory: a folder of `mole theory` CSVs (or a quickstart's theory/): adds the theory sections
+        sgd_seconds_per_step: one SGD step of one network, measured alone on this machine: adds B7
+        run: a finished `mole quickstart` run folder: rewrite its report instead (the other zoo flags
+            must be left out)
         wandb: W&B: offline, online or disabled
+        progress: print a line per zoo read
     """
-    print(f"report: {report_from_run(run, wandb)}")
+    if run is not None:
+        given = [f for f, v in (("generated", generated), ("reference", reference), ("baselines", baselines),
+                                ("out", out), ("theory", theory)) if v]  # fmt: skip
+        if given:
+            raise ConfigError(given[0], "--run rewrites a quickstart run's report: give it alone")
+        print(f"report: {report_from_run(run, wandb)}")
+        return 0
+    if not generated:
+        raise ConfigError("generated", "give the zoo folders to evaluate (--generated [Z1,Z2]), or --run RUN")
+    if out is None:
+        raise ConfigError("out", "give the report's folder (--out DIR)")
+    report = evaluate_zoos(
+        [Path(g) for g in generated], Path(out), Path(reference) if reference else None,
+        [Path(b) for b in baselines or []], Path(theory) if theory else None, sgd_seconds_per_step,
+        wandb, progress,
+    )  # fmt: skip
+    print(f"report: {report}")
     return 0
 
 

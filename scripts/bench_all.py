@@ -1,6 +1,6 @@
-"""Every benchmark of DESIGN.md section 5, one table against the targets.
+"""Every benchmark of docs/design.md section 5, one table against the targets.
 
-    python scripts/bench_all.py --out runs/bench [--run runs/bench/quickstart-run] [--skip-b1]
+    python scripts/bench_all.py --out runs/bench [--run runs/bench/quickstart-run] [--skip_b1 true]
 
 B1 is scripts/bench_zoo.py (stacked vs one-by-one zoo training); B2-B8 come from one quickstart run
 (scripts/bench_quickstart.py; B5 / B6 details from scripts/bench_sparse.py / bench_masks.py on the
@@ -10,11 +10,12 @@ and writes OUT/all.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from jsonargparse import auto_cli
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing mole
@@ -25,18 +26,22 @@ def script(name: str, *args: str) -> None:
     subprocess.run([sys.executable, str(HERE / name), *args], check=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default="runs/bench", help="folder for the JSON files")
-    p.add_argument("--run", default=None, help="quickstart run folder (default: OUT/quickstart-run, fresh)")
-    p.add_argument("--preset", default="default", help="quickstart preset: default or tiny")
-    p.add_argument("--skip-b1", action="store_true", help="skip the zoo benchmark (B1)")
-    args = p.parse_args()
-    out = Path(args.out)
+def main(
+    *, out: str = "runs/bench", run: str | None = None, preset: str = "default", skip_b1: bool = False
+) -> None:
+    """Every benchmark script in one run, one table against the targets.
+
+    Args:
+        out: folder for the JSON files.
+        run: quickstart run folder (default: OUT/quickstart-run, fresh).
+        preset: the quickstart's preset: default or tiny.
+        skip_b1: skip the zoo benchmark (B1).
+    """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = Path(args.run) if args.run else out / "quickstart-run"
+    run = Path(run) if run else out / "quickstart-run"
     rows = []
-    if not args.skip_b1:
+    if not skip_b1:
         script("bench_zoo.py", "--out", str(out / "zoo.json"))
         b1 = json.loads((out / "zoo.json").read_text())
         rows.append(
@@ -55,10 +60,10 @@ def main() -> None:
         "--run",
         str(run),
         "--preset",
-        args.preset,
+        preset,
     )
-    script("bench_sparse.py", "--out", str(out / "sparse.json"), "--run", str(run), "--preset", args.preset)
-    script("bench_masks.py", "--out", str(out / "masks.json"), "--run", str(run), "--preset", args.preset)
+    script("bench_sparse.py", "--out", str(out / "sparse.json"), "--run", str(run), "--preset", preset)
+    script("bench_masks.py", "--out", str(out / "masks.json"), "--run", str(run), "--preset", preset)
     for b, f in json.loads((out / "quickstart.json").read_text())["benchmarks"].items():
         rows.append([b, f["what"], f["value"], f["target"], f["met"]])
     print(f"{'#':<3} {'what':<96} {'value':>9}  {'target':<9} met")
@@ -70,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    auto_cli(main)

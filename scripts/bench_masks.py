@@ -10,10 +10,11 @@ mole.eval.benchmarks.mask_ratio) and whether it meets its target.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from jsonargparse import auto_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.eval import benchmarks as bench  # noqa: E402
@@ -22,14 +23,16 @@ from mole.pipeline import run_quickstart  # noqa: E402
 from mole.zoo.store import write_json  # noqa: E402
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--run", default="runs/quickstart", help="quickstart run folder (run or resumed)")
-    p.add_argument("--preset", default="default", help="default or tiny")
-    args = p.parse_args()
-    run = Path(args.run)
-    run_quickstart(run, args.preset, wandb="disabled", progress=False)
+def main(*, out: str, run: str = "runs/quickstart", preset: str = "default") -> None:
+    """B6 from a quickstart run: generated masks against edge-popup on the same inits.
+
+    Args:
+        out: JSON file to write.
+        run: quickstart run folder (run or resumed).
+        preset: the quickstart's preset: default or tiny.
+    """
+    run = Path(run)
+    run_quickstart(run, preset, wandb="disabled", progress=False)
     gen = load_rows(run / "generated" / "masks")
     popup = bench.same_inits(gen, load_rows(run / "baselines" / "edge_popup"))
     by_init = {bench.init_seed(r): r for r in popup}
@@ -45,9 +48,9 @@ def main() -> None:
         "met": bench.met("B6", ratio),
         "run": str(run),
     }
-    write_json(Path(args.out), result)
+    write_json(Path(out), result)
     print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    auto_cli(main)

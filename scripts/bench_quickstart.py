@@ -12,12 +12,13 @@ scripts/bench_sparse.py and scripts/bench_masks.py (they read the same run).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import tempfile
 from pathlib import Path
+
+from jsonargparse import auto_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.eval.benchmarks import DESCRIPTIONS, TARGETS, met  # noqa: E402
@@ -40,17 +41,19 @@ def figures(run: Path) -> dict:
     return {"benchmarks": out, "stage_seconds": results["stage_seconds"], "preset": results["preset"]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--run", default=None, help="quickstart run folder (default: a fresh temporary one)")
-    p.add_argument("--preset", default="default", help="default or tiny")
-    args = p.parse_args()
+def main(*, out: str, run: str | None = None, preset: str = "default") -> None:
+    """B2-B8 from one quickstart run (B8: its own wall time).
+
+    Args:
+        out: JSON file to write.
+        run: quickstart run folder (default: a fresh temporary one, so B8 times a cold run).
+        preset: the quickstart's preset: default or tiny.
+    """
     with tempfile.TemporaryDirectory(prefix="bench_quickstart.") as tmp:
-        run = Path(args.run) if args.run else Path(tmp) / "run"
-        run_quickstart(run, args.preset, wandb="disabled", progress=False)
+        run = Path(run) if run else Path(tmp) / "run"
+        run_quickstart(run, preset, wandb="disabled", progress=False)
         result = {**figures(run), "run": str(run)}
-    write_json(Path(args.out), result)
+    write_json(Path(out), result)
     for b, f in result["benchmarks"].items():
         print(
             f"{b}  {f['figure']:<26} {f['value']:>10.4f}  target {f['target']:<9} {'met' if f['met'] else 'NOT met'}"
@@ -58,4 +61,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    auto_cli(main)

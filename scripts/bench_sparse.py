@@ -12,10 +12,11 @@ members; met when generated >= magnitude and >= 0.95 x IMP at every level.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from jsonargparse import auto_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.eval import load_rows  # noqa: E402
@@ -24,22 +25,24 @@ from mole.pipeline import run_quickstart  # noqa: E402
 from mole.zoo.store import write_json  # noqa: E402
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--run", default="runs/quickstart", help="quickstart run folder (run or resumed)")
-    p.add_argument("--preset", default="default", help="default or tiny")
-    args = p.parse_args()
-    run = Path(args.run)
-    run_quickstart(run, args.preset, wandb="disabled", progress=False)
+def main(*, out: str, run: str = "runs/quickstart", preset: str = "default") -> None:
+    """B5 from a quickstart run: generated sparse nets against magnitude, IMP and random pruning.
+
+    Args:
+        out: JSON file to write.
+        run: quickstart run folder (run or resumed).
+        preset: the quickstart's preset: default or tiny.
+    """
+    run = Path(run)
+    run_quickstart(run, preset, wandb="disabled", progress=False)
     curves = sparsity_curves(
         load_rows(run / "generated" / "sparse"), load_rows(run / "baselines" / "pruning")
     )
     levels = sparse_levels(curves)
     result = {"levels": levels, "met": share_levels_met(levels) == 1.0, "run": str(run)}
-    write_json(Path(args.out), result)
+    write_json(Path(out), result)
     print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    auto_cli(main)

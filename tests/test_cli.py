@@ -207,7 +207,7 @@ def test_bare_booleans_and_dashed_flags():
         (["sample", "M", "--out", "O", "--conditions", '{"test_acc": '], "conditions: Expected a <class 'dict'> (given"),
         (["sample", "M", "--out", "O", "--seed", "1.5"], "seed: Expected a <class 'int'>. Got value: 1.5;"),
         (["baselines", "run", "Z", "--out", "O", "--group_size", "x"], "group_size: Expected a <class 'int'> (given x);"),
-        (["eval", "R", "--wandb", "maybe"], "wandb: Expected a typing.Literal['offline', 'online', 'disabled']"),
+        (["eval", "--run", "R", "--wandb", "maybe"], "wandb: Expected a typing.Literal['offline', 'online', 'disabled']"),
         ([], 'expected "command" to be one of {zoo,quickstart,eval,train,sample, ...}'),
     ],
 )  # fmt: skip
@@ -249,7 +249,7 @@ def test_interrupt_is_130_and_train_passes_through(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("mole.commands.report_from_run", interrupted)
-    assert main(["eval", "R"]) == 130
+    assert main(["eval", "--run", "R"]) == 130
     assert capsys.readouterr().err == "mole: interrupted (rerun the same command to resume)\n"
     seen = []
 

@@ -14,6 +14,8 @@ from mole.eval import load_rows
 from mole.eval.report import TARGETS
 from mole.pipeline import load_recipe
 
+pytestmark = pytest.mark.slow  # the whole pipeline, end to end
+
 SECTIONS = [
     "## Benchmarks",
     "## Zoo",
@@ -106,7 +108,7 @@ def test_rerun_resumes_and_eval_rewrites_the_report(run, capsys):
     # The rerun found everything done: the recorded timings (B8) are still the first run's.
     assert json.loads((run / "stages.json").read_text())["seconds"] == stages["seconds"]
     (run / "report.md").unlink()
-    assert main(["eval", str(run), "--wandb", "offline"]) == 0
+    assert main(["eval", "--run", str(run), "--wandb", "offline"]) == 0
     assert "## Benchmarks" in (run / "report.md").read_text()
     assert list((run / "wandb").glob("offline-run-*")), "the offline W&B run was not written"
     assert "report:" in capsys.readouterr().out
@@ -115,7 +117,7 @@ def test_rerun_resumes_and_eval_rewrites_the_report(run, capsys):
 def test_bad_input(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path / "x"), "--preset", "huge", "--progress", "false"]) == 2
     assert "mole: error: preset: unknown 'huge'; valid: default, tiny" in capsys.readouterr().err
-    assert main(["eval", str(tmp_path)]) == 2
+    assert main(["eval", "--run", str(tmp_path)]) == 2
     assert "is not a finished quickstart run" in capsys.readouterr().err
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from diffusers import DDPMScheduler
-from torch.optim.swa_utils import AveragedModel
 
 from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import FunctionLoss, zoo_task
+from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -26,51 +25,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False}
 
 
-# ---------------------------------------------------------------------------- shared by both systems
-def ema_update(decay: float):
-    """multi_avg_fn for AveragedModel: EMA with DiT-style warm-up min(decay, (1 + n) / (10 + n)),
-    so short runs export an average of their recent weights, not of their init."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1 + n) / (10 + n))
-        torch._foreach_lerp_(averaged, current, 1 - d)
-
-    return update
-
-
-def ema_of(net: torch.nn.Module, decay: float) -> AveragedModel:
-    """The exported EMA copy of `net`, frozen (DDP must not wait for gradients of the average)."""
-    ema = AveragedModel(net, multi_avg_fn=ema_update(decay), use_buffers=False)
-    ema.requires_grad_(False)
-    return ema
-
-
-def adamw_with_warmup(groups: list[dict], lr: float, weight_decay: float, warmup_steps: int) -> dict:
-    """configure_optimizers' answer: AdamW over `groups` with a linear learning-rate warm-up."""
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    warm = max(1, warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def check_number(value: Any, field: str, low: float, strict: bool = False) -> None:
-    """A real number >= low (> low when strict), else a ConfigError naming `field`."""
-    bad = isinstance(value, bool) or not isinstance(value, (int, float))
-    if bad or value < low or (strict and value == low):
-        raise ConfigError(field, f"must be a number {'>' if strict else '>='} {low:g}, got {value!r}")
-
-
-def batch_conditions(batch: dict, specs: dict) -> dict[str, torch.Tensor]:
-    """The batch's conditions a model knows (`specs`: its config's), continuous ones as float."""
-    cond = batch["cond"]
-    return {
-        n: cond[n].float() if specs[n]["kind"] == "continuous" else cond[n].long() for n in specs if n in cond
-    }
-
-
 # ---------------------------------------------------------------------------- the system
-class DiffusionSystem(L.LightningModule):
+class DiffusionSystem(NetSystem):
     """Trains a Denoiser on ZooDataModule batches (data target "weights").
 
     Args:
@@ -155,16 +111,7 @@ class DiffusionSystem(L.LightningModule):
             "context_dim": self.net.config.context_dim,
         }
 
-    # ------------------------------------------------------------------ inference
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        """Inference with the EMA denoiser (same arguments as Denoiser.forward)."""
-        return self.ema.module(*args, **kwargs)
-
     # ------------------------------------------------------------------ loss
-    def conditions(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The batch's conditions the denoiser knows, continuous ones as float."""
-        return batch_conditions(batch, self.net.config.conditions or {})
-
     def loss(
         self, batch: dict, model: Denoiser | None = None, generator=None, drop: bool = True
     ) -> torch.Tensor:
@@ -205,34 +152,3 @@ class DiffusionSystem(L.LightningModule):
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
             loss = loss + self.hparams.function_loss * self.function(pred, tokens)
         return loss
-
-    # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
-        return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.ema.update_parameters(self.net)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        g = torch.Generator(device=batch["tokens"].device).manual_seed(batch_idx)  # the same noise every time
-        loss = self.loss(batch, self.ema.module, generator=g, drop=False)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        return adamw_with_warmup(
-            [{"params": list(self.net.parameters())}], hp.lr, hp.weight_decay, hp.warmup_steps
-        )
-
-
-def check_target(datamodule, target: str) -> None:
-    """A system trains on its own kind of rows: the data module's `target` must be `target`."""
-    have = getattr(datamodule, "target", target)
-    if have != target:
-        raise ConfigError(
-            "data.target",
-            f"is {have!r}, this system learns from {target!r} rows "
-            "(weights: mole.diffusion.system.DiffusionSystem; mask: mole.masks.system.MaskSystem)",
-        )

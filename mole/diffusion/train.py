@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import TARGETS, ZooDataModule
 from mole.diffusion.model_dir import ExportModel
-from mole.diffusion.system import check_target
+from mole.diffusion.training import check_target
 
 # Linked into model.init_args.net.init_args; a key the chosen network does not take is skipped
 # (the Denoiser takes context_dim, the MaskModel channels).

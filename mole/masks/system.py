@@ -15,20 +15,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.function_loss import FunctionLoss, zoo_task
-from mole.diffusion.system import adamw_with_warmup, batch_conditions, check_number, check_target, ema_of
+from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError
 from mole.masks.construction import check_prior, prior_data, prior_logits
 from mole.masks.model import MaskModel
 
 
-class MaskSystem(L.LightningModule):
+class MaskSystem(NetSystem):
     """Trains a MaskModel on the supermask rows of a ZooDataModule (data target "mask").
 
     Args:
@@ -120,16 +119,7 @@ class MaskSystem(L.LightningModule):
             "mask_prior": self.hparams.mask_prior,
         }
 
-    # ------------------------------------------------------------------ inference
-    def forward(self, *args, **kwargs) -> torch.Tensor:
-        """Inference with the EMA model (same arguments as MaskModel.forward)."""
-        return self.ema.module(*args, **kwargs)
-
     # ------------------------------------------------------------------ loss
-    def conditions(self, batch: dict) -> dict[str, torch.Tensor]:
-        """The batch's conditions the model knows, continuous ones as float."""
-        return batch_conditions(batch, self.net.config.conditions or {})
-
     def loss(
         self, batch: dict, model: MaskModel | None = None, generator=None, drop: bool = True
     ) -> torch.Tensor:
@@ -169,27 +159,9 @@ class MaskSystem(L.LightningModule):
         init = self.function.channel(raw, channels, "init_params")
         return prior_logits(self.function.arch, init, sparsity, x, y, self.hparams.mask_prior)
 
-    # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
-        return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.ema.update_parameters(self.net)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        g = torch.Generator(device=batch["tokens"].device).manual_seed(
-            batch_idx
-        )  # the same dropout every time
-        loss = self.loss(batch, self.ema.module, generator=g, drop=False)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])
-
-    def configure_optimizers(self):
+    def param_groups(self) -> list[dict]:
         hp, gain = self.hparams, self.net.entry_gain
         if hp.entry_gain_lr is None:
-            groups = [{"params": list(self.net.parameters())}]
-        else:  # the gain at its own rate (see entry_gain_lr), without weight decay
-            rest = [p for p in self.net.parameters() if p is not gain]
-            groups = [{"params": rest}, {"params": [gain], "lr": hp.entry_gain_lr, "weight_decay": 0.0}]
-        return adamw_with_warmup(groups, hp.lr, hp.weight_decay, hp.warmup_steps)
+            return [{"params": list(self.net.parameters())}]
+        rest = [p for p in self.net.parameters() if p is not gain]  # the gain at its own rate, no decay
+        return [{"params": rest}, {"params": [gain], "lr": hp.entry_gain_lr, "weight_decay": 0.0}]

@@ -19,7 +19,7 @@ Permutation symmetry: exposed, in part. Reordering the hidden neurons of layer l
 tokens of layer l's segment (a permutation of whole tokens: with one shared layer embedding and no
 position embedding among a layer's tokens, a transformer denoiser is equivariant to it), and also
 reorders the input columns *inside* every token of layer l+1, which no token-level model sees as a
-permutation. Full equivariance therefore needs a per-layer scheme on top (DESIGN.md section 2); or
+permutation. Full equivariance therefore needs a per-layer scheme on top (docs/design.md, the tokenizer); or
 set `canonical=True` to sort neurons first (mole.tokenizer.canonical), removing the symmetry.
 """
 

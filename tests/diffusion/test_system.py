@@ -10,7 +10,8 @@ from diffusers import DDIMScheduler
 from mole.diffusion.conditioning import drop_conditions, encode_conditions, model_args
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.system import DiffusionSystem, check_target
+from mole.diffusion.system import DiffusionSystem
+from mole.diffusion.training import check_target
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
@@ -42,6 +43,7 @@ def accuracy(member: MemberTensors, digits) -> float:
         return (net(digits.x_test).argmax(1) == digits.y_test).float().mean().item()
 
 
+@pytest.mark.slow  # trains 1k steps
 def test_overfit_regenerates_members_via_ddim(zoo, digits):
     """x0 prediction (G.pt's choice) on 4 final members; a plain DDIM loop regenerates networks whose
     test accuracy is within 0.05 of the member they are prompted with (measured: within 0.04)."""

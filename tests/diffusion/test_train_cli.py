@@ -47,6 +47,7 @@ def global_step(ckpt: Path) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
 
 
+@pytest.mark.slow  # two DDP subprocesses
 def test_two_process_ddp_trains_checkpoints_and_exports(zoo, cache, tmp_path):
     run_dir = tmp_path / "run"
     cmd = command(
@@ -62,6 +63,7 @@ def test_two_process_ddp_trains_checkpoints_and_exports(zoo, cache, tmp_path):
     assert (run_dir / "csv" / "version_0" / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # a killed subprocess, then a resumed one
 def test_killed_run_resumes_from_its_last_checkpoint(zoo, cache, tmp_path):
     run_dir = tmp_path / "run"
     cmd = command(zoo, cache, run_dir, "--trainer.max_steps", "150", "--checkpoint_every", "5")

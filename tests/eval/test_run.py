@@ -11,6 +11,7 @@ import pytest
 from mole.baselines.run import run_baselines
 from mole.data import load_task
 from mole.diffusion.generated import generate_zoo
+from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
 from mole.eval import benchmarks as bench
 from mole.eval import load_rows
@@ -59,11 +60,11 @@ def zoos(tmp_path_factory):
     gen = tmp_path_factory.mktemp("generated")
     acc = sorted(r["test_acc"] for r in load_rows(zoo))  # prompts within the model's trained range
     sweep = {"test_acc": acc[:4], "variant": "dense"}
-    dense_a, _ = generate_zoo(model, gen / "gen-a", sweep, 4, steps=2, seed=0)
-    dense_b, _ = generate_zoo(model, gen / "gen-b", {"test_acc": acc[-1], "variant": "dense"}, 2, steps=2, seed=1,
-                              temperature=0.0)  # fmt: skip
-    sparse, _ = generate_zoo(model, gen / "sparse", {"test_acc": acc[-1], "variant": "dense"}, 2, steps=2, seed=2,
-                             project={"sparsity": [0.5, 0.8]})  # fmt: skip
+    dense_a, _ = generate_zoo(model, gen / "gen-a", sweep, 4, SampleOptions(steps=2, seed=0))
+    dense_b, _ = generate_zoo(model, gen / "gen-b", {"test_acc": acc[-1], "variant": "dense"}, 2,
+                              SampleOptions(steps=2, seed=1, temperature=0.0))  # fmt: skip
+    sparse, _ = generate_zoo(model, gen / "sparse", {"test_acc": acc[-1], "variant": "dense"}, 2,
+                             SampleOptions(steps=2, seed=2), project={"sparsity": [0.5, 0.8]})  # fmt: skip
     masks = build(tmp_path_factory, "tiny-masks", members=4,
                   variants=[{"name": "supermask", "options": {"sparsity": 0.5, "epochs": 1}}])  # fmt: skip
     data = load_task("digits")
@@ -155,3 +156,23 @@ def test_bad_folders_are_one_line_errors(zoos, tmp_path_factory, tmp_path):
     with pytest.raises(ConfigError, match="^wandb: got 'on'; valid: offline, online, disabled"):
         evaluate_zoos([zoos["a"]], out, wandb="on", progress=False)
     assert not out.exists()
+
+
+def test_mole_eval_on_a_sample_output_and_its_training_zoo(zoos, tmp_path, capsys):
+    """The command line: `mole eval --generated [Z] --reference ZOO --baselines [B] --out DIR`."""
+    from mole.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["eval", "--generated", f"[{zoos['a']},{zoos['sparse']}]", "--reference", str(zoos["zoo"]),
+            "--baselines", f"[{zoos['pruning']}]", "--out", str(out), "--progress", "false"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"report: {out / 'report.md'}" in capsys.readouterr().out
+    assert {"B2", "B3", "B5"} <= sections_of(out / "report.md")
+    assert main(["eval", "--reference", str(zoos["zoo"]), "--out", str(out)]) == 2
+    assert "mole: error: generated: give the zoo folders to evaluate" in capsys.readouterr().err
+    assert main(["eval", "--generated", f"[{zoos['a']}]"]) == 2
+    assert "mole: error: out: give the report's folder" in capsys.readouterr().err
+    assert main(["eval", "--run", str(tmp_path), "--out", str(out)]) == 2
+    assert (
+        "mole: error: out: --run rewrites a quickstart run's report: give it alone" in capsys.readouterr().err
+    )

@@ -152,6 +152,7 @@ def test_other_spec_in_same_folder_is_refused(built, tmp_path):
     assert files_of(out) == before
 
 
+@pytest.mark.slow  # builds killed and resumed in subprocesses
 def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
     """Kill a build in a subprocess once its first shard is recorded; rerunning completes it exactly."""
     overrides = {"members": 8, "group_size": 2, "hparams": {**TINY_ZOO["hparams"], "epochs": [12]}}

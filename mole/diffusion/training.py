@@ -1,0 +1,112 @@
+"""What the two Lightning systems share (DiffusionSystem, MaskSystem): the exported EMA copy, the hooks,
+AdamW with a warm-up, and their option checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from mole.errors import ConfigError
+
+
+def ema_update(decay: float):
+    """multi_avg_fn for AveragedModel: EMA with DiT-style warm-up min(decay, (1 + n) / (10 + n)),
+    so short runs export an average of their recent weights, not of their init."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(averaged, current, 1 - d)
+
+    return update
+
+
+def ema_of(net: torch.nn.Module, decay: float) -> AveragedModel:
+    """The exported EMA copy of `net`, frozen (DDP must not wait for gradients of the average)."""
+    ema = AveragedModel(net, multi_avg_fn=ema_update(decay), use_buffers=False)
+    ema.requires_grad_(False)
+    return ema
+
+
+def adamw_with_warmup(groups: list[dict], lr: float, weight_decay: float, warmup_steps: int) -> dict:
+    """configure_optimizers' answer: AdamW over `groups` with a linear learning-rate warm-up."""
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    warm = max(1, warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def check_number(value: Any, field: str, low: float, strict: bool = False) -> None:
+    """A real number >= low (> low when strict), else a ConfigError naming `field`."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float))
+    if bad or value < low or (strict and value == low):
+        raise ConfigError(field, f"must be a number {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
+def batch_conditions(batch: dict, specs: dict) -> dict[str, torch.Tensor]:
+    """The batch's conditions a model knows (`specs`: its config's), continuous ones as float."""
+    cond = batch["cond"]
+    return {
+        n: cond[n].float() if specs[n]["kind"] == "continuous" else cond[n].long() for n in specs if n in cond
+    }
+
+
+def check_target(datamodule, target: str) -> None:
+    """A system trains on its own kind of rows: the data module's `target` must be `target`."""
+    have = getattr(datamodule, "target", target)
+    if have != target:
+        raise ConfigError(
+            "data.target",
+            f"is {have!r}, this system learns from {target!r} rows "
+            "(weights: mole.diffusion.system.DiffusionSystem; mask: mole.masks.system.MaskSystem)",
+        )
+
+
+class NetSystem(L.LightningModule):
+    """Trains `self.net` on ZooDataModule batches through `loss` and keeps its EMA copy `self.ema`
+    (what forward runs, validation scores and the model folder exports).
+
+    A subclass sets TARGET (the data module's target it learns from), builds `net` and
+    `ema = ema_of(net, decay)` and saves lr, weight_decay and warmup_steps as hyperparameters in its
+    __init__, and defines `loss` (and `param_groups` when some parameters need their own rate).
+    """
+
+    TARGET = ""
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """Inference with the EMA copy (same arguments as the net's forward)."""
+        return self.ema.module(*args, **kwargs)
+
+    def conditions(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The batch's conditions the net knows, continuous ones as float."""
+        return batch_conditions(batch, self.net.config.conditions or {})
+
+    def loss(self, batch: dict, model=None, generator=None, drop: bool = True) -> torch.Tensor:
+        """The training loss of a batch (scored with `model`, default the trained net)."""
+        raise NotImplementedError
+
+    def param_groups(self) -> list[dict]:
+        """AdamW's parameter groups: the whole net at the system's rate."""
+        return [{"params": list(self.net.parameters())}]
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["tokens"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.ema.update_parameters(self.net)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # the same noise and dropout every time: the EMA copy scored on fixed draws
+        g = torch.Generator(device=batch["tokens"].device).manual_seed(batch_idx)
+        loss = self.loss(batch, self.ema.module, generator=g, drop=False)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["tokens"].shape[0])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return adamw_with_warmup(self.param_groups(), hp.lr, hp.weight_decay, hp.warmup_steps)
