@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.data import load_task
 from mole.nets import build_architecture
-from mole.zoo.spec import MemberPlan
+from mole.zoo.plan import MemberPlan
 from mole.zoo.train import data_generators, evaluate_stacked, steps_per_epoch, train_stacked
 
 TARGETS = {"speedup": 20, "acc_within_points": 1, "peak_fraction": 0.3}

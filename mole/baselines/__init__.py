@@ -2,36 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mole.baselines.base import GROUP_SIZE, Baseline, Row
-from mole.baselines.edge_popup import EdgePopupBaseline
-from mole.baselines.imp import IMPBaseline
-from mole.baselines.magnitude import MagnitudeBaseline
-from mole.baselines.random_prune import RandomBaseline
-from mole.baselines.subset_sum import SubsetSumBaseline
-from mole.errors import ConfigError
-from mole.registry import Registry
-
-BASELINES: Registry[type[Baseline]] = Registry("baseline")
-BASELINES.register("magnitude")(MagnitudeBaseline)
-BASELINES.register("random")(RandomBaseline)
-BASELINES.register("imp")(IMPBaseline)
-BASELINES.register("edge_popup")(EdgePopupBaseline)
-BASELINES.register("subset_sum")(SubsetSumBaseline)
-
-
-def build_baseline(name: str, options: dict[str, Any] | None = None) -> Baseline:
-    """Instantiate baseline `name`; unknown names and bad options raise a ConfigError naming the field."""
-    cls = BASELINES.get(name, field="baselines")
-    if options is not None and not isinstance(options, dict):
-        raise ConfigError(f"baselines.{name}", f"options must be a mapping, got {options!r}")
-    try:
-        return cls(**(options or {}))
-    except TypeError as e:
-        raise ConfigError(f"baselines.{name}", str(e)) from None
-
-
-from mole.baselines.run import run_baselines  # noqa: E402  (run.py builds baselines through the registry)
+from mole.baselines.registry import BASELINES, build_baseline
+from mole.baselines.run import run_baselines
 
 __all__ = ["BASELINES", "GROUP_SIZE", "Baseline", "Row", "build_baseline", "run_baselines"]

@@ -25,7 +25,8 @@ from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 from mole.tokenizer.member import arch_info
-from mole.zoo.spec import GroupPlan, MemberPlan, ZooSpec
+from mole.zoo.plan import GroupPlan, MemberPlan
+from mole.zoo.spec import ZooSpec
 from mole.zoo.store import SCHEMA, json_column
 from mole.zoo.variants.base import DenseRun, GroupContext, Snapshot, Variant
 

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from mole.baselines.base import GROUP_SIZE, Row, by_member
+from mole.baselines.registry import build_baseline
 from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.zoo import store
@@ -59,8 +60,6 @@ def run_baselines(
     Returns:
         The output rows (mole.zoo.store.SCHEMA), baselines in the given order.
     """
-    from mole.baselines import build_baseline
-
     members = members.to_pylist() if isinstance(members, pa.Table) else [dict(r) for r in members]
     if not members:
         raise ConfigError("members", "no members given")

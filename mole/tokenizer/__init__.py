@@ -8,14 +8,12 @@ member structure built from zoo rows.
 from __future__ import annotations
 
 from mole.errors import ConfigError
-from mole.registry import Registry
-from mole.tokenizer.base import Tokenizer
+from mole.tokenizer.base import TOKENIZERS, Tokenizer
 from mole.tokenizer.canonical import apply_permutation, canonical_order, invert
 from mole.tokenizer.layer_chunk import LayerChunkTokenizer
 from mole.tokenizer.member import MemberTensors
 from mole.tokenizer.neuron import NeuronTokenizer
 
-TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer")
 TOKENIZERS.register("layer_chunk")(LayerChunkTokenizer)
 TOKENIZERS.register("neuron")(NeuronTokenizer)
 

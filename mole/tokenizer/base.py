@@ -22,7 +22,9 @@ import torch
 
 from mole.errors import ConfigError
 from mole.nets import Architecture
+from mole.registry import Registry
 from mole.tokenizer import layout as L
+from mole.tokenizer import persist
 from mole.tokenizer.canonical import apply_permutation, canonical_order, invert, match_order, match_reference
 from mole.tokenizer.member import (
     OPTIONAL_FIELDS,
@@ -351,13 +353,39 @@ class Tokenizer(ABC):
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:
         """Write `tokenizer.json` (name, options, architecture) and `stats.safetensors` atomically."""
-        from mole.tokenizer.persist import save_tokenizer
-
-        return save_tokenizer(self, Path(path))
+        config = {
+            "tokenizer": self.name,
+            "options": self.options(),
+            "architecture": self.architecture,
+            "arch_config": self.arch_config,
+            "fitted": self.stats is not None,
+        }
+        return persist.write_tokenizer(Path(path), config, self.stats, self.reference)
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Tokenizer:
-        """Reload a tokenizer written by `save` (the policy comes from TOKENIZERS by its stored name)."""
-        from mole.tokenizer.persist import load_tokenizer
+        """Reload a tokenizer written by `save` (the policy comes from TOKENIZERS by its stored name).
 
-        return load_tokenizer(Path(path), None if cls is Tokenizer else cls)
+        Args:
+            path: the folder `save` wrote. Called on a policy class, the stored policy must be it (or
+                a subclass).
+        """
+        path = Path(path)
+        config = persist.read_config(path)
+        policy = TOKENIZERS.get(config["tokenizer"], field="tokenizer")
+        if cls is not Tokenizer and not issubclass(policy, cls):
+            raise ConfigError(
+                "tokenizer", f"{path} holds a {config['tokenizer']!r} tokenizer, not {cls.name!r}"
+            )
+        tok = policy(**config["options"])
+        tok.architecture, tok.arch_config = config["architecture"], config["arch_config"]
+        if config["fitted"]:
+            tok.stats = persist.read_stats(path)
+            if tok.canonical == "match":
+                tok.reference = persist.read_reference(path)
+        return tok
+
+
+# Policy name -> class. The package (mole/tokenizer/__init__.py) registers every policy; it runs before
+# any of its modules, so the registry is full whenever `from_dir` can be called.
+TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer")

@@ -12,7 +12,8 @@ from mole.data import TaskData, load_task
 from mole.errors import ConfigError, StoreError
 from mole.nets import Architecture, build_architecture
 from mole.zoo import store
-from mole.zoo.spec import ZooSpec, plan_groups, select_shards
+from mole.zoo.plan import select_shards
+from mole.zoo.spec import ZooSpec, plan_groups
 from mole.zoo.variants import GroupContext, Record, Variant, build_variant
 
 

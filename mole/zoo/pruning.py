@@ -23,7 +23,7 @@ import torch
 from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
-from mole.zoo.spec import MemberPlan
+from mole.zoo.plan import MemberPlan
 from mole.zoo.train import train_stacked
 
 Masks = dict[str, torch.Tensor]  # name -> (K, *shape) bool, True = kept

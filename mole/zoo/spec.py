@@ -1,4 +1,5 @@
-"""Sweep specs: a YAML file becomes a frozen, validated ZooSpec; members and groups are planned from it."""
+"""Sweep specs: a YAML file becomes a frozen, validated ZooSpec; members and groups are planned from it
+(the plans themselves: mole.zoo.plan)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mole.data import TASKS
 from mole.errors import ConfigError
+from mole.nets import ARCHITECTURES
+from mole.zoo.plan import GroupPlan, MemberPlan, SnapshotSchedule
+from mole.zoo.variants import VARIANTS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -60,29 +65,6 @@ class HParamSpace:
     batch_size: Value = (64,)
     epochs: Value = (10,)
     optimizer: Value = ("sgd",)
-
-
-@dataclass(frozen=True)
-class SnapshotSchedule:
-    """Which steps of each trajectory are kept (the final step always is).
-
-    Args:
-        every: keep every `every`-th step (None: only the listed ones).
-        steps: extra steps to keep.
-        include_init: keep step 0, the initialisation.
-    """
-
-    every: int | None = None
-    steps: tuple[int, ...] = ()
-    include_init: bool = True
-
-    def steps_for(self, total: int) -> list[int]:
-        keep = {total} | {s for s in self.steps if 0 <= s <= total}
-        if self.include_init:
-            keep.add(0)
-        if self.every:
-            keep.update(range(self.every, total + 1, self.every))
-        return sorted(keep)
 
 
 @dataclass(frozen=True)
@@ -141,10 +123,6 @@ class ZooSpec:
 
     def validate(self) -> None:
         """Check names and ranges; raise ConfigError naming the first bad field."""
-        from mole.data import TASKS
-        from mole.nets import ARCHITECTURES
-        from mole.zoo.variants import VARIANTS
-
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ConfigError("name", f"must be a non-empty string without '/', got {self.name!r}")
         TASKS.get(self.task, field="task")
@@ -193,37 +171,6 @@ class ZooSpec:
 
 
 # ---------------------------------------------------------------------------- planning
-@dataclass(frozen=True)
-class MemberPlan:
-    """One member's seed and hyperparameters, drawn from the sweep."""
-
-    index: int
-    seed: int
-    lr: float
-    weight_decay: float
-    init_scale: float
-    momentum: float
-    batch_size: int
-    epochs: int
-    optimizer: str
-
-    def hparams(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("index", "seed")}
-
-
-@dataclass(frozen=True)
-class GroupPlan:
-    """Members trained together: they share optimizer, batch size and epochs. One group = one shard."""
-
-    shard: int
-    members: tuple[MemberPlan, ...]
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        m = self.members[0]
-        return (m.optimizer, m.batch_size, m.epochs)
-
-
 def plan_members(spec: ZooSpec) -> list[MemberPlan]:
     """Draw each member's hyperparameters from its own seed sequence (independent of `members`)."""
     out = []
@@ -246,15 +193,6 @@ def plan_groups(spec: ZooSpec) -> list[GroupPlan]:
         for start in range(0, len(ms), spec.group_size):
             groups.append(GroupPlan(shard=len(groups), members=tuple(ms[start : start + spec.group_size])))
     return groups
-
-
-def select_shards(groups: list[GroupPlan], num_shards: int, shard_index: int) -> list[GroupPlan]:
-    """The groups process `shard_index` of `num_shards` builds (round-robin, deterministic)."""
-    if num_shards < 1:
-        raise ConfigError("num_shards", f"must be >= 1, got {num_shards}")
-    if not 0 <= shard_index < num_shards:
-        raise ConfigError("shard_index", f"must be in [0, {num_shards}), got {shard_index}")
-    return [g for g in groups if g.shard % num_shards == shard_index]
 
 
 # ---------------------------------------------------------------------------- parsing helpers

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mole.data import TaskData
 from mole.nets import Params
 from mole.zoo.optim import StackedOptimizer
-from mole.zoo.spec import MemberPlan
+from mole.zoo.plan import MemberPlan
 
 Forward = Callable[[Params, torch.Tensor], torch.Tensor]  # (params, x) -> logits (K, B, classes)
 METRIC_SPLITS = ("train", "val", "test")

@@ -1,7 +1,8 @@
 import pytest
 
 from mole.errors import ConfigError
-from mole.zoo.spec import Range, ZooSpec, plan_groups, plan_members, select_shards
+from mole.zoo.plan import select_shards
+from mole.zoo.spec import Range, ZooSpec, plan_groups, plan_members
 from tests.conftest import TINY_ZOO
 
 

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from mole.nets import build_architecture
-from mole.zoo.spec import MemberPlan
+from mole.zoo.plan import MemberPlan
 from mole.zoo.train import data_generators, evaluate_stacked, steps_per_epoch, train_stacked
 
 

@@ -6,14 +6,14 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
-from mole.zoo.spec import GroupPlan, ZooSpec
+from mole.zoo.plan import GroupPlan, SnapshotSchedule
 from mole.zoo.train import evaluate_stacked, steps_per_epoch, train_stacked
 
 Record = dict[str, Any]  # one row of a shard; see mole.zoo.store.SCHEMA
@@ -40,11 +40,31 @@ class DenseRun:
         return self.snapshots[-1]
 
 
+class Sweep(Protocol):
+    """What a group reads of its sweep: the names its rows carry and the steps kept.
+
+    mole.zoo.spec.ZooSpec is one. The spec checks its variant names against VARIANTS, so the variants
+    sit below it and name only the fields they read.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def task_options(self) -> Mapping[str, Any]: ...
+
+    @property
+    def snapshots(self) -> SnapshotSchedule: ...
+
+
 @dataclass
 class GroupContext:
     """What a variant needs to produce one shard: the sweep, the architecture, the data, the members."""
 
-    spec: ZooSpec
+    spec: Sweep
     spec_hash: str
     arch: Architecture
     data: TaskData

@@ -25,7 +25,7 @@ import torch
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 from mole.zoo import pruning
-from mole.zoo.spec import MemberPlan
+from mole.zoo.plan import MemberPlan
 from mole.zoo.train import Forward, steps_per_epoch, train_stacked
 from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant, check_known
 

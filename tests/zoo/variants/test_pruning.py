@@ -13,7 +13,8 @@ from mole.nets import build_architecture
 from mole.zoo import pruning, store
 from mole.zoo.build import build_zoo, prepare
 from mole.zoo.export import arch_from_row, module_from_row
-from mole.zoo.spec import MemberPlan, ZooSpec, plan_groups
+from mole.zoo.plan import MemberPlan
+from mole.zoo.spec import ZooSpec, plan_groups
 from mole.zoo.variants import build_variant
 from mole.zoo.variants.base import GroupContext
 from mole.zoo.variants.imp import replay_to
