@@ -26,7 +26,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from mole.diffusion.denoiser import (
+from mole.diffusion.blocks import (
     DiTBlock,
     FinalLayer,
     condition_embedders,
