@@ -22,6 +22,7 @@ SECTIONS = [
     "## Generated vs SGD (B2)",
     "## Prompt alignment (B3)",
     "## Novelty and diversity (B4)",
+    "## Memorization test (B4)",
     "## Sparse networks (B5)",
     "## Supermasks on unseen random inits (B6)",
     "## Constraints",

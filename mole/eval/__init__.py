@@ -2,9 +2,10 @@
 
 Each evaluator reads an EvalSet (zoo rows being evaluated, optionally the training members and the
 task) and yields (metric, value) pairs; `evaluate` runs several and returns flat result rows.
-Around them: benchmarks.py (one function per benchmark figure B2-B8), report.py (the report
-renderer, one function per section), inputs.py (zoo folders sorted into report roles) and run.py
-(`evaluate_zoos`, what `mole eval` runs, and `write_report`).
+Around them: benchmarks.py (one function per benchmark figure B2-B8), memorization.py (B4: Zeng et
+al.'s baselines and frontier), report.py (the report renderer, one function per section), inputs.py
+(zoo folders sorted into report roles) and run.py (`evaluate_zoos`, what `mole eval` runs, and
+`write_report`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mole.eval.alignment import PromptAlignment
 from mole.eval.base import EvalSet, Evaluator, load_rows, prompt_of
 from mole.eval.constraints import Constraints
 from mole.eval.diversity import Diversity
+from mole.eval.mispredictions import MispredictionIoU
 from mole.eval.novelty import Novelty
 from mole.eval.timing import TimeToNetwork
 from mole.registry import Registry
@@ -27,6 +29,7 @@ EVALUATORS.register("accuracy")(Accuracy)
 EVALUATORS.register("prompt_alignment")(PromptAlignment)
 EVALUATORS.register("novelty")(Novelty)
 EVALUATORS.register("diversity")(Diversity)
+EVALUATORS.register("misprediction_iou")(MispredictionIoU)
 EVALUATORS.register("constraints")(Constraints)
 EVALUATORS.register("time_to_network")(TimeToNetwork)
 

@@ -89,3 +89,36 @@ def plot_masks(values: Mapping[str, np.ndarray], path: Path, title: str) -> Path
            yerr=[values[n].std() if values[n].size else 0 for n in names], capsize=4)  # fmt: skip
     ax.set(ylabel="test accuracy", title=title)
     return save(fig, path)
+
+
+def plot_memorization(
+    nets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    curves: Mapping[str, np.ndarray],
+    frontier: np.ndarray,
+    path: Path,
+) -> Path:
+    """Test accuracy against novelty (max misprediction IoU with any training member, most novel on
+    the left): one scatter per set of nets, each baseline family's curve in its scatter's colour, and
+    the frontier (the better curve at each novelty) dashed.
+
+    Args:
+        nets: set name -> (max IoU (n,), accuracy (n,)), e.g. generated, SGD members, noisy copies.
+        curves: baseline family (a key of `nets`) -> its (L, 2) points (median max IoU, mean accuracy).
+        frontier: (K, 2) points of the frontier, by novelty.
+        path: the PNG file.
+    """
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.5))
+    colours = {}
+    for name, (novelty, acc) in nets.items():
+        colours[name] = ax.scatter(novelty, acc, s=10, alpha=0.5, label=name).get_facecolor()[0][:3]
+    for name, points in curves.items():
+        ax.plot(
+            points[:, 0], points[:, 1], "-o", lw=1.2, ms=4, color=colours.get(name), label=f"{name} curve"
+        )
+    if frontier.size:
+        ax.plot(frontier[:, 0], frontier[:, 1], "k--", lw=1.5, label="frontier")
+    ax.set(xlabel="max misprediction IoU with a training member (lower: more novel)",
+           ylabel="test accuracy", title="Accuracy against novelty (Zeng et al.)")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, path)

@@ -9,7 +9,8 @@ Sections, in report order:
     Zoo                    final test accuracy per variant and level of the SGD-trained zoo
     Generated vs SGD       B2: generated dense networks against the SGD members (and Temperature)
     Prompt alignment       B3: prompted against achieved accuracy (plot)
-    Novelty and diversity  B4: nearest training member after weight-matching alignment
+    Novelty and diversity  B4's weight side: nearest training member after weight matching
+    Memorization test      B4: Zeng et al.'s test, accuracy against misprediction novelty (plot)
     Sparse networks        B5: accuracy against sparsity, generated vs magnitude, IMP, random (plot)
     Supermasks             B6: generated masks vs edge-popup and random masks on the same inits (plot)
     Constraints            sparsity / bits / rank exactly met by the generated networks
@@ -32,7 +33,8 @@ import numpy as np
 
 from mole.eval.base import Row, json_column, prompt_of
 from mole.eval.benchmarks import DESCRIPTIONS, PRUNING, TARGETS, accs, by_level, met, random_mask_accs
-from mole.eval.plots import plot_masks, plot_prompts, plot_sparsity
+from mole.eval.memorization import ALPHAS, NOISE_SCALES, MemorizationTest, frontier_at
+from mole.eval.plots import plot_masks, plot_memorization, plot_prompts, plot_sparsity
 from mole.theory.npp import kappa_half
 from mole.theory.rss import fit_scaling, n_needed
 
@@ -192,15 +194,67 @@ def prompt_section(sets: Mapping[str, tuple[Sequence[Row], Mapping[str, Any]]],
 
 
 def novelty_section(sets: Mapping[str, Mapping[str, float]]) -> Lines:
-    """B4: each zoo's novelty and diversity metrics (mole.eval.novelty, mole.eval.diversity)."""
-    zoo, body = named(list(sets), [[m["nn_cosine_median"], m["nn_cosine_max"], m["frac_novel"],
-                                    m["pairwise_cosine_mean"], m.get("pairwise_disagreement_mean")]
+    """B4's weight side: each zoo's novelty and diversity metrics (mole.eval.novelty, mole.eval.diversity)."""
+    zoo, body = named(list(sets), [[m["nn_cosine_median"], m["nn_cosine_max"], m.get("nn_cosine_matched_median"),
+                                    m["frac_novel"], m["pairwise_cosine_mean"], m.get("pairwise_disagreement_mean")]
                                    for m in sets.values()])  # fmt: skip
     return ["## Novelty and diversity (B4)", "",
             "Cosine similarity of each generated network to its nearest SGD member, both matched to one "
-            "reference by weight matching (a permuted copy of a member scores 1).", "",
-            table([*zoo, "nn cosine median", "nn cosine max", "frac novel (< 0.98)", "pairwise cosine mean",
-                   "pairwise disagreement"], body), ""]  # fmt: skip
+            "reference by weight matching (a permuted copy of a member scores 1); matched: each network "
+            "weight-matched to each of its 4 nearest members pair by pair.", "",
+            table([*zoo, "nn cosine median", "nn cosine max", "matched median", "frac novel (< 0.98)",
+                   "pairwise cosine mean", "pairwise disagreement"], body), ""]  # fmt: skip
+
+
+def memorization_record(t: MemorizationTest, parts: Mapping[str, bool]) -> dict[str, Any]:
+    """One zoo's memorization test as results.json holds it (its "memorization" entry)."""
+    return {"parts": dict(parts), "novelty": t.novelty, "novelty_sgd": t.novelty_sgd, "diversity": t.diversity,
+            "diversity_sgd": t.diversity_sgd, "acc": t.acc, "acc_sgd": t.acc_sgd, "at_novelty": t.at_novelty,
+            "frontier": t.frontier, "margin": t.margin, "interval": [t.margin_low, t.margin_high],
+            "draws": t.draws, "confidence": t.confidence,
+            "curves": {f: p.tolist() for f, p in t.curves.items()}}  # fmt: skip
+
+
+def memorization_section(
+    sets: Mapping[str, tuple[MemorizationTest, Mapping[str, bool]]], plots: Path
+) -> Lines:
+    """B4: Zeng et al.'s memorization test per dense zoo; writes plots/memorization.png.
+
+    Args:
+        sets: zoo name -> (its mole.eval.memorization.MemorizationTest, its
+            mole.eval.benchmarks.memorization_parts). Every zoo shares the SGD members and baselines.
+        plots: the folder of the report's plots.
+    """
+    first = next(iter(sets.values()))[0]
+    pct = f"{first.confidence:.0%}"
+    lead = ("Zeng et al. 2025: a network's novelty is its largest IoU between the test examples it gets "
+            "wrong and those any final SGD member gets wrong (lower is more novel; each SGD member against "
+            "the other members). Baselines made from the members alone: Gaussian noise at "
+            f"{' / '.join(f'{x:g}' for x in NOISE_SCALES[1:])} × each tensor's std, and interpolations of "
+            f"weight-matched pairs at α {' / '.join(f'{x:g}' for x in ALPHAS[1:])}; each level is one point "
+            "(median max-IoU, mean accuracy) of its family's curve. The margin is the generated mean "
+            "accuracy minus the better curve's at the generated median novelty; its interval is a "
+            f"{pct} bootstrap over networks and test examples ({first.draws} draws).")  # fmt: skip
+    zoo, body = named(list(sets), [
+        [t.acc, t.novelty, t.diversity, t.at_novelty.get("noise"), t.at_novelty.get("interpolation"),
+         t.margin, f"[{fmt(t.margin_low)}, {fmt(t.margin_high)}]",
+         " / ".join(yes_no(v) for v in parts.values()), f"{sum(parts.values())}/{len(parts)}"]
+        for t, parts in sets.values()])  # fmt: skip
+    sgd_line = (f"SGD members: test accuracy {first.acc_sgd:.3f}, max-IoU median {fmt(first.novelty_sgd)} "
+                f"(each against the others), pairwise IoU median {fmt(first.diversity_sgd)}.")  # fmt: skip
+    nets = {(f"generated ({n})" if len(sets) > 1 else "generated"): (t.generated.novelty, t.generated.acc)
+            for n, (t, _) in sets.items()}  # fmt: skip
+    nets["SGD members"] = (first.sgd.novelty, first.sgd.acc)
+    for family, levels in first.baselines.items():
+        shown = [p for v, p in levels.items() if v > 0]  # level 0 is the members themselves
+        nets[family] = tuple(np.concatenate([getattr(p, k) for p in shown]) for k in ("novelty", "acc"))
+    grid = np.linspace(min(p[0, 0] for p in first.curves.values()), 1.0, 101) if first.curves else np.zeros(0)
+    frontier = np.asarray([(x, frontier_at(first.curves, x)) for x in grid]).reshape(-1, 2)
+    plot_memorization(nets, first.curves, frontier, plots / "memorization.png")
+    return ["## Memorization test (B4)", "", lead, "", sgd_line, "",
+            table([*zoo, "test acc", "max-IoU median", "pairwise IoU median", "noise at it", "interp. at it",
+                   "margin", f"{pct} interval", "above / novel / diverse / accurate", "parts met"], body), "",
+            f"![accuracy vs novelty]({plots.name}/memorization.png)", ""]  # fmt: skip
 
 
 def how_sparse(rows: Sequence[Row]) -> str:

@@ -37,6 +37,7 @@ from mole.eval.inputs import (
     task_of,
     unique_names,
 )
+from mole.eval.memorization import baseline_nets, memorization_test
 from mole.eval.report import Lines
 from mole.zoo.store import atomic_path, write_json
 
@@ -60,6 +61,7 @@ class Evaluation:
         self.accuracy = inputs.accuracy if self.sgd else []  # B2 / B4 need SGD members
         self.rows: list[dict] = []
         self.figures: dict[str, float] = {}
+        self.memorization: dict[str, dict] = {}  # results.json "memorization": zoo name -> B4's details
         self.done: set[tuple[str, str]] = set()
 
     def run(self, label: str, members: Sequence[Row], evaluators: Mapping[str, Mapping[str, Any]],
@@ -98,7 +100,7 @@ def dense_part(e: Evaluation) -> Lines:
     named = len(e.accuracy) > 1
     entries = [(s.name if named else None, s.temperature, dense[s.name]) for s in e.accuracy]
     for s in e.inputs.temperatures:
-        m = e.run(s.label, s.rows, {"accuracy": {}, "novelty": {}, "diversity": {}}, e.sgd)
+        m = e.run(s.label, s.rows, {"accuracy": {}, "novelty": {"matched_k": 0}, "diversity": {}}, e.sgd)
         entries.append((None, s.temperature, m))
     if any(t != 1.0 for _, t, _ in entries):
         lines += sections.temperature_section(entries, e.note("temperature"))
@@ -120,10 +122,34 @@ def prompt_part(e: Evaluation) -> Lines:
 
 
 def novelty_part(e: Evaluation) -> Lines:
-    """B4: novelty and diversity of the dense zoos (evaluated in `dense_part`)."""
+    """B4's weight side: novelty and diversity of the dense zoos (evaluated in `dense_part`)."""
     if not e.accuracy:
         return []
     return sections.novelty_section({s.name: e.run(s.label, s.rows, {}) for s in e.accuracy})
+
+
+def memorization_part(e: Evaluation) -> Lines:
+    """B4: Zeng et al.'s memorization test of each dense zoo against the final SGD members and the
+    noise / interpolation baselines made from them (mole.eval.memorization)."""
+    if not e.accuracy:
+        return []
+    e.run("sgd/dense", e.sgd, {"misprediction_iou": {"leave_one_out": True}}, e.sgd)
+    members = EvalSet(e.sgd).tensors()
+    baselines = baseline_nets(members)
+    tests = {}
+    for s in e.accuracy:
+        e.run(s.label, s.rows, {"misprediction_iou": {}}, e.sgd)
+        t = memorization_test(EvalSet(s.rows).tensors(), members, e.inputs.data, baselines)
+        parts = bench.memorization_parts(t)
+        figures = {"memorization_parts_met": bench.share_parts_met(parts), "max_iou_median": t.novelty,
+                   "max_iou_median_sgd": t.novelty_sgd, "pairwise_iou_median": t.diversity,
+                   "pairwise_iou_median_sgd": t.diversity_sgd, "frontier_margin": t.margin,
+                   "frontier_margin_low": t.margin_low, "frontier_margin_high": t.margin_high}  # fmt: skip
+        for key, value in figures.items():
+            e.figure(key, s, e.accuracy, value)
+        tests[s.name] = (t, parts)
+        e.memorization[s.name] = sections.memorization_record(t, parts)
+    return sections.memorization_section(tests, e.plots)
 
 
 def sparse_part(e: Evaluation) -> Lines:
@@ -219,8 +245,8 @@ def write_report(inputs: ReportInputs, out: str | Path, wandb: str = "disabled")
         The path of report.md.
     """
     e = Evaluation(inputs, Path(out))
-    body = [*dense_part(e), *prompt_part(e), *novelty_part(e), *sparse_part(e), *mask_part(e),
-            *constraints_part(e), *time_part(e), *theory_part(e), *stages_part(e)]  # fmt: skip
+    body = [*dense_part(e), *prompt_part(e), *novelty_part(e), *memorization_part(e), *sparse_part(e),
+            *mask_part(e), *constraints_part(e), *time_part(e), *theory_part(e), *stages_part(e)]  # fmt: skip
     sets = [*inputs.accuracy, *inputs.prompts, *inputs.sparse, *inputs.masks, *inputs.other]
     first = e.sgd or next(s.rows for s in sets)
     n_sgd = len({r["member_id"] for r in e.sgd}) if e.sgd else None
@@ -236,7 +262,8 @@ def write_report(inputs: ReportInputs, out: str | Path, wandb: str = "disabled")
     with atomic_path(report) as tmp:
         tmp.write_text("\n".join(md))
     write_json(e.out / "results.json", {"benchmarks": e.figures, "targets": bench.TARGETS, "evaluations": e.rows,
-                                         "stage_seconds": dict(inputs.stage_seconds), "preset": inputs.preset})  # fmt: skip
+                                         "memorization": e.memorization, "stage_seconds": dict(inputs.stage_seconds),
+                                         "preset": inputs.preset})  # fmt: skip
     if wandb != "disabled":
         images = sorted(e.plots.glob("*.png")) + list(
             (inputs.theory.images if inputs.theory else {}).values()

@@ -24,7 +24,7 @@ def test_targets_are_the_design_figures():
     assert {b: key for b, (key, _, _) in bench.TARGETS.items()} == {
         "B2": "acc_ratio",
         "B3": "spearman_prompt",
-        "B4": "frac_novel",
+        "B4": "memorization_parts_met",
         "B5": "sparse_vs_baselines_met",
         "B6": "mask_ratio_edge_popup",
         "B7": "speedup_per_net",
@@ -52,7 +52,14 @@ def test_b3_spearman_mae_and_rising_means():
     assert one["monotone"] is None and math.isnan(one["spearman"]) and one["mae"] == pytest.approx(0.1)
 
 
-def test_b4_counts_novelty_only_with_b2_met():
+def test_b4_is_the_share_of_the_memorization_tests_parts_met():
+    assert bench.share_parts_met({"a": True, "b": False, "c": True, "d": True}) == 0.75
+    assert math.isnan(bench.share_parts_met({}))
+    assert bench.met("B4", 1.0) and not bench.met("B4", 0.75)  # every part, or not met
+    # the verdict on hand-made sets is in tests/eval/test_memorization.py
+
+
+def test_the_old_weight_novelty_counts_only_with_b2_met():
     assert bench.share_novel(0.75, 0.97) == 0.75
     assert bench.share_novel(0.75, 0.96) == 0.0
 

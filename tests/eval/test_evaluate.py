@@ -36,6 +36,7 @@ def test_unknown_evaluator_lists_the_valid_names():
         "accuracy",
         "constraints",
         "diversity",
+        "misprediction_iou",
         "novelty",
         "prompt_alignment",
         "time_to_network",

@@ -8,10 +8,15 @@ import math
 import pytest
 
 from mole.eval import report
-from mole.eval.benchmarks import prompt_alignment, sparse_levels, sparsity_curves
+from mole.eval.benchmarks import memorization_parts, prompt_alignment, sparse_levels, sparsity_curves
+from mole.eval.memorization import judge
+from tests.eval.test_memorization import BASE, FAMILY, LEVEL, TRAIN, sets
+
+GEN = sets([[*range(10 * k, 10 * k + 5), *range(90, 93)] for k in range(4)])  # above the frontier
 
 METRICS = {"test_acc_mean": 0.5, "test_acc_max": 0.7, "nn_cosine_median": 0.3, "nn_cosine_max": 0.4,
-           "frac_novel": 1.0, "pairwise_cosine_mean": 0.2, "pairwise_disagreement_mean": 0.6}  # fmt: skip
+           "nn_cosine_matched_median": 0.35, "frac_novel": 1.0, "pairwise_cosine_mean": 0.2,
+           "pairwise_disagreement_mean": 0.6}  # fmt: skip
 
 
 def gen(acc: float, prompt: dict | None = None, loss: float = 1.0, **extra) -> dict:
@@ -101,8 +106,26 @@ def test_prompt_section_writes_its_plot(tmp_path):
 
 
 def test_novelty_section():
-    assert "| 0.300 | 0.400 | 1.000 | 0.200 | 0.600 |" in text(report.novelty_section({"a": METRICS}))
+    assert "| 0.300 | 0.400 | 0.350 | 1.000 | 0.200 | 0.600 |" in text(report.novelty_section({"a": METRICS}))
     assert "| zoo | nn cosine median |" in text(report.novelty_section({"a": METRICS, "b": METRICS}))
+
+
+def test_memorization_section_and_its_record(tmp_path):
+    t = judge(GEN, TRAIN, BASE, FAMILY, LEVEL, draws=50)
+    parts = memorization_parts(t)
+    md = text(report.memorization_section({"a": (t, parts)}, tmp_path / "plots"))
+    assert md.startswith("## Memorization test (B4)") and "(50 draws)" in md
+    assert "SGD members: test accuracy 0.900, max-IoU median 0.000 (each against the others)" in md
+    row = f"| 0.920 | 0.385 | 0.231 | 0.715 | 0.823 | 0.097 | [{report.fmt(t.margin_low)}, "
+    assert row in md and "| yes / no / no / yes | 2/4 |" in md
+    assert "![accuracy vs novelty](plots/memorization.png)" in md
+    assert (tmp_path / "plots" / "memorization.png").stat().st_size > 1000
+    two = text(report.memorization_section({"a": (t, parts), "b": (t, parts)}, tmp_path / "plots"))
+    assert "| zoo | test acc |" in two and "| b | 0.920 |" in two
+    record = report.memorization_record(t, parts)
+    assert record["parts"] == parts and record["interval"] == [t.margin_low, t.margin_high]
+    assert record["curves"]["noise"] == [[1 / 3, 0.7], [1.0, 0.9]]
+    json.dumps(record)  # results.json can hold it
 
 
 def test_sparse_section_against_the_baselines(tmp_path):

@@ -22,6 +22,8 @@ from mole.zoo.spec import ZooSpec
 from tests.conftest import TINY_ZOO
 from tests.diffusion.test_sample import train_model
 
+MEMORIZATION_FIGURES = {"memorization_parts_met", "max_iou_median", "max_iou_median_sgd", "pairwise_iou_median",
+                        "pairwise_iou_median_sgd", "frontier_margin", "frontier_margin_low", "frontier_margin_high"}  # fmt: skip
 SECTIONS = {
     "Benchmarks": "## Benchmarks",
     "Zoo": "## Zoo",
@@ -29,6 +31,7 @@ SECTIONS = {
     "Temperature": "### Temperature",
     "B3": "## Prompt alignment (B3)",
     "B4": "## Novelty and diversity (B4)",
+    "Memorization": "## Memorization test (B4)",
     "B5": "## Sparse networks (B5)",
     "B6": "## Supermasks on unseen random inits (B6)",
     "Constraints": "## Constraints",
@@ -80,10 +83,18 @@ def zoos(tmp_path_factory):
 def test_a_sampled_zoo_and_its_training_zoo(zoos, tmp_path, capsys):
     report = evaluate_zoos([zoos["a"]], tmp_path / "out", reference=zoos["zoo"])
     assert report == tmp_path / "out" / "report.md"
-    assert sections_of(report) == {"Benchmarks", "Zoo", "B2", "B3", "B4", "Constraints"}
+    assert sections_of(report) == {"Benchmarks", "Zoo", "B2", "B3", "B4", "Memorization", "Constraints"}
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert set(results) == {"benchmarks", "targets", "evaluations", "stage_seconds", "preset"}
-    assert set(results["benchmarks"]) == {"acc_ratio", "frac_novel", "frac_novel_raw", "spearman_prompt"}
+    assert set(results) == {"benchmarks", "targets", "evaluations", "memorization", "stage_seconds", "preset"}
+    assert set(results["benchmarks"]) == {"acc_ratio", "frac_novel", "frac_novel_raw", "spearman_prompt",
+                                          *MEMORIZATION_FIGURES}  # fmt: skip
+    b4 = results["memorization"]["gen-a"]
+    assert results["benchmarks"]["memorization_parts_met"] == sum(b4["parts"].values()) / 4
+    assert results["benchmarks"]["max_iou_median"] == b4["novelty"]
+    sgd_iou = {r["metric"]: r["value"] for r in results["evaluations"]
+               if r["set"] == "sgd/dense" and r["evaluator"] == "misprediction_iou"}  # fmt: skip
+    assert sgd_iou["max_iou_median"] == pytest.approx(b4["novelty_sgd"])  # each member against the others
+    assert sgd_iou["pairwise_iou_median"] == pytest.approx(b4["diversity_sgd"])
     generated = load_rows(zoos["a"])
     sgd = [r for r in load_rows(zoos["zoo"]) if r["variant"] == "dense"]
     assert results["benchmarks"]["acc_ratio"] == pytest.approx(bench.acc_ratio(generated, sgd))
@@ -91,7 +102,10 @@ def test_a_sampled_zoo_and_its_training_zoo(zoos, tmp_path, capsys):
     assert results["benchmarks"]["spearman_prompt"] == pytest.approx(b3["spearman"], nan_ok=True)
     assert {r["set"] for r in results["evaluations"]} == {"generated/gen-a", "sgd/dense"}
     assert results["stage_seconds"] == {} and results["preset"] == ""
-    assert sorted(p.name for p in (tmp_path / "out" / "plots").iterdir()) == ["prompts.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "plots").iterdir()) == [
+        "memorization.png",
+        "prompts.png",
+    ]
     out = capsys.readouterr().out
     assert "gen-a: 4 networks, dense, prompted with test accuracies" in out and "report:" in out
 
@@ -106,8 +120,8 @@ def test_every_section_that_applies(zoos, tmp_path):
     report = evaluate_zoos(generated, tmp_path / "out", reference=zoos["zoo"],
                            baselines=[zoos["pruning"], zoos["popup"]], theory=theory, sgd_seconds_per_step=1e-3,
                            progress=False)  # fmt: skip
-    assert sections_of(report) == {"Benchmarks", "Zoo", "B2", "Temperature", "B3", "B4", "B5", "B6",
-                                   "Constraints", "B7", "Theory"}  # fmt: skip
+    assert sections_of(report) == {"Benchmarks", "Zoo", "B2", "Temperature", "B3", "B4", "Memorization", "B5",
+                                   "B6", "Constraints", "B7", "Theory"}  # fmt: skip
     text = report.read_text()
     assert "| gen-b | 0.000 |" in text and "![rss](../theory/rss.png)" in text
     for b in ("B2", "B3", "B4", "B7"):  # two dense zoos: a row each, named by its folder
@@ -125,8 +139,13 @@ def test_every_section_that_applies(zoos, tmp_path):
     assert "| generated/sparse | 1.000 |" in constraints and "| generated/tiny-masks | 1.000 |" in constraints
     assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} == {
         "prompts.png",
+        "memorization.png",
         "sparsity.png",
         "masks.png",
+    }
+    assert set(json.loads((tmp_path / "out" / "results.json").read_text())["memorization"]) == {
+        "gen-a",
+        "gen-b",
     }
 
 

@@ -76,3 +76,30 @@ def test_disagreement_on_the_task():
     differ = (logits(a, data.x_test).argmax(1) != 0).double().mean().item()
     # pairs: (a, its copy) agree everywhere; both disagree with the constant classifier on `differ`
     assert out["pairwise_disagreement_mean"] == pytest.approx(2 * differ / 3)
+
+
+def noisy(m, scale: float, seed: int = 7):
+    g = torch.Generator().manual_seed(seed)
+    return m.replace(
+        params={n: t + scale * t.std() * torch.randn(t.shape, generator=g) for n, t in m.params.items()}
+    )
+
+
+def flat(m) -> np.ndarray:
+    return torch.cat([t.flatten() for t in m.params.values()]).double().numpy()
+
+
+def test_matched_pair_by_pair_reads_a_noisy_copy_as_its_member():
+    copy = noisy(member(1), 0.1)
+    a, b = flat(copy), flat(member(1))
+    known = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # in its own order, before any permutation
+    out = novelty([permuted(copy)], matched_k=3)
+    assert out["nn_cosine_matched_max"] == pytest.approx(known, abs=1e-9)  # matching undoes the shift
+    assert out["nn_cosine_matched_max"] >= out["nn_cosine_max"]
+    assert novelty([permuted(copy)], matched_k=1)["nn_cosine_matched_max"] == pytest.approx(known, abs=1e-9)
+
+
+def test_matched_k_zero_leaves_the_matched_figures_out():
+    assert "nn_cosine_matched_median" not in novelty([member(0)], matched_k=0)
+    with pytest.raises(ConfigError, match="eval.novelty.matched_k: must be an integer >= 0"):
+        build_evaluator("novelty", {"matched_k": -1})
