@@ -9,7 +9,8 @@ RUN/zoo (unless --zoo), the model trains from configs/quickstart/weights.yaml th
 (mole.diffusion.generated.generate_zoo), and the figures come from `mole eval`'s evaluate_zoos:
     acc_ratio (B2)        one net per final SGD member, prompted with its accuracy
     spearman_prompt (B3)  a sweep over the model's accuracy range, once per sampling seed; also its MAE
-    frac_novel (B4)       share of B2's nets with nearest-member cosine < 0.98 (counted with B2 met)
+    memorization (B4)     Zeng et al.'s test on B2's nets: share of its four parts met (novelty, the
+                          noise / interpolation frontier, diversity, accuracy); also frac_novel (cosine)
     speedup_per_net (B7)  seconds per net of SGD to their accuracy / of sampling
 RUN keeps every stage, so a rerun resumes. Prints the figures and writes them as JSON, atomically.
 """
@@ -106,6 +107,9 @@ def main(
         "spearman_prompt": b3,
         "spearman_prompt_min": min(b3.values()),
         "prompt_mae": mae,
+        "memorization_parts_met": figures["memorization_parts_met/dense"],
+        "frontier_margin": figures.get("frontier_margin/dense"),
+        "max_iou_median": figures.get("max_iou_median/dense"),
         "frac_novel": figures["frac_novel/dense"],
         "speedup_per_net": figures.get("speedup_per_net/dense"),
         "train_steps_per_s": steps / train_seconds if train_seconds > 1 else None,
@@ -123,7 +127,7 @@ def main(
     result["met"] = {
         "B2": met("B2", result["acc_ratio"]),
         "B3": all(met("B3", v) for v in b3.values()),
-        "B4": met("B4", result["frac_novel"]),
+        "B4": met("B4", result["memorization_parts_met"]),
     }
     write_json(Path(out), result)
     print(json.dumps({k: v for k, v in result.items() if k != "settings"}, indent=1))
