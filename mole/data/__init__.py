@@ -1,4 +1,4 @@
-"""Tasks (TASKS): image-classification data sets held as fixed train/val/test tensors."""
+"""Tasks (TASKS): classification data sets (images, 1-D signals) held as fixed train/val/test tensors."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from functools import partial
 from mole.data.base import TaskData
 from mole.data.digits import load_digits_task
 from mole.data.hf import HFImageSource, load_hf_task
+from mole.data.mnist1d import load_mnist1d_task
 from mole.errors import ConfigError
 from mole.registry import Registry
 
 TASKS: Registry[Callable[..., TaskData]] = Registry("task")
 TASKS.register("digits")(load_digits_task)
+TASKS.register("mnist1d")(load_mnist1d_task)
 TASKS.register("mnist")(partial(load_hf_task, HFImageSource("mnist", "ylecun/mnist", "image", "label", 10)))
 TASKS.register("fashion_mnist")(
     partial(

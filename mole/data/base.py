@@ -1,4 +1,4 @@
-"""A task is a fixed train/val/test split of an image-classification data set, held as tensors."""
+"""A task is a fixed train/val/test split of a classification data set, held as tensors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 class TaskData:
     """Whole splits in memory: stacked training indexes them with per-member permutations.
 
-    Images are float32 in [0, 1], shaped (N, C, H, W); labels are int64 (N,).
+    Inputs are float32, images in [0, 1] shaped (N, C, H, W) or 1-D signals shaped (N, C, L); labels
+    are int64 (N,). Architectures read the layout from `input_shape`.
     """
 
     name: str
@@ -24,8 +25,8 @@ class TaskData:
     num_classes: int
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # (C, H, W)
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])  # (C, H, W) or (C, L)
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         if name not in ("train", "val", "test"):

@@ -20,7 +20,7 @@ class Architecture(ABC):
     else (init, flattening, conversion to and from modules) is shared.
 
     Args:
-        input_shape: (C, H, W) of one example.
+        input_shape: (C, H, W) of one image or (C, L) of one 1-D signal.
         num_classes: width of the output layer.
     """
 
@@ -45,7 +45,7 @@ class Architecture(ABC):
 
         Args:
             params: stacked parameters, each (K, *shape).
-            x: (B, C, H, W) shared by all members, or (K, B, C, H, W) one batch per member.
+            x: (B, *input_shape) shared by all members, or (K, B, *input_shape) one batch per member.
         """
 
     @abstractmethod

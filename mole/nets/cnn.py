@@ -1,21 +1,27 @@
-"""A small LeNet-like CNN: [conv -> ReLU -> 2x2 max-pool] * len(channels) -> MLP head."""
+"""A small LeNet-like CNN: [conv -> ReLU -> max-pool 2] * len(channels) -> MLP head, on 1-D or 2-D inputs."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from mole.errors import ConfigError
 from mole.nets.base import Architecture, Params
-from mole.nets.functional import members_to_channels, stacked_conv2d, stacked_linear
+from mole.nets.functional import POOL, channels_to_members, members_to_channels, stacked_conv, stacked_linear
+
+CONV_MODULES = {1: nn.Conv1d, 2: nn.Conv2d}  # spatial dims -> module
 
 
 class CNN(nn.Module):
-    """LeNet-like: conv blocks (same padding, max-pool 2) then fully connected layers."""
+    """LeNet-like: conv blocks (same padding, max-pool 2) then fully connected layers.
+
+    Args:
+        dims: spatial dimensions of the input: 1 for signals (C, L), 2 for images (C, H, W).
+    """
 
     def __init__(
         self,
@@ -25,19 +31,22 @@ class CNN(nn.Module):
         flat: int,
         hidden: Sequence[int],
         num_classes: int,
+        dims: int = 2,
     ):
         super().__init__()
         cs = [in_channels, *channels]
+        self.dims = dims
         self.padding = kernel_size // 2
+        conv = CONV_MODULES[dims]
         self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, kernel_size, padding=self.padding) for a, b in zip(cs[:-1], cs[1:])
+            conv(a, b, kernel_size, padding=self.padding) for a, b in zip(cs[:-1], cs[1:])
         )
         widths = [flat, *hidden, num_classes]
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
-            x = F.max_pool2d(F.relu(conv(x)), 2)
+            x = POOL[self.dims](F.relu(conv(x)), 2)
         x = x.flatten(1)
         for fc in self.fcs[:-1]:
             x = F.relu(fc(x))
@@ -45,11 +54,13 @@ class CNN(nn.Module):
 
 
 class CNNArchitecture(Architecture):
-    """Small CNN.
+    """Small CNN; 1-D convolutions for (C, L) inputs, 2-D for (C, H, W), chosen from the input shape.
+
+    Kernels are (out, in, k) in 1-D and (out, in, k, k) in 2-D.
 
     Args:
         channels: output channels of each conv block, e.g. [8, 16].
-        kernel_size: odd square kernel size (same padding).
+        kernel_size: odd kernel size (square in 2-D; same padding).
         hidden: widths of the hidden fully connected layers.
     """
 
@@ -64,6 +75,10 @@ class CNNArchitecture(Architecture):
         hidden: Sequence[int] = (32,),
     ):
         super().__init__(input_shape, num_classes)
+        if len(self.input_shape) not in (2, 3):
+            raise ConfigError(
+                "architecture", f"cnn needs inputs shaped (C, L) or (C, H, W), got {self.input_shape}"
+            )
         if not channels or any(int(c) <= 0 for c in channels):
             raise ConfigError(
                 "arch_options.channels", f"need one or more positive channel counts, got {list(channels)}"
@@ -74,10 +89,11 @@ class CNNArchitecture(Architecture):
             )
         if any(int(h) <= 0 for h in hidden):
             raise ConfigError("arch_options.hidden", f"widths must be positive, got {list(hidden)}")
-        c, h, w = self.input_shape
+        self.dims = len(self.input_shape) - 1
+        spatial = list(self.input_shape[1:])
         for _ in channels:
-            h, w = h // 2, w // 2
-        if h < 1 or w < 1:
+            spatial = [s // 2 for s in spatial]
+        if min(spatial) < 1:
             raise ConfigError(
                 "arch_options.channels",
                 f"{len(channels)} pooling blocks shrink a {self.input_shape[1:]} input to nothing",
@@ -87,7 +103,7 @@ class CNNArchitecture(Architecture):
             int(kernel_size),
             [int(x) for x in hidden],
         )
-        self.flat = self.channels[-1] * h * w
+        self.flat = self.channels[-1] * math.prod(spatial)
 
     def options(self) -> dict:
         return {"channels": list(self.channels), "kernel_size": self.kernel_size, "hidden": list(self.hidden)}
@@ -96,7 +112,7 @@ class CNNArchitecture(Architecture):
         shapes = {}
         cs = [self.input_shape[0], *self.channels]
         for i, (a, b) in enumerate(zip(cs[:-1], cs[1:])):
-            shapes[f"convs.{i}.weight"] = (b, a, self.kernel_size, self.kernel_size)
+            shapes[f"convs.{i}.weight"] = (b, a, *[self.kernel_size] * self.dims)
             shapes[f"convs.{i}.bias"] = (b,)
         widths = [self.flat, *self.hidden, self.num_classes]
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -106,18 +122,31 @@ class CNNArchitecture(Architecture):
 
     def build_module(self) -> nn.Module:
         return CNN(
-            self.input_shape[0], self.channels, self.kernel_size, self.flat, self.hidden, self.num_classes
+            self.input_shape[0],
+            self.channels,
+            self.kernel_size,
+            self.flat,
+            self.hidden,
+            self.num_classes,
+            self.dims,
         )
 
-    def forward_stacked(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+    def features_stacked(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """What enters the fully connected head: (K, B, flat), flattened as the module's flatten(1).
+
+        Args:
+            params: stacked parameters, each (K, *shape).
+            x: (B, C, *S) shared by all members, or (K, B, C, *S) one batch per member.
+        """
         k = params["convs.0.weight"].shape[0]
-        h = members_to_channels(x) if x.dim() == 5 else x  # (B, K*C, H, W) or shared (B, C, H, W)
+        h = members_to_channels(x) if x.dim() == len(self.input_shape) + 2 else x  # (B, K*C | C, *S)
         for i in range(len(self.channels)):
-            h = stacked_conv2d(
-                h, params[f"convs.{i}.weight"], params[f"convs.{i}.bias"], self.kernel_size // 2
-            )
-            h = F.max_pool2d(F.relu(h), 2)  # (B, K*O, H/2, W/2)
-        h = rearrange(h, "b (k c) h w -> k b (c h w)", k=k)  # same flatten order as the module's
+            h = stacked_conv(h, params[f"convs.{i}.weight"], params[f"convs.{i}.bias"], self.kernel_size // 2)
+            h = POOL[self.dims](F.relu(h), 2)  # (B, K*O, *S/2)
+        return channels_to_members(h, k)
+
+    def forward_stacked(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        h = self.features_stacked(params, x)  # (K, B, flat)
         n = len(self.hidden) + 1
         for i in range(n):
             h = stacked_linear(h, params[f"fcs.{i}.weight"], params[f"fcs.{i}.bias"])

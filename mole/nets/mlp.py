@@ -60,7 +60,7 @@ class MLPArchitecture(Architecture):
         return MLP(self.in_features, self.hidden, self.num_classes)
 
     def forward_stacked(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(-3)  # (B, in) or (K, B, in)
+        h = x.flatten(-len(self.input_shape))  # (B, in) or (K, B, in)
         n = len(self.hidden) + 1
         for i in range(n):
             h = stacked_linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])  # (K, B, out)

@@ -1,19 +1,21 @@
 """Low-rank factorizations of stacked weights: truncated SVD for linear layers, CP / Tucker / TT for convs.
 
-How one requested `rank` r becomes each layer's ranks (and when it is an error):
+How one requested `rank` r becomes each layer's ranks (and when it is an error); a conv kernel is
+(O, C, k) in 1-D or (O, C, kh, kw) in 2-D, written (O, C, *k) below:
     linear (out, in)        W = U V with U (out, r), V (r, in). Limit min(out, in). A hidden layer with
                             r above its limit is an error; the output layer (its width is the task's class
                             count, not a design choice) is clamped at its limit.
-    cp     (O, C, kh, kw)   r rank-one terms: factors (O, r), (C, r), (kh, r), (kw, r).
+    cp     (O, C, *k)       r rank-one terms: one factor (n, r) per mode, e.g. (O, r), (C, r), (kh, r), (kw, r).
                             Limit prod(shape) / max(shape), the generic upper bound on a tensor's CP rank.
-    tucker (O, C, kh, kw)   Tucker-2 (Kim et al. 2016): core ranks (min(r, O), min(r, C), kh, kw), the
+    tucker (O, C, *k)       Tucker-2 (Kim et al. 2016): core ranks (min(r, O), min(r, C), *k), the
                             small spatial modes kept whole. Limit max(O, C): there it is exact.
-    tt     (O, C, kh, kw)   tensor-train bond ranks r_k = min(r, r_{k-1} n_k, prod(n_k+1 ...)), cores
+    tt     (O, C, *k)       tensor-train bond ranks r_k = min(r, r_{k-1} n_k, prod(n_k+1 ...)), cores
                             (r_{k-1}, n_k, r_k). Limit the largest exact bond, max_k min(prod n_<=k, prod n_>k).
 A conv layer never clamps: r above its limit is an error (the request has no meaning there).
 
-Factors of one weight are named `<weight name>.<factor>` (U, V / cp0..cp3 / core, tk0..tk3 /
-tt0..tt3); every reconstruction is a batched einsum, so factorized training can backpropagate through it.
+Factors of one weight are named `<weight name>.<factor>` (U, V / cp0.. / core, tk0.. / tt0..; one per
+mode, so cp0..cp2 for a 1-D kernel and cp0..cp3 for a 2-D one); every reconstruction is a batched
+einsum, so factorized training can backpropagate through it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class LayerPlan:
     name: str
     kind: str
     ranks: tuple[int, ...]
+    ndim: int = 4  # modes of the per-member weight: 3 for a 1-D conv kernel (O, C, k); linear ignores it
 
 
 def rank_limit(kind: str, shape: tuple[int, ...]) -> int:
@@ -88,7 +91,7 @@ def plan_layers(arch: Architecture, rank: int, conv: str, field: str) -> list[La
         if rank > limit and not clamp:
             dims = "x".join(map(str, shape)) + ("" if kind == "linear" else f", {kind}")
             raise ConfigError(field, f"{rank} exceeds the limit {limit} of {name} ({dims})")
-        plans.append(LayerPlan(name, kind, layer_ranks(kind, shape, rank)))
+        plans.append(LayerPlan(name, kind, layer_ranks(kind, shape, rank), len(shape)))
     return plans
 
 
@@ -117,7 +120,12 @@ def _decompose_one(w: np.ndarray, plan: LayerPlan) -> list[np.ndarray]:
             weights, factors = parafac(w, rank=plan.ranks[0], init="svd", random_state=0, n_iter_max=200)
         return [factors[0] * weights, *factors[1:]]  # fold the (unit) weights into the first factor
     if plan.kind == "tucker":
-        core, factors = tucker(w, rank=list(plan.ranks), init="svd", random_state=0)
+        # A kernel mode is kept whole; when the other ranks are below its size (a 1-D kernel of 5 at
+        # rank 2 unfolds to 5 x 4) the mode's SVD has fewer vectors than asked, and tensorly warns and
+        # completes them to an orthonormal basis (seeded), which is exact for a whole mode.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Trying to compute SVD", category=UserWarning)
+            core, factors = tucker(w, rank=list(plan.ranks), init="svd", random_state=0)
         return [core, *factors]
     return list(tensor_train(w, rank=list(plan.ranks)))
 
@@ -126,8 +134,20 @@ def factor_names(plan: LayerPlan) -> list[str]:
     if plan.kind == "linear":
         return ["U", "V"]
     if plan.kind == "tucker":
-        return ["core", "tk0", "tk1", "tk2", "tk3"]
-    return [f"{'cp' if plan.kind == 'cp' else 'tt'}{i}" for i in range(4)]
+        return ["core", *[f"tk{i}" for i in range(plan.ndim)]]
+    return [f"{'cp' if plan.kind == 'cp' else 'tt'}{i}" for i in range(plan.ndim)]
+
+
+def _einsum_spec(plan: LayerPlan) -> str:
+    """The batched einsum that rebuilds a conv kernel from its factors, for 3 or 4 modes."""
+    modes = "abcd"[: plan.ndim]  # O, C, then the kernel's spatial modes
+    if plan.kind == "cp":
+        return ",".join(f"k{m}r" for m in modes) + f"->k{modes}"
+    if plan.kind == "tucker":
+        ranks = "pqrs"[: plan.ndim]
+        return f"k{ranks}," + ",".join(f"k{m}{r}" for m, r in zip(modes, ranks)) + f"->k{modes}"
+    bonds = ["x", *"pqr"[: plan.ndim - 1], "y"]  # x = y = 1: the TT boundary bonds
+    return ",".join(f"k{bonds[i]}{m}{bonds[i + 1]}" for i, m in enumerate(modes)) + f"->k{modes}"
 
 
 def decompose(w: torch.Tensor, plan: LayerPlan) -> dict[str, torch.Tensor]:
@@ -148,11 +168,7 @@ def reconstruct(factors: dict[str, torch.Tensor], plan: LayerPlan) -> torch.Tens
     f = [factors[f"{plan.name}.{n}"] for n in factor_names(plan)]
     if plan.kind == "linear":
         return torch.bmm(f[0], f[1])  # (K, out, r) @ (K, r, in)
-    if plan.kind == "cp":
-        return torch.einsum("kar,kbr,kcr,kdr->kabcd", *f)
-    if plan.kind == "tucker":
-        return torch.einsum("kpqrs,kap,kbq,kcr,kds->kabcd", *f)
-    return torch.einsum("kxap,kpbq,kqcr,krdy->kabcd", *f)  # x = y = 1: the TT boundary bonds
+    return torch.einsum(_einsum_spec(plan), *f)  # e.g. cp in 2-D: "kar,kbr,kcr,kdr->kabcd"
 
 
 # ---------------------------------------------------------------------------- whole networks

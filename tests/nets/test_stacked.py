@@ -9,6 +9,9 @@ CASES = [
     ("mlp", (3, 4, 4), {"hidden": [5]}),
     ("cnn", (1, 8, 8), {"channels": [4, 6], "hidden": [10]}),
     ("cnn", (3, 12, 12), {"channels": [5], "kernel_size": 5, "hidden": []}),
+    ("mlp", (1, 40), {"hidden": [8]}),  # MNIST-1D signals, flattened
+    ("cnn", (1, 40), {"channels": [4, 6], "kernel_size": 5, "hidden": [10]}),  # 1-D convolutions
+    ("cnn", (2, 9), {"channels": [3], "kernel_size": 3, "hidden": []}),  # odd length: pooling floors
 ]
 
 
@@ -74,3 +77,17 @@ def test_bad_architecture_options():
         build_architecture("mlp", (1, 8, 8), 10, depth=3)
     with pytest.raises(ConfigError, match="valid: cnn, mlp"):
         ARCHITECTURES.get("resnet")
+
+
+def test_cnn_convolution_follows_the_input_shape():
+    signal = build_architecture("cnn", (1, 40), 10, channels=[4, 8], kernel_size=5, hidden=[16])
+    image = build_architecture("cnn", (1, 8, 8), 10, channels=[4, 8], kernel_size=5, hidden=[16])
+    assert signal.param_shapes()["convs.1.weight"] == (8, 4, 5)  # (out, in, k)
+    assert image.param_shapes()["convs.1.weight"] == (8, 4, 5, 5)  # (out, in, kh, kw)
+    assert signal.flat == 8 * 10 and image.flat == 8 * 2 * 2  # 40 -> 20 -> 10; 8x8 -> 4x4 -> 2x2
+    assert all(type(c) is torch.nn.Conv1d for c in signal.build_module().convs)
+    assert all(type(c) is torch.nn.Conv2d for c in image.build_module().convs)
+    with pytest.raises(ConfigError, match=r"architecture: cnn needs inputs shaped \(C, L\) or \(C, H, W\)"):
+        build_architecture("cnn", (40,), 10)
+    with pytest.raises(ConfigError, match="arch_options.channels"):
+        build_architecture("cnn", (1, 3), 10, channels=[2, 2])  # 3 -> 1 -> 0

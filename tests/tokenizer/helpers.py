@@ -19,12 +19,13 @@ from tests.conftest import TINY_ZOO
 KINDS = ("dense", "masked", "quantized", "lowrank", "supermask", "everything")
 MLP = build_architecture("mlp", (1, 4, 4), 3, hidden=[6, 5])
 CNN = build_architecture("cnn", (1, 4, 4), 3, channels=[2], hidden=[4])
+CNN1D = build_architecture("cnn", (1, 8), 3, channels=[2, 3], kernel_size=3, hidden=[4])
 
 
 # ---------------------------------------------------------------------------- architectures
 @st.composite
-def architectures(draw, kinds=("mlp", "cnn")) -> Architecture:
-    """A small random MLP or CNN (a few neurons per layer, inputs of a few pixels)."""
+def architectures(draw, kinds=("mlp", "cnn", "cnn1d")) -> Architecture:
+    """A small random MLP, 2-D CNN or 1-D CNN (a few neurons per layer, inputs of a few pixels)."""
     kind = draw(st.sampled_from(kinds))
     classes = draw(st.integers(2, 4))
     if kind == "mlp":
@@ -33,7 +34,8 @@ def architectures(draw, kinds=("mlp", "cnn")) -> Architecture:
         return build_architecture("mlp", shape, classes, hidden=hidden)
     channels = draw(st.lists(st.integers(1, 3), min_size=1, max_size=2))
     side = 2 ** len(channels)
-    shape = (draw(st.integers(1, 2)), draw(st.integers(side, side + 2)), draw(st.integers(side, side + 2)))
+    spatial = [draw(st.integers(side, side + 2)) for _ in range(1 if kind == "cnn1d" else 2)]
+    shape = (draw(st.integers(1, 2)), *spatial)  # (C, L) or (C, H, W)
     hidden = draw(st.lists(st.integers(1, 4), min_size=0, max_size=2))
     return build_architecture(
         "cnn", shape, classes, channels=channels, kernel_size=draw(st.sampled_from([1, 3])), hidden=hidden
@@ -65,24 +67,29 @@ def lowrank_factors(
             for m, (n, k) in enumerate(zip(shape, ranks)):
                 out[f"{name}.tk{m}"] = torch.randn(n, k, generator=g)
         else:  # tensor train
-            bonds = [1, r, r, r, 1]
+            bonds = [1, *[r] * (len(shape) - 1), 1]
             for m, n in enumerate(shape):
                 out[f"{name}.tt{m}"] = torch.randn(bonds[m], n, bonds[m + 1], generator=g)
     return out
 
 
 def reconstruct(factors: dict[str, torch.Tensor], weight: str) -> torch.Tensor:
-    """The weight a factor set stands for (mirrors mole.zoo.lowrank.reconstruct, one member)."""
+    """The weight a factor set stands for (mirrors mole.zoo.lowrank.reconstruct, one member; 2-D
+    weights, 1-D kernels (O, C, k) and 2-D kernels (O, C, kh, kw))."""
     f = {k.rsplit(".", 1)[1]: v.double() for k, v in factors.items() if k.rsplit(".", 1)[0] == weight}
     if "U" in f:
         return (f["U"] @ f["V"]).float()
-    if "cp0" in f:
-        return torch.einsum("ar,br,cr,dr->abcd", f["cp0"], f["cp1"], f["cp2"], f["cp3"]).float()
-    if "core" in f:
-        return torch.einsum(
-            "pqrs,ap,bq,cr,ds->abcd", f["core"], f["tk0"], f["tk1"], f["tk2"], f["tk3"]
-        ).float()
-    return torch.einsum("xap,pbq,qcr,rdy->abcd", f["tt0"], f["tt1"], f["tt2"], f["tt3"]).float()
+    kind = "cp" if "cp0" in f else "tk" if "core" in f else "tt"
+    n = sum(k.startswith(kind) for k in f)  # modes
+    modes, ranks, bonds = "abcd"[:n], "pqrs"[:n], ["x", *"pqr"[: n - 1], "y"]
+    if kind == "cp":
+        spec = ",".join(f"{m}r" for m in modes)
+    elif kind == "tk":
+        spec = f"{ranks}," + ",".join(f"{m}{r}" for m, r in zip(modes, ranks))
+    else:
+        spec = ",".join(f"{bonds[i]}{m}{bonds[i + 1]}" for i, m in enumerate(modes))
+    core = [f["core"]] if kind == "tk" else []
+    return torch.einsum(f"{spec}->{modes}", *core, *[f[f"{kind}{i}"] for i in range(n)]).float()
 
 
 def random_member(arch: Architecture, kind: str, seed: int = 0, rank: int | None = None) -> MemberTensors:

@@ -16,7 +16,7 @@ from mole.tokenizer.layer_chunk import LayerChunkTokenizer
 from mole.tokenizer.layout import valid_mask
 from mole.tokenizer.neuron import NeuronTokenizer
 from mole.zoo import store
-from tests.tokenizer.helpers import KINDS, architectures, random_member, tiny_zoo
+from tests.tokenizer.helpers import CNN1D, KINDS, architectures, random_member, tiny_zoo
 
 SETTINGS = settings(max_examples=40, deadline=None)
 TOKENIZER_STRATEGY = st.one_of(
@@ -79,6 +79,23 @@ def test_normalised_path_is_exact_up_to_one_ulp(arch, seed, tok):
         for field in ("mask", "codes"):
             if getattr(m, field) is not None:
                 assert all(torch.equal(getattr(back, field)[n], t) for n, t in getattr(m, field).items())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "tok",
+    [LayerChunkTokenizer(chunk_size=5), NeuronTokenizer(), NeuronTokenizer(canonical=True)],
+    ids=["layer_chunk", "neuron", "neuron-sorted"],
+)
+def test_cnn_on_signals_roundtrips(tok, kind):
+    """A 1-D CNN member (kernels (out, in, k)): every kind, both policies, bit for bit."""
+    assert CNN1D.param_shapes()["convs.1.weight"] == (3, 2, 3)
+    m = random_member(CNN1D, kind, seed=5)
+    tokens, layout = check_roundtrip(tok, m)
+    if isinstance(tok, NeuronTokenizer) and not tok.canonical:  # one token per output channel
+        conv = next(s for s in layout["segments"] if s["name"] == "convs.1")
+        assert conv["stop"] - conv["start"] == 3
+        assert torch.equal(tokens[conv["start"] + 1, :6], m.params["convs.1.weight"][1].flatten())
 
 
 def test_neuron_tokens_hold_one_neuron_each():

@@ -20,18 +20,17 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params, build_architecture
 from mole.nets.cnn import CNNArchitecture
-from mole.nets.functional import stacked_conv2d, stacked_linear
+from mole.nets.functional import stacked_linear
 from mole.nets.mlp import MLPArchitecture
 from mole.zoo.variants.base import GroupContext, Record, Snapshot, Variant, check_known
 
 METHODS = ("merge", "remove")
 OPTIONS = ("width_fraction", "width", "method", "samples")
-CHUNK = 512  # examples per forward pass: bounds the CNN's (N, K*C, H, W) feature maps
+CHUNK = 512  # examples per forward pass: bounds the CNN's (N, K*C, *S) feature maps
 
 
 # ---------------------------------------------------------------------------- the dense head
@@ -47,13 +46,8 @@ def _prefix(arch: Architecture) -> str:
 def head_input(arch: Architecture, params: Params, x: torch.Tensor) -> torch.Tensor:
     """What enters the first fully connected layer: (N, F) shared (MLP) or (K, N, F) (CNN)."""
     if isinstance(arch, MLPArchitecture):
-        return x.flatten(-3)
-    # The CNN's conv blocks, as in CNNArchitecture.forward_stacked (it exposes no features step).
-    k, h = params["convs.0.weight"].shape[0], x
-    for i in range(len(arch.channels)):
-        h = stacked_conv2d(h, params[f"convs.{i}.weight"], params[f"convs.{i}.bias"], arch.kernel_size // 2)
-        h = F.max_pool2d(F.relu(h), 2)  # (N, K*C, H/2, W/2)
-    return rearrange(h, "n (k c) h w -> k n (c h w)", k=k)
+        return x.flatten(-len(arch.input_shape))
+    return arch.features_stacked(params, x)  # the CNN's conv blocks, 1-D or 2-D
 
 
 def hidden_activations(arch: Architecture, params: Params, x: torch.Tensor, layer: int) -> torch.Tensor:
@@ -122,7 +116,7 @@ def reduce_width(
     Args:
         arch: the trained network's architecture (mlp or cnn).
         params: its stacked params (K, ...); not modified.
-        x: (N, C, H, W) sample of inputs the activations are measured on.
+        x: (N, *input_shape) sample of inputs the activations are measured on.
         widths: target width of every hidden fully connected layer (each <= the current width).
         method: "merge" or "remove".
     """

@@ -46,14 +46,16 @@ def test_truncated_svd_error_is_the_discarded_spectrum():
         assert (torch.linalg.matrix_rank(torch.bmm(u, v)) <= r).all()
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (5,)], ids=["2d", "1d"])
 @pytest.mark.parametrize("kind", ["cp", "tucker", "tt"])
-def test_conv_decompositions_improve_with_rank_and_are_exact_at_the_limit(kind):
-    w = torch.randn(2, 6, 4, 3, 3, generator=torch.Generator().manual_seed(1))  # (K, O, C, kh, kw)
+def test_conv_decompositions_improve_with_rank_and_are_exact_at_the_limit(kind, kernel):
+    w = torch.randn(2, 6, 4, *kernel, generator=torch.Generator().manual_seed(1))  # (K, O, C, *kernel)
     shape = tuple(w.shape[1:])
     limit = rank_limit(kind, shape)
     errors = []
     for r in [1, 2, 3, 4, limit]:
-        plan = LayerPlan("w", kind, layer_ranks(kind, shape, r))
+        plan = LayerPlan("w", kind, layer_ranks(kind, shape, r), len(shape))
+        assert len(decompose(w, plan)) == (len(shape) + (kind == "tucker"))  # one factor per mode (+ core)
         factors = decompose(w, plan)
         approx = reconstruct(balance(factors, torch.ones(2)), plan)
         assert (rel_err(approx, reconstruct(factors, plan)) < EXACT_TOL[kind]).all()  # rounding only
@@ -80,6 +82,12 @@ def test_rank_limits_and_clamping_policy():
     for conv, limit in [("tucker", 4), ("tt", 4), ("cp", 9)]:
         with pytest.raises(ConfigError, match=rf"limit {limit} of convs.0.weight \(4x1x3x3, {conv}\)$"):
             plan_layers(cnn, limit + 1, conv, FIELD)
+    signal = build_architecture("cnn", (1, 40), 10, channels=[4, 8], kernel_size=5, hidden=[16])
+    assert plan_layers(signal, 3, "tucker", FIELD)[1].ranks == (3, 3, 5)  # convs.1: 8x4x5
+    assert plan_layers(signal, 3, "tt", FIELD)[1].ranks == (1, 3, 3, 1)
+    assert {p.ndim for p in plan_layers(signal, 3, "cp", FIELD)} == {3, 2}
+    with pytest.raises(ConfigError, match=r"5 exceeds the limit 4 of convs.0.weight \(4x1x5, cp\)$"):
+        plan_layers(signal, 5, "cp", FIELD)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +155,8 @@ def rebuild_from_factors(row: dict) -> dict[str, torch.Tensor]:
     out = {}
     for name, ranks in extra["layer_ranks"].items():
         kind = "linear" if f"{name}.U" in factors else config["conv"]
-        out[name] = reconstruct(factors, LayerPlan(name, kind, tuple(ranks)))[0]
+        ndim = sum(f.startswith(f"{name}.") and not f.endswith(".core") for f in factors)  # one per mode
+        out[name] = reconstruct(factors, LayerPlan(name, kind, tuple(ranks), ndim))[0]
     return out
 
 
