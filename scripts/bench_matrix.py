@@ -8,7 +8,7 @@ Its tiny version (two digits cells, one seed, the quickstart's tiny recipe; test
 
     python scripts/bench_matrix.py --matrix configs/matrix/tiny.yaml --out runs/matrix-tiny
 
-A thin script over mole.bench.matrix.run_matrix: the same zoo build, `mole train`, sampling and
+The same as `mole bench matrix`. A thin script over mole.bench.matrix.run_matrix: the same zoo build, `mole train`, sampling and
 `mole eval` as the quickstart, per cell and seed. Prints the table (OUT/matrix.md) and writes
 OUT/matrix.json; --json_out also copies the JSON there.
 """

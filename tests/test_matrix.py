@@ -14,6 +14,7 @@ import yaml
 from mole.bench.matrix import peak_mb, reset_peak, run_matrix
 from mole.bench.spec import load_matrix
 from mole.bench.table import targets_met
+from mole.cli import main
 from mole.errors import ConfigError
 from mole.eval import load_rows
 from mole.pipeline import load_recipe
@@ -114,6 +115,15 @@ def test_bad_arguments_and_recipes_are_one_line_errors(matrix_dir):
     write(matrix_dir, "m.yaml", "cells: [cell.yaml\n")
     with pytest.raises(ConfigError, match=r"^matrix: .*m.yaml: not valid YAML"):
         load_matrix(matrix_dir / "m.yaml")
+
+
+def test_mole_bench_matrix_prints_a_bad_file_as_one_line_and_exits_2(matrix_dir, tmp_path, capsys):
+    path = matrix_file(matrix_dir, seeds="[0, 0]")
+    assert main(["bench", "matrix", "--matrix", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "mole: error: seeds: repeats a seed: [0, 0]\n"
+    with pytest.raises(ConfigError, match=r"^wandb: got 'loud'"):
+        run_matrix(matrix_file(matrix_dir), tmp_path / "out", wandb="loud")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_real_matrix_names_a_missing_zoo_spec_before_running_anything(tmp_path):

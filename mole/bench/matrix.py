@@ -42,6 +42,7 @@ from mole.bench.table import write_tables
 from mole.data import load_task
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.options import SampleOptions
+from mole.errors import ConfigError
 from mole.eval import benchmarks as bench
 from mole.eval import load_rows
 from mole.eval.run import evaluate_zoos
@@ -50,6 +51,7 @@ from mole.pipeline import merged, rows_of_members, train_model
 from mole.zoo.build import build_zoo
 from mole.zoo.spec import ZooSpec
 
+WANDB_MODES = ("offline", "online", "disabled")
 SETS = ("dense", "prompts", "sparse")  # the generated sets, each a folder and an evaluate_zoos input
 
 
@@ -244,7 +246,9 @@ def run_matrix(
     """
     m = load_matrix(matrix_file, cells, seeds, preset)
     env = os.environ.get("WANDB_MODE")
-    wandb = wandb or (env if env in ("offline", "online", "disabled") else "offline")
+    wandb = wandb or (env if env in WANDB_MODES else "offline")
+    if wandb not in WANDB_MODES:
+        raise ConfigError("wandb", f"got {wandb!r}; valid: {', '.join(WANDB_MODES)}")
     out = Path(out)
     rows = [row for cell in m.cells for row in run_cell(m, cell, out / cell.name, wandb, progress, log)]
     return write_tables(rows, m, out)
