@@ -14,7 +14,8 @@ their own entry points, then writes the table (mole.bench.table):
     OUT/matrix.json, OUT/matrix.md, OUT/plots/matrix.png
 
 Every stage's folder is reused when complete, so a killed matrix rerun with the same command goes on
-where it stopped, and a rerun of a finished one only rewrites the table.
+where it stopped, and a rerun of a finished one only rewrites the table. Train seconds and peak memory
+are those of the run that did the work (a training killed midway and resumed counts its last part).
 
 Peak memory is the process's peak resident set (VmHWM in /proc/self/status), reset to the current
 resident set before each of the train and sample stages by writing 5 to /proc/self/clear_refs (Linux);
@@ -186,9 +187,8 @@ def run_seed(m: Matrix, cell: Cell, seed: int, folder: Path, zoo: Path, pruning:
     run, here = folder / "train" / f"seed{seed}", folder / f"seed{seed}"
     measures_file = here / "measures.json"
     measures = json.loads(measures_file.read_text()) if measures_file.is_file() else {}
-    config = merged(
-        m.weights, {"seed_everything": seed}
-    )  # LightningCLI's seed, as `mole train --seed_everything`
+    # the training seed is LightningCLI's seed_everything, as `mole train CONFIG --seed_everything S`
+    config = merged(m.weights, {"seed_everything": seed})
     before = stamp(run / "done.json")
     model, seconds, peak, how = measured(lambda: train_model(zoo, run, config, wandb, progress))
     if stamp(run / "done.json") != before or "train" not in measures:  # it trained (or nothing was kept)
