@@ -1,4 +1,5 @@
-"""The top-level `mole` stage functions: zoo build / info / export, quickstart, eval, train and sample.
+"""The top-level `mole` stage functions: zoo build / info / export, quickstart, eval, train, sample and
+bench matrix.
 
 Typed and documented: mole/cli.py turns each signature and docstring into its subcommand's flags and help.
 """
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mole.bench.matrix import run_matrix
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
@@ -122,6 +124,36 @@ def quickstart(
     """
     report = run_quickstart(out, preset, wandb, progress, recipe=recipe)
     print(f"report: {report}")
+    return 0
+
+
+def bench_matrix(
+    matrix: str = "configs/matrix/matrix.yaml",
+    *,
+    out: str = "runs/matrix",
+    cells: list[str] | None = None,
+    seeds: list[int] | None = None,
+    preset: str | None = None,
+    wandb: WandbMode | None = None,
+    progress: bool = True,
+) -> int:
+    """Run the benchmark matrix: one recipe over cells x training seeds, one table.
+
+    Per cell (a zoo spec) build the zoo and the pruning baselines, then per training seed train the
+    weight model, sample the B2, B3 and B5 sets and evaluate them; write OUT/matrix.json, OUT/matrix.md
+    and OUT/plots/matrix.png. Resumable: rerun the same command after an interruption.
+
+    Args:
+        matrix: the matrix file (cells, seeds, recipe; see configs/matrix/)
+        out: run folder
+        cells: only these cells, by name (e.g. [digits_mlp])
+        seeds: these training seeds instead of the matrix file's
+        preset: also merge each recipe file's override in this preset's folder (e.g. tiny)
+        wandb: W&B for training: offline, online or disabled (default: $WANDB_MODE, else offline)
+        progress: show progress bars
+    """
+    path = run_matrix(matrix, out, cells, seeds, preset, progress, wandb)
+    print((path.parent / "matrix.md").read_text())
     return 0
 
 

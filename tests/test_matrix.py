@@ -1,0 +1,249 @@
+"""The benchmark matrix: its config files, its errors, and the tiny matrix end to end (resumed when rerun)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mole.bench.matrix import peak_mb, reset_peak, run_matrix
+from mole.bench.spec import load_matrix
+from mole.bench.table import targets_met
+from mole.cli import main
+from mole.errors import ConfigError
+from mole.eval import load_rows
+from mole.pipeline import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+MATRIX, TINY = ROOT / "configs" / "matrix" / "matrix.yaml", ROOT / "configs" / "matrix" / "tiny.yaml"
+QUICKSTART = ROOT / "configs" / "quickstart"
+
+
+# ---------------------------------------------------------------------------- the config files
+def test_the_matrix_runs_the_quickstart_recipe_over_cells_that_differ_only_in_their_zoo():
+    raw = yaml.safe_load(MATRIX.read_text())
+    assert [Path(c).stem for c in raw["cells"]] == [
+        "digits_mlp", "digits_cnn", "mnist1d_mlp", "mnist1d_cnn", "digits_mlp50k"
+    ]  # fmt: skip
+    assert raw["seeds"] == [0, 1, 2]
+    for cell in raw["cells"]:
+        assert list(yaml.safe_load((MATRIX.parent / cell).read_text())) == ["zoo"]
+    m = load_matrix(MATRIX, cells=["digits_mlp", "digits_cnn"])  # the cells whose zoo specs exist here
+    q = load_recipe("default")
+    assert (m.weights, m.sample, m.baselines) == (q.weights, q.sample, q.baselines)
+    assert m.cells[0].zoo == q.zoo and m.cells[1].zoo["architecture"] == "cnn"
+
+
+def test_the_tiny_matrix_is_the_quickstarts_tiny_recipe_on_two_digits_cells():
+    m, q = load_matrix(TINY), load_recipe("tiny")
+    assert [c.name for c in m.cells] == ["digits_mlp", "digits_cnn"] and m.seeds == (0,)
+    assert (m.weights, m.sample, m.baselines) == (q.weights, q.sample, q.baselines)
+    assert m.cells[0].zoo == q.zoo
+    assert {c.zoo["task"] for c in m.cells} == {"digits"} and m.cells[1].zoo["members"] == 8
+    # a preset does what the tiny file's lists do: the files in configs/quickstart/tiny/ laid over
+    assert load_matrix(MATRIX, cells=["digits_mlp"], preset="tiny").weights == q.weights
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    (folder / name).write_text(text)
+    return folder / name
+
+
+@pytest.fixture
+def matrix_dir(tmp_path):
+    """A matrix folder of one good cell (the quickstart's tiny zoo) and the quickstart recipe."""
+    write(tmp_path, "cell.yaml", f"zoo: [{QUICKSTART}/zoo.yaml, {QUICKSTART}/tiny/zoo.yaml]\n")
+    return tmp_path
+
+
+def matrix_file(folder: Path, cells: str = "[cell.yaml]", seeds: str = "[0, 1]", extra: str = "") -> Path:
+    recipe = f"{{weights: {QUICKSTART}/weights.yaml, sample: {QUICKSTART}/sample.yaml, baselines: {QUICKSTART}/baselines.yaml}}"
+    return write(folder, "m.yaml", f"cells: {cells}\nseeds: {seeds}\nrecipe: {recipe}\n{extra}")
+
+
+def test_a_good_matrix_file_reads(matrix_dir):
+    m = load_matrix(matrix_file(matrix_dir))
+    assert [c.name for c in m.cells] == ["cell"] and m.seeds == (0, 1)
+    assert load_matrix(matrix_file(matrix_dir), seeds=[5]).seeds == (5,)
+
+
+@pytest.mark.parametrize(
+    "cells, seeds, extra, error",
+    [
+        ("[nowhere.yaml]", "[0]", "", r"^cells\[0\]: no such file: .*nowhere.yaml$"),
+        ("[bad_zoo.yaml]", "[0]", "", r"^bad_zoo.zoo: no such file: .*configs/zoo/not_written_yet.yaml$"),
+        ("[tuned.yaml]", "[0]", "", r"^tuned.weights: unknown in .*tuned.yaml; valid: zoo$"),
+        ("[bad_task.yaml]", "[0]", "", r"^bad_task.zoo.task: unknown task 'no_such_task'"),
+        ("[]", "[0]", "", r"^cells: must be a non-empty list"),
+        ("[cell.yaml, cell.yaml]", "[0]", "", r"^cells: two cell files share a name"),
+        ("[cell.yaml]", "[]", "", r"^seeds: must be a non-empty list"),
+        ("[cell.yaml]", "3", "", r"^seeds: must be a non-empty list of training seeds, got 3$"),
+        ("[cell.yaml]", "[0, -1]", "", r"^seeds: must hold non-negative integers, got -1$"),
+        ("[cell.yaml]", "[0, 1.5]", "", r"^seeds: must hold non-negative integers, got 1.5$"),
+        ("[cell.yaml]", "[1, 1]", "", r"^seeds: repeats a seed: \[1, 1\]$"),
+        ("[cell.yaml]", "[0]", "steps: 10\n", r"^steps: unknown in .*m.yaml; valid: cells, seeds, recipe$"),
+    ],
+)
+def test_a_bad_matrix_file_is_a_one_line_error_naming_the_field(matrix_dir, cells, seeds, extra, error):
+    write(matrix_dir, "bad_zoo.yaml", f"zoo: {ROOT}/configs/zoo/not_written_yet.yaml\n")
+    write(matrix_dir, "tuned.yaml", f"zoo: {QUICKSTART}/zoo.yaml\nweights: {{lr: 0.1}}\n")
+    write(matrix_dir, "bad_task.yaml", f"zoo: [{QUICKSTART}/zoo.yaml, task.yaml]\n")
+    write(matrix_dir, "task.yaml", "task: no_such_task\n")
+    with pytest.raises(ConfigError, match=error) as e:
+        load_matrix(matrix_file(matrix_dir, cells, seeds, extra))
+    assert "\n" not in str(e.value)
+
+
+def test_bad_arguments_and_recipes_are_one_line_errors(matrix_dir):
+    path = matrix_file(matrix_dir)
+    with pytest.raises(ConfigError, match=r"^cells: unknown \['nope'\]; valid: cell$"):
+        load_matrix(path, cells=["nope"])
+    with pytest.raises(ConfigError, match=r"^seeds: repeats a seed"):
+        load_matrix(path, seeds=[2, 2])
+    with pytest.raises(
+        ConfigError, match=r"^preset: no 'huge' override of .*weights.yaml: .*huge/weights.yaml$"
+    ):
+        load_matrix(path, preset="huge")
+    write(matrix_dir, "m.yaml", "cells: [cell.yaml]\nseeds: [0]\nrecipe: {weights: w.yaml}\n")
+    with pytest.raises(ConfigError, match=r"^recipe.sample: missing in .*m.yaml$"):
+        load_matrix(matrix_dir / "m.yaml")
+    write(matrix_dir, "m.yaml", "cells: [cell.yaml\n")
+    with pytest.raises(ConfigError, match=r"^matrix: .*m.yaml: not valid YAML"):
+        load_matrix(matrix_dir / "m.yaml")
+
+
+def test_mole_bench_matrix_prints_a_bad_file_as_one_line_and_exits_2(matrix_dir, tmp_path, capsys):
+    path = matrix_file(matrix_dir, seeds="[0, 0]")
+    assert main(["bench", "matrix", "--matrix", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "mole: error: seeds: repeats a seed: [0, 0]\n"
+    with pytest.raises(ConfigError, match=r"^wandb: got 'loud'"):
+        run_matrix(matrix_file(matrix_dir), tmp_path / "out", wandb="loud")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_real_matrix_names_a_missing_zoo_spec_before_running_anything(tmp_path):
+    missing = [c for c in yaml.safe_load(MATRIX.read_text())["cells"]
+               if not (MATRIX.parent / yaml.safe_load((MATRIX.parent / c).read_text())["zoo"]).is_file()]  # fmt: skip
+    if not missing:
+        pytest.skip("every cell's zoo spec is written")
+    with pytest.raises(ConfigError, match=rf"^{Path(missing[0]).stem}.zoo: no such file: .*configs/zoo/"):
+        run_matrix(MATRIX, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+# ---------------------------------------------------------------------------- targets and memory
+def test_b3_is_met_only_with_spearman_mae_and_monotone_prompts_together():
+    row = {"B2": 0.99, "B3_spearman": 0.97, "B3_mae": 0.02, "B3_monotone": True, "B4": 1.0, "B5": 1.0}
+    assert targets_met(row) == {"B2": True, "B3": True, "B4": True, "B5": True}
+    assert not targets_met({**row, "B3_mae": 0.05})["B3"]
+    assert not targets_met({**row, "B3_monotone": False})["B3"]
+    assert not targets_met({**row, "B3_spearman": 0.5})["B3"]
+    assert targets_met({**row, "B2": math.nan, "B4": 0.75}) == {
+        "B2": False,
+        "B3": True,
+        "B4": False,
+        "B5": True,
+    }
+
+
+def test_peak_memory_sees_an_allocation_after_the_reset():
+    method = reset_peak()
+    before = peak_mb(method)
+    block = np.ones(64 * 2**20 // 8)  # 64 MB, written so it is resident
+    assert peak_mb(method) >= before + 48
+    del block
+
+
+# ---------------------------------------------------------------------------- the tiny matrix
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("matrix") / "run"
+    return out, json.loads(run_matrix(TINY, out, progress=False).read_text())
+
+
+@pytest.mark.slow
+def test_the_tiny_matrix_holds_every_cell_and_seed_with_measured_figures(tiny):
+    out, result = tiny
+    rows = result["rows"]
+    assert [(r["cell"], r["seed"]) for r in rows] == [("digits_mlp", 0), ("digits_cnn", 0)]
+    assert [r["architecture"] for r in rows] == ["mlp", "cnn"]
+    for key in (
+        "zoo_acc",
+        "B2",
+        "B3_spearman",
+        "B3_mae",
+        "B4",
+        "B5",
+        "train_seconds",
+        "sample_seconds",
+        "peak_mb",
+    ):
+        values = [r[key] for r in rows]
+        assert all(isinstance(v, float) and not math.isnan(v) for v in values), key
+    for key in ("zoo_acc", "B2", "B3_mae", "train_seconds", "peak_mb"):  # measured, not constants
+        assert rows[0][key] != rows[1][key], key
+    for r in rows:
+        assert set(r["B4_parts"]) == {"above_frontier", "as_novel", "as_diverse", "as_accurate"}
+        assert r["B4"] == np.mean(list(r["B4_parts"].values()))
+        assert set(r["met"]) == {"B2", "B3", "B4", "B5"} and r["peak_mb"] > 50 and r["train_seconds"] > 0
+        # B2 from the written nets: the generated dense set's mean accuracy over the SGD members'
+        sgd = [x for x in load_rows(out / r["cell"] / "zoo") if x["variant"] == "dense"]
+        gen = load_rows(out / r["cell"] / "seed0" / "generated" / "dense")
+        assert len(gen) == len(sgd) == r["members"]
+        assert r["B2"] == pytest.approx(
+            np.mean([x["test_acc"] for x in gen]) / np.mean([x["test_acc"] for x in sgd])
+        )
+        assert r["zoo_acc"] == pytest.approx(np.mean([x["test_acc"] for x in sgd]))
+    assert set(result["means"]) == {"digits_mlp", "digits_cnn"}
+    assert result["means"]["digits_cnn"]["B2"] == rows[1]["B2"]  # one seed: the mean is that seed's
+
+
+@pytest.mark.slow
+def test_the_tiny_matrix_markdown_and_plot(tiny):
+    out, result = tiny
+    md = (out / "matrix.md").read_text()
+    for r in result["rows"]:
+        assert f"| {r['cell']} | {r['seed']} | {r['params']} | {r['zoo_acc']:.3f} | {r['B2']:.3f} " in md
+        assert f"| **{r['cell']}** | mean of 1 |" in md
+    table = [line for line in md.splitlines() if line.startswith("| ") and "mean" not in line.split("|")[2]]
+    means = [line for line in md.splitlines() if "| mean of 1 |" in line]
+    assert len(table) == 1 + 2 and len(means) == 2  # the header, one line per cell and seed; the means
+    for line in table[1:] + means:  # B2, B3 Spearman and MAE, B4, B5 each against its target
+        assert line.count("✓") + line.count("✗") == 5, line
+    assert (out / "plots" / "matrix.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_each_seed_reaches_mole_train(tiny):
+    out, _ = tiny
+    config = yaml.safe_load((out / "digits_cnn" / "train" / "seed0" / "config.yaml").read_text())
+    assert config["seed_everything"] == 0
+    assert config["trainer"]["max_steps"] == load_recipe("tiny").weights["trainer"]["max_steps"]
+
+
+@pytest.mark.slow
+def test_a_rerun_through_the_script_resumes_without_retraining(tiny, capsys):
+    out, result = tiny
+    files = [
+        out / c / "train" / "seed0" / f
+        for c in ("digits_mlp", "digits_cnn")
+        for f in ("done.json", "checkpoints/last.ckpt")
+    ]
+    files += [
+        out / "digits_cnn" / "seed0" / "eval" / "results.json",
+        out / "digits_cnn" / "zoo" / "manifest.json",
+    ]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    spec = importlib.util.spec_from_file_location("bench_matrix", ROOT / "scripts" / "bench_matrix.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = script.main(out=str(out), matrix=str(TINY))
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # nothing retrained, resampled or re-evaluated
+    again = json.loads(Path(path).read_text())
+    assert again["rows"] == result["rows"]  # the train seconds kept are the first run's
+    assert "| digits_cnn | 0 |" in capsys.readouterr().out
