@@ -19,7 +19,7 @@ from mole.eval.memorization import MemorizationTest
 
 TARGETS = {  # docs/design.md section 5: (figure, comparison, target)
     "B2": ("acc_ratio", ">=", 0.97),
-    "B3": ("spearman_prompt", ">=", 0.9),
+    "B3": ("spearman_prompt", ">=", 0.95),  # and MAE <= 0.03, monotone: the matrix table checks all three
     "B4": ("memorization_parts_met", ">=", 1.0),
     "B5": ("sparse_vs_baselines_met", ">=", 1.0),
     "B6": ("mask_ratio_edge_popup", ">=", 0.9),
