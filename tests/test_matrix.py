@@ -126,13 +126,19 @@ def test_mole_bench_matrix_prints_a_bad_file_as_one_line_and_exits_2(matrix_dir,
     assert not (tmp_path / "out").exists()
 
 
-def test_the_real_matrix_names_a_missing_zoo_spec_before_running_anything(tmp_path):
-    missing = [c for c in yaml.safe_load(MATRIX.read_text())["cells"]
-               if not (MATRIX.parent / yaml.safe_load((MATRIX.parent / c).read_text())["zoo"]).is_file()]  # fmt: skip
-    if not missing:
-        pytest.skip("every cell's zoo spec is written")
-    with pytest.raises(ConfigError, match=rf"^{Path(missing[0]).stem}.zoo: no such file: .*configs/zoo/"):
-        run_matrix(MATRIX, tmp_path / "out", progress=False)
+def test_the_real_matrix_reads_and_a_missing_zoo_spec_is_named_before_running(matrix_dir, tmp_path):
+    m = load_matrix(MATRIX)
+    assert [c.name for c in m.cells] == [
+        "digits_mlp",
+        "digits_cnn",
+        "mnist1d_mlp",
+        "mnist1d_cnn",
+        "digits_mlp50k",
+    ]
+    assert m.seeds == (0, 1, 2) and {c.zoo["task"] for c in m.cells} == {"digits", "mnist1d"}
+    write(matrix_dir, "gone.yaml", "zoo: nowhere/missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"^gone.zoo: no such file: .*nowhere/missing.yaml"):
+        run_matrix(matrix_file(matrix_dir, cells="[cell.yaml, gone.yaml]"), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
