@@ -20,9 +20,9 @@ the same dense teacher, and the two KL terms are averaged: draws that stay good 
 a sparsity. The mask is not differentiated (straight-through on the kept weights).
 
 The term's cost grows with the network's forward cost, and FLOPs under-count it: the stacked
-forward of a small net is memory-bound, so its time follows the activations it writes (a digits
-CNN writes 6x the quickstart MLP's per input at 2.9x its FLOPs, and its term ran 17x slower on
-1024 inputs). `budgeted_inputs` fixes the number of inputs from a budget of activation elements
+forward of a small net is memory-bound, so its time follows the activations it writes: the digits
+CNN's term took 10x the quickstart MLP's per step on 1024 inputs, at 2.9x its FLOPs and 6x its
+activations. `budgeted_inputs` sets the number of inputs from a budget of activation elements
 (`activation_cost`), so the term costs about the same per step on any network.
 
 For the mask model (`masked`, mole.masks.system), the student is the row's frozen init under the top-k of the
