@@ -19,6 +19,12 @@ per network from that list (biases kept, as `mole sample --project sparsity=...`
 the same dense teacher, and the two KL terms are averaged: draws that stay good when projected onto
 a sparsity. The mask is not differentiated (straight-through on the kept weights).
 
+The term's cost grows with the network's forward cost, and FLOPs under-count it: the stacked
+forward of a small net is memory-bound, so its time follows the activations it writes: the digits
+CNN's term took 10x the quickstart MLP's per step on 1024 inputs, at 2.9x its FLOPs and 6x its
+activations. `budgeted_inputs` sets the number of inputs from a budget of activation elements
+(`activation_cost`), so the term costs about the same per step on any network.
+
 For the mask model (`masked`, mole.masks.system), the student is the row's frozen init under the top-k of the
 predicted mask logits, layer by layer at the row's sparsity (what sampling projects to), with
 edge-popup's straight-through gradient to the logits; the teacher is the row's own subnetwork (the
@@ -32,11 +38,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from mole.data import TaskData, load_task
 from mole.diffusion.model_dir import task_options_of
 from mole.errors import ConfigError
-from mole.nets import architecture_from_config
+from mole.nets import Architecture, architecture_from_config
 from mole.tokenizer.layout import compile_layout
 from mole.zoo.pruning import topk_straight_through
 
@@ -86,16 +94,22 @@ class FunctionLoss(nn.Module):
         sparsities=(),
         normalized: bool | None = None,
         data: TaskData | None = None,
+        budget: int | None = None,
     ) -> FunctionLoss:
         """The loss for a set-up ZooDataModule: `num_inputs` training inputs of its zoo's task, drawn
         with `seed` (the zoo's own task options, so the split is the one its members trained on).
         `normalized`: the tokens it will be given are normalised (None: the datamodule's setting;
         False for `masked`, which reads the batch's raw tokens). `data`: the task, already loaded
-        (from `zoo_task(datamodule)`), for a caller that needs it too."""
+        (from `zoo_task(datamodule)`), for a caller that needs it too. `budget`: activation elements
+        per network and forward pass, which cap the inputs (`budgeted_inputs`); None: no cap."""
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
         task, options = zoo_task(datamodule)
         data = data or load_task(task, **options)
+        if budget is not None:
+            tok = datamodule.tokenizer
+            arch = architecture_from_config(tok.architecture, tok.arch_config)
+            num_inputs = budgeted_inputs(arch, num_inputs, budget)
         inputs, _ = data.train_sample(num_inputs, seed)
         normalized = datamodule.normalize if normalized is None else normalized
         loss = cls(datamodule.tokenizer, inputs, normalized, sparsities)
@@ -199,6 +213,42 @@ class FunctionLoss(nn.Module):
         keep = topk_straight_through(mags, drawn).split([params[w][0].numel() for w in self.weights], 1)
         masks = {w: k.view_as(params[w]) for w, k in zip(self.weights, keep)}
         return {k: v * masks[k] if k in masks else v for k, v in params.items()}
+
+
+class _ActivationCounter(TorchDispatchMode):
+    """Sums the elements of every tensor the ops it sees write to fresh memory (views excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {
+            t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
+        }
+        self.elements += sum(
+            t.numel()
+            for t in tree_leaves(out)
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given
+        )
+        return out
+
+
+def activation_cost(arch: Architecture) -> int:
+    """Elements the architecture's stacked forward writes for one network on one input (its
+    activations, pooling indices included; views are free), the cost `budgeted_inputs` divides by."""
+    params = {n: torch.zeros(1, *s) for n, s in arch.param_shapes().items()}  # (1, *shape)
+    x = torch.zeros(1, *arch.input_shape)  # (1, *input_shape)
+    with torch.no_grad(), _ActivationCounter() as counter:
+        arch.forward_stacked(params, x)
+    return counter.elements
+
+
+def budgeted_inputs(arch: Architecture, most: int, budget: int) -> int:
+    """The inputs the function-space term runs on: `most`, fewer where `budget` (activation elements
+    per network and forward pass) allows fewer, at least 1: min(most, budget // activation_cost)."""
+    return max(1, min(most, budget // activation_cost(arch)))
 
 
 def zoo_task(datamodule) -> tuple[str, dict]:

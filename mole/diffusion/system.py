@@ -44,7 +44,11 @@ class DiffusionSystem(NetSystem):
             member's outputs to those of the predicted x0 on training inputs), 0: weight MSE only.
             Needs prediction_type "sample" or "v_prediction"; it is built in `setup` from the
             trainer's ZooDataModule (or set `system.function` yourself).
-        function_inputs: training inputs the functions are compared on.
+        function_inputs: training inputs the functions are compared on (the most, with a budget).
+        function_budget: activation elements per network and forward pass the term may write; fewer
+            inputs where one costs more (mole.diffusion.function_loss.budgeted_inputs: on the digits
+            CNN 169 of 1024), so the term costs about the same per step on any network. None: no cap.
+            The quickstart MLP writes 330 per input: a budget >= 1024 * 330 keeps its 1024.
         function_sparsities: also score the x0 prediction pruned by global magnitude at one of these
             sparsities (see FunctionLoss), for draws meant to be projected onto them; []: dense only.
     """
@@ -64,6 +68,7 @@ class DiffusionSystem(NetSystem):
         function_loss: float = 0.0,
         function_inputs: int = 256,
         function_sparsities: list[float] | None = None,
+        function_budget: int | None = None,
     ):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -73,6 +78,13 @@ class DiffusionSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
+        if function_budget is not None and (
+            isinstance(function_budget, bool) or not isinstance(function_budget, int) or function_budget < 1
+        ):
+            raise ConfigError(
+                "model.function_budget",
+                f"must be a positive integer (activation elements) or null, got {function_budget!r}",
+            )
         if function_loss and prediction_type == "epsilon":
             raise ConfigError(
                 "model.function_loss",
@@ -101,6 +113,7 @@ class DiffusionSystem(NetSystem):
                 self.hparams.function_inputs,
                 sparsities=self.hparams.function_sparsities or (),
                 data=load_task(task, **options),
+                budget=self.hparams.function_budget,
             )
 
     def model_meta(self) -> dict[str, Any]:

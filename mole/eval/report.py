@@ -312,9 +312,7 @@ def sparse_section(sets: Mapping[str, tuple[Sequence[Row], Sequence[Mapping]]], 
                          yes_no(x["met"])])  # fmt: skip
     zoo, body = named(names, body)
     curves = {name: by_level(rows) for name, (rows, _) in sets.items()}
-    curves.update(
-        {b: by_level([r for r in pruning if r["variant"] == b], key=lambda r: r["sparsity"]) for b in PRUNING}
-    )
+    curves.update({b: by_level([r for r in pruning if r["variant"] == b]) for b in PRUNING})
     plot_sparsity(curves, plots / "sparsity.png")
     return ["## Sparse networks (B5)", "", lead, "",
             *([f"- `{n}`: {h}" for n, h in hows.items()] + [""] if len(sets) > 1 else []),

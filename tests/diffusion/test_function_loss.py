@@ -10,9 +10,10 @@ import torch
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss
+from mole.diffusion.function_loss import FunctionLoss, activation_cost, budgeted_inputs
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
+from mole.nets import build_architecture
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
 from tests.tokenizer.helpers import tiny_zoo
@@ -83,6 +84,45 @@ def test_bad_settings_name_the_field(zoo, tmp_path):
         DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=-1.0)
     with pytest.raises(ConfigError, match=r"^function_inputs: must be a positive integer"):
         FunctionLoss.from_datamodule(dm, num_inputs=0)
+    for bad in (0, -5, 2.5, True, "1e6"):
+        with pytest.raises(ConfigError, match=r"^model\.function_budget: must be a positive integer"):
+            DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_budget=bad)
+
+
+class Toy:
+    """A one-layer net whose forward writes a (1, 1, 3) matmul output and its ReLU; the rest are views."""
+
+    input_shape = (1, 2, 2)
+
+    def param_shapes(self):
+        return {"w": (3, 4)}
+
+    def forward_stacked(self, params, x):
+        return torch.relu(x.flatten(1) @ params["w"][0].T).unsqueeze(0)
+
+
+def test_activation_cost_counts_the_elements_a_forward_writes():
+    assert activation_cost(Toy()) == 3 + 3
+    mlp = build_architecture("mlp", (1, 8, 8), 10, hidden=[64, 64])  # the quickstart's
+    cnn = build_architecture(
+        "cnn", (1, 8, 8), 10, channels=[8, 16], kernel_size=3, hidden=[32]
+    )  # digits_cnn's
+    assert activation_cost(cnn) > 4 * activation_cost(mlp)  # 8-channel 8x8 maps against 64-wide layers
+
+
+def test_a_budget_caps_the_inputs_by_their_cost(zoo, tmp_path):
+    mlp = build_architecture("mlp", (1, 8, 8), 10, hidden=[64, 64])
+    cnn = build_architecture("cnn", (1, 8, 8), 10, channels=[8, 16], kernel_size=3, hidden=[32])
+    budget = 1024 * activation_cost(mlp)  # the quickstart MLP keeps its 1024 inputs
+    assert budgeted_inputs(mlp, 1024, budget) == 1024 and budgeted_inputs(mlp, 256, budget) == 256
+    assert budgeted_inputs(cnn, 1024, budget) == budget // activation_cost(cnn) < 256
+    assert budgeted_inputs(cnn, 1024, 1) == 1  # never none
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    arch = MemberTensors(dm.tokenizer.architecture, dm.tokenizer.arch_config, {}).arch
+    fn = FunctionLoss.from_datamodule(dm, 64, budget=10 * activation_cost(arch))
+    assert fn.inputs.shape[0] == 10
+    assert FunctionLoss.from_datamodule(dm, 64, budget=None).inputs.shape[0] == 64
 
 
 def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits):

@@ -88,6 +88,17 @@ def test_b5_level_is_the_prompted_one():
     assert bench.level_of({"sparsity": 0.8, "variant_config": "{}", "extra": None}) == 0.8
 
 
+def test_b5_baselines_count_at_the_level_they_were_asked_for():
+    """Exact top-k removes round(s * n) weights: on the digits CNN (3592 weights) magnitude at 0.8
+    removes 2874 (0.80011); it is still compared with the nets prompted at 0.8."""
+    sparse = [gen(0.7, {"sparsity": 0.8}, project={}) | {"sparsity": 2874 / 3592}]
+    magnitude = pruned("magnitude", 2874 / 3592, 0.75) | {"variant_config": json.dumps({"sparsity": 0.8})}
+    imp = [pruned("imp", 0.75, 0.8), pruned("imp", 0.875, 0.7)]  # IMP's rows ask for no level
+    levels = bench.sparse_levels(bench.sparsity_curves(sparse, [magnitude, *imp]))
+    assert [x["sparsity"] for x in levels] == [0.8] and levels[0]["magnitude"] == 0.75
+    assert levels[0]["imp_interp"] == pytest.approx(0.76)
+
+
 def test_b6_pairs_masks_with_edge_popup_on_the_same_inits():
     masks = [gen(0.6, init_seed=1), gen(0.8, init_seed=2)]
     popup = [gen(0.8, init_seed=2, random_mask_test_acc=0.1), gen(0.5, init_seed=9),
