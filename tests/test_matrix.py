@@ -17,7 +17,7 @@ from mole.bench.table import targets_met
 from mole.cli import main
 from mole.errors import ConfigError
 from mole.eval import load_rows
-from mole.pipeline import load_recipe
+from mole.pipeline import load_recipe, merged
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX, TINY = ROOT / "configs" / "matrix" / "matrix.yaml", ROOT / "configs" / "matrix" / "tiny.yaml"
@@ -34,19 +34,22 @@ def test_the_matrix_runs_the_quickstart_recipe_over_cells_that_differ_only_in_th
     for cell in raw["cells"]:
         assert list(yaml.safe_load((MATRIX.parent / cell).read_text())) == ["zoo"]
     m = load_matrix(MATRIX, cells=["digits_mlp", "digits_cnn"])  # the cells whose zoo specs exist here
-    q = load_recipe("default")
-    assert (m.weights, m.sample, m.baselines) == (q.weights, q.sample, q.baselines)
+    q, rule = load_recipe("default"), yaml.safe_load((MATRIX.parent / "scaling.yaml").read_text())
+    assert m.weights == merged(q.weights, rule)  # the quickstart's model and its one scaling rule
+    assert rule == {"model": {"init_args": {"function_budget": 400000}}}
+    assert (m.sample, m.baselines) == (q.sample, q.baselines)
     assert m.cells[0].zoo == q.zoo and m.cells[1].zoo["architecture"] == "cnn"
 
 
 def test_the_tiny_matrix_is_the_quickstarts_tiny_recipe_on_two_digits_cells():
     m, q = load_matrix(TINY), load_recipe("tiny")
     assert [c.name for c in m.cells] == ["digits_mlp", "digits_cnn"] and m.seeds == (0,)
-    assert (m.weights, m.sample, m.baselines) == (q.weights, q.sample, q.baselines)
+    assert m.weights == merged(q.weights, yaml.safe_load((MATRIX.parent / "scaling.yaml").read_text()))
+    assert (m.sample, m.baselines) == (q.sample, q.baselines)
     assert m.cells[0].zoo == q.zoo
     assert {c.zoo["task"] for c in m.cells} == {"digits"} and m.cells[1].zoo["members"] == 8
     # a preset does what the tiny file's lists do: the files in configs/quickstart/tiny/ laid over
-    assert load_matrix(MATRIX, cells=["digits_mlp"], preset="tiny").weights == q.weights
+    assert load_matrix(MATRIX, cells=["digits_mlp"], preset="tiny").weights == m.weights
 
 
 def write(folder: Path, name: str, text: str) -> Path:
