@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -134,6 +135,12 @@ class MoleCLI(LightningCLI):
             fit["ckpt_path"] = str(last)
         if fit.get("ckpt_path") is not None and "weights_only" in fit:
             fit["weights_only"] = True  # our checkpoints hold only tensors and plain containers
+
+    def after_fit(self) -> None:
+        """Close this run's W&B run: wandb keeps one global run per process, and a later WandbLogger
+        (the quickstart's next model, its report) would otherwise log into this one."""
+        if wandb.run is not None and any(isinstance(lg, WandbLogger) for lg in self.trainer.loggers):
+            wandb.finish()
 
 
 def cli_main(args: list[str] | None = None) -> MoleCLI:

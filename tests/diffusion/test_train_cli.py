@@ -131,3 +131,17 @@ def test_a_system_and_other_rows_is_one_line_error(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"mole: error: {message}") and "\n" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_each_training_closes_its_wandb_run(zoo, cache, tmp_path, monkeypatch):
+    """wandb keeps one global run per process: a run left open would swallow the next model's (the
+    quickstart trains two in one process) and the report's logging."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("a", "b"):
+        run_dir = tmp_path / name
+        argv = command(zoo, cache, run_dir, "--trainer.max_steps", "2")[3:]
+        assert main([*argv, "--wandb", "offline"]) == 0
+        assert wandb.run is None
+        assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1, name
