@@ -1,0 +1,119 @@
+"""Bad inputs across commands: each is exit code 2, exactly one line on stderr with no traceback, an
+error that names the field or file, and the input folder byte-identical before and after.
+
+Each row of a table is one distinct bad input: a name, how to damage a copy of a good input, the
+command to run on it and the text the error must hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mole.cli import main
+from tests.tokenizer.helpers import tiny_zoo
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "diffusion" / "digits_tiny.yaml"
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `folder` (what "byte-identical" compares)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def truncate(path: Path, by: int = 1) -> None:
+    path.write_bytes(path.read_bytes()[:-by])
+
+
+def assert_one_line_error(capsys, argv: list[str], folder: Path, needle: str) -> None:
+    """Run `mole ARGV`: exit 2, one stderr line naming `needle`, no traceback, `folder` unchanged."""
+    before = snapshot(folder)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("mole: error: "), err
+    assert "Traceback" not in err
+    assert needle in err, err
+    assert snapshot(folder) == before
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    return tiny_zoo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("datasets-cache"))
+
+
+def train_argv(zoo: Path, cache: str, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "train", str(CONFIG), "--data.zoo", str(zoo), "--data.cache_dir", cache, "--run_dir", str(run_dir),
+        "--trainer.accelerator", "cpu", "--trainer.max_steps", "1", *extra,
+    ]  # fmt: skip
+
+
+def _not_a_zoo(zoo: Path) -> None:
+    shutil.rmtree(zoo)
+    zoo.mkdir()
+    (zoo / "notes.txt").write_text("not a zoo\n")
+
+
+def _manifest_truncated(zoo: Path) -> None:
+    truncate(zoo / "manifest.json", by=3)  # its last two bytes are "}\n": one byte off is still JSON
+
+
+def _shard_truncated(zoo: Path) -> None:
+    truncate(zoo / "shards" / "shard-00000.parquet")
+
+
+def _shard_missing(zoo: Path) -> None:
+    (zoo / "shards" / "shard-00001.parquet").unlink()
+
+
+# name -> (damage a copy of the tiny zoo, text the error must hold)
+TRAIN_ON_BAD_ZOO: dict[str, tuple[Callable[[Path], None], str]] = {
+    "not a zoo": (_not_a_zoo, "manifest.json: missing"),
+    "truncated manifest": (_manifest_truncated, "manifest.json: corrupt"),
+    "truncated shard": (_shard_truncated, "shard-00000.parquet: sha256 mismatch"),
+    "missing shard": (_shard_missing, "shard-00001.parquet: shard"),
+}
+
+
+@pytest.mark.parametrize("name", list(TRAIN_ON_BAD_ZOO))
+def test_train_on_a_bad_zoo(zoo, cache, tmp_path, capsys, name):
+    damage, needle = TRAIN_ON_BAD_ZOO[name]
+    bad = tmp_path / "zoo"
+    shutil.copytree(zoo, bad)
+    damage(bad)
+    assert_one_line_error(capsys, train_argv(bad, cache, tmp_path / "run"), bad, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_on_a_missing_zoo(cache, tmp_path, capsys):
+    missing = tmp_path / "nothing"
+    assert_one_line_error(
+        capsys, train_argv(missing, cache, tmp_path / "run"), tmp_path, "no such zoo folder"
+    )
+    assert not missing.exists() and not (tmp_path / "run").exists()
+
+
+def test_train_unwraps_an_error_raised_inside_argument_linking(zoo, cache, tmp_path, capsys):
+    """The data module's setup runs inside jsonargparse's argument link, which wraps what it raises in a
+    ValueError; the MoleError comes out, one line. (The `datasets` progress line before it is the
+    cache being written, not part of the error.)"""
+    before = snapshot(zoo)
+    assert main(train_argv(zoo, cache, tmp_path / "run", "--data.variants", "[sparse]")) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "mole: error: variants: ['sparse'] not in this zoo; it holds ['dense']"
+    assert "Traceback" not in err and "compute_fn" not in err
+    assert snapshot(zoo) == before and not (tmp_path / "run").exists()
