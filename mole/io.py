@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
 from mole.errors import StoreError
 
 
@@ -78,3 +82,28 @@ def read_json(path: Path, what: str) -> Any:
         raise StoreError(f"{path}: missing ({what})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{path}: corrupt {what} ({e.__class__.__name__}: {e})") from None
+
+
+def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors in `path`; a missing, truncated or corrupt file is a one-line StoreError naming it."""
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing ({what})") from None
+    except SafetensorError as e:
+        raise StoreError(f"{path}: corrupt {what} ({e})") from None
+
+
+def check_files(folder: Path, what: str) -> None:
+    """Check that every JSON file parses and every safetensors header covers its file in `folder`
+    (not its subfolders): a damaged file is a one-line StoreError naming it, before a library that
+    would raise a multi-line error reads it. Headers only: the tensors are not read."""
+    for path in sorted(Path(folder).glob("*.json")):
+        read_json(path, what)
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except SafetensorError as e:
+            raise StoreError(f"{path}: corrupt {what} ({e})") from None

@@ -13,8 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from mole.cli import main
+from mole.errors import StoreError
+from mole.tokenizer.persist import REFERENCE_FILE, STATS_FILE, read_reference, read_stats, write_tokenizer
+from mole.zoo.export import load_exported
+from mole.zoo.store import load_manifest
 from tests.tokenizer.helpers import tiny_zoo
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "diffusion" / "digits_tiny.yaml"
@@ -117,3 +122,63 @@ def test_train_unwraps_an_error_raised_inside_argument_linking(zoo, cache, tmp_p
     assert err.splitlines()[-1] == "mole: error: variants: ['sparse'] not in this zoo; it holds ['dense']"
     assert "Traceback" not in err and "compute_fn" not in err
     assert snapshot(zoo) == before and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------- damaged model folders
+@pytest.fixture(scope="module")
+def model(zoo, cache, tmp_path_factory) -> Path:
+    """A model folder from one training step on the tiny zoo."""
+    run_dir = tmp_path_factory.mktemp("model-run") / "run"
+    assert main(train_argv(zoo, cache, run_dir, "--wandb", "disabled")) == 0
+    return run_dir / "model"
+
+
+# name -> (file in the model folder, bytes cut off its end): each damage on its own copy
+DAMAGED_MODEL: dict[str, tuple[str, int]] = {
+    "truncated denoiser weights": ("denoiser/diffusion_pytorch_model.safetensors", 1),
+    "truncated denoiser config": ("denoiser/config.json", 3),
+    "truncated scheduler config": ("scheduler/scheduler_config.json", 3),
+    "truncated tokenizer stats": ("tokenizer/stats.safetensors", 1),
+    "truncated tokenizer.json": ("tokenizer/tokenizer.json", 3),
+    "truncated mole.json": ("mole.json", 3),  # JSON files end in "}\n": one byte off still parses
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGED_MODEL))
+def test_sample_from_a_damaged_model_folder(model, tmp_path, capsys, name):
+    file, cut = DAMAGED_MODEL[name]
+    bad = tmp_path / "model"
+    shutil.copytree(model, bad)
+    truncate(bad / file, by=cut)
+    out = tmp_path / "generated"
+    argv = ["sample", str(bad), "--out", str(out), "--num", "2", "--progress", "false"]
+    assert_one_line_error(capsys, argv, bad, f"{bad / file}: corrupt")
+    assert not out.exists()
+
+
+def test_an_exported_member_with_truncated_weights(zoo, tmp_path, capsys):
+    member = f"tiny-{load_manifest(zoo)['spec_hash'][:8]}-00002-dense"
+    assert main(["zoo", "export", str(zoo), member, "--to", str(tmp_path / "m")]) == 0
+    weights = tmp_path / "m" / "weights.safetensors"
+    truncate(weights)
+    before = snapshot(tmp_path / "m")
+    with pytest.raises(StoreError) as e:
+        load_exported(tmp_path / "m")
+    assert str(e.value).startswith(f"{weights}: corrupt member weights") and "\n" not in str(e.value)
+    assert snapshot(tmp_path / "m") == before
+
+
+@pytest.mark.parametrize("file", [STATS_FILE, REFERENCE_FILE])
+def test_a_saved_tokenizer_with_a_truncated_tensor_file(tmp_path, file):
+    folder = write_tokenizer(
+        tmp_path / "tok",
+        {"name": "neuron"},
+        {"params/w": {"mean": torch.zeros(3), "std": torch.ones(3)}},
+        {"w": torch.ones(2, 2)},
+    )
+    truncate(folder / file)
+    before = snapshot(folder)
+    with pytest.raises(StoreError) as e:
+        (read_stats if file == STATS_FILE else read_reference)(folder)
+    assert str(e.value).startswith(f"{folder / file}: corrupt tokenizer") and "\n" not in str(e.value)
+    assert snapshot(folder) == before

@@ -8,10 +8,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mole.errors import StoreError
+from mole.io import read_safetensors
 from mole.nets import Architecture, Params, architecture_from_config
 from mole.zoo import store
 
@@ -85,9 +86,12 @@ def load_exported(folder: str | Path) -> nn.Module:
     meta = store.read_json(folder / "meta.json", "member metadata")
     arch = architecture_from_config(meta["architecture"], meta["arch_options"])
     module = arch.build_module()
+    state = read_safetensors(folder / "weights.safetensors", "member weights")
     try:
-        state = load_file(str(folder / "weights.safetensors"))
-    except FileNotFoundError:
-        raise StoreError(f"{folder / 'weights.safetensors'}: missing") from None
-    module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # tensors that do not fit the architecture meta.json names
+        first = str(e).strip().splitlines()[0]
+        raise StoreError(
+            f"{folder / 'weights.safetensors'}: does not fit {meta['architecture']} ({first})"
+        ) from None
     return module
