@@ -8,10 +8,13 @@ command to run on it and the text the error must hold.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -19,7 +22,7 @@ from mole.cli import main
 from mole.errors import StoreError
 from mole.tokenizer.persist import REFERENCE_FILE, STATS_FILE, read_reference, read_stats, write_tokenizer
 from mole.zoo.export import load_exported
-from mole.zoo.store import load_manifest
+from mole.zoo.store import load_manifest, sha256_file
 from tests.tokenizer.helpers import tiny_zoo
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "diffusion" / "digits_tiny.yaml"
@@ -182,3 +185,77 @@ def test_a_saved_tokenizer_with_a_truncated_tensor_file(tmp_path, file):
         (read_stats if file == STATS_FILE else read_reference)(folder)
     assert str(e.value).startswith(f"{folder / file}: corrupt tokenizer") and "\n" not in str(e.value)
     assert snapshot(folder) == before
+
+
+# ---------------------------------------------------------------------------- tampered shards
+def _tamper(zoo: Path, change: Callable[[pa.Table], pa.Table]) -> Path:
+    """Rewrite shard 0 through `change` and put its new hash in the manifest, as a careful forger would."""
+    shard = zoo / "shards" / "shard-00000.parquet"
+    pq.write_table(change(pq.read_table(shard)), shard)
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    manifest["shards"]["shard-00000"]["sha256"] = sha256_file(shard)
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    return shard
+
+
+def _retyped(table: pa.Table, name: str, type_: pa.DataType) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, table[name].cast(type_))
+
+
+# name -> (how shard 0's table is changed, what the error says about it)
+TAMPERED_SHARD: dict[str, tuple[Callable[[pa.Table], pa.Table], str]] = {
+    "a metadata column dropped": (lambda t: t.drop_columns(["extra"]), "column extra is missing"),
+    "a metric column dropped": (lambda t: t.drop_columns(["test_acc"]), "column test_acc is missing"),
+    "a column retyped": (
+        lambda t: _retyped(t, "step", pa.float64()),
+        "column step is double, expected int64",
+    ),
+    "a column added": (
+        lambda t: t.append_column("backdoor", pa.array([1] * len(t))),
+        "columns ['backdoor'] are not in it",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["info", "export"])
+@pytest.mark.parametrize("name", list(TAMPERED_SHARD))
+def test_a_tampered_shard_with_a_matching_hash(zoo, tmp_path, capsys, name, command):
+    change, problem = TAMPERED_SHARD[name]
+    bad = tmp_path / "zoo"
+    shutil.copytree(zoo, bad)
+    shard = _tamper(bad, change)
+    member = f"tiny-{load_manifest(bad)['spec_hash'][:8]}-00000-dense"  # a member of shard 0
+    argv = {
+        "info": ["zoo", "info", str(bad)],
+        "export": ["zoo", "export", str(bad), member, "--to", str(tmp_path / "m")],
+    }
+    assert_one_line_error(
+        capsys, argv[command], bad, f"{shard}: shard does not match the zoo schema ({problem}"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def _short_params(table: pa.Table) -> pa.Table:
+    """Every row's params one value short: the schema holds, the network does not fit."""
+    params = pa.array([p[:-1] for p in table["params"].to_pylist()], pa.list_(pa.float32()))
+    return table.set_column(table.schema.get_field_index("params"), "params", params)
+
+
+def test_export_of_a_row_that_does_not_fit_its_network_writes_nothing(zoo, tmp_path, capsys):
+    bad = tmp_path / "zoo"
+    shutil.copytree(zoo, bad)
+    _tamper(bad, _short_params)
+    member = f"tiny-{load_manifest(bad)['spec_hash'][:8]}-00000-dense"
+    argv = ["zoo", "export", str(bad), member, "--to", str(tmp_path / "m")]
+    assert_one_line_error(capsys, argv, bad, f"member {member} step ")
+    assert not (tmp_path / "m").exists()
+
+
+def test_export_into_an_existing_folder_keeps_its_other_files(zoo, tmp_path, capsys):
+    to = tmp_path / "m"
+    to.mkdir()
+    (to / "notes.txt").write_text("mine\n")
+    member = f"tiny-{load_manifest(zoo)['spec_hash'][:8]}-00000-dense"
+    assert main(["zoo", "export", str(zoo), member, "--to", str(to)]) == 0
+    assert sorted(p.name for p in to.iterdir()) == ["meta.json", "notes.txt", "weights.safetensors"]
+    assert (to / "notes.txt").read_text() == "mine\n"

@@ -175,8 +175,27 @@ def record_shard(zoo: Path, shard: int, entry: dict, spec_hash: str, num_groups:
         write_json(zoo / MANIFEST, m)
 
 
+def check_shard_schema(path: Path) -> None:
+    """A shard's columns must be SCHEMA's, with its types (its footer only is read): a shard changed
+    and re-hashed would otherwise fail later as a KeyError or a many-line pyarrow error."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StoreError(f"{path}: unreadable shard ({' '.join(str(e).split())})") from None
+    unknown = sorted(set(schema.names) - set(SCHEMA.names))
+    problems = [f"columns {unknown} are not in it"] if unknown else []
+    for field in SCHEMA:
+        if field.name not in schema.names:
+            problems.append(f"column {field.name} is missing")
+        elif not schema.field(field.name).type.equals(field.type):
+            problems.append(f"column {field.name} is {schema.field(field.name).type}, expected {field.type}")
+    if problems:
+        raise StoreError(f"{path}: shard does not match the zoo schema ({'; '.join(problems[:3])})")
+
+
 def verify_zoo(zoo: Path) -> dict:
-    """Check every shard in the manifest exists and matches its hash; return the manifest."""
+    """Check every shard in the manifest exists, matches its hash and has the zoo's schema; return
+    the manifest."""
     zoo = Path(zoo)
     if not zoo.is_dir():
         raise StoreError(f"{zoo}: no such zoo folder")
@@ -190,6 +209,7 @@ def verify_zoo(zoo: Path) -> dict:
             raise StoreError(
                 f"{path}: sha256 mismatch (manifest {entry['sha256'][:12]}…, file {digest[:12]}…): corrupt or changed shard"
             )
+        check_shard_schema(path)
     return m
 
 
