@@ -18,6 +18,16 @@ from safetensors.torch import load_file
 
 from mole.errors import StoreError
 
+TEMP_SUFFIX = ".tmp"  # atomic_path's and atomic_dir's temporary names: .NAME.XXXXXXXX.tmp
+OLD_SUFFIX = ".old"  # atomic_dir's old folder, moved aside: .NAME.old
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is named as atomic_path / atomic_dir name their temporary files and folders:
+    what a killed write leaves behind, never a finished file."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith((TEMP_SUFFIX, OLD_SUFFIX))
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -28,7 +38,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -54,10 +64,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
-        old = path.with_name(f".{path.name}.old")
+        old = path.with_name(f".{path.name}{OLD_SUFFIX}")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)
