@@ -12,7 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
 from mole.errors import StoreError
+
+TEMP_SUFFIX = ".tmp"  # atomic_path's and atomic_dir's temporary names: .NAME.XXXXXXXX.tmp
+OLD_SUFFIX = ".old"  # atomic_dir's old folder, moved aside: .NAME.old
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is named as atomic_path / atomic_dir name their temporary files and folders:
+    what a killed write leaves behind, never a finished file."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith((TEMP_SUFFIX, OLD_SUFFIX))
 
 
 @contextlib.contextmanager
@@ -24,7 +38,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -50,10 +64,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
-        old = path.with_name(f".{path.name}.old")
+        old = path.with_name(f".{path.name}{OLD_SUFFIX}")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)
@@ -78,3 +92,28 @@ def read_json(path: Path, what: str) -> Any:
         raise StoreError(f"{path}: missing ({what})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{path}: corrupt {what} ({e.__class__.__name__}: {e})") from None
+
+
+def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors in `path`; a missing, truncated or corrupt file is a one-line StoreError naming it."""
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing ({what})") from None
+    except SafetensorError as e:
+        raise StoreError(f"{path}: corrupt {what} ({e})") from None
+
+
+def check_files(folder: Path, what: str) -> None:
+    """Check that every JSON file parses and every safetensors header covers its file in `folder`
+    (not its subfolders): a damaged file is a one-line StoreError naming it, before a library that
+    would raise a multi-line error reads it. Headers only: the tensors are not read."""
+    for path in sorted(Path(folder).glob("*.json")):
+        read_json(path, what)
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except SafetensorError as e:
+            raise StoreError(f"{path}: corrupt {what} ({e})") from None

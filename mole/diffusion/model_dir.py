@@ -21,7 +21,7 @@ from diffusers import DDPMScheduler
 
 from mole.diffusion.denoiser import Denoiser
 from mole.errors import StoreError
-from mole.io import atomic_dir, read_json, write_json
+from mole.io import atomic_dir, check_files, read_json, write_json
 from mole.masks.model import MaskModel
 from mole.tokenizer import Tokenizer
 from mole.zoo import store
@@ -120,9 +120,15 @@ def load_model(path: str | Path) -> Model:
     for part in parts:
         if not (path / part).exists():
             raise StoreError(f"{path}: not a mole model folder ({part} is missing)")
-    # low_cpu_mem_usage needs `accelerate`, which mole does not require: load plainly, quietly.
-    net = kind.net.from_pretrained(path / kind.folder, low_cpu_mem_usage=False).eval()
-    scheduler = DDPMScheduler.from_pretrained(path / "scheduler") if kind.scheduler else None
+    for part in parts:
+        check_files(path / part, f"{part} file")  # diffusers' own errors on a damaged file run to many lines
+    try:
+        # low_cpu_mem_usage needs `accelerate`, which mole does not require: load plainly, quietly.
+        net = kind.net.from_pretrained(path / kind.folder, low_cpu_mem_usage=False).eval()
+        scheduler = DDPMScheduler.from_pretrained(path / "scheduler") if kind.scheduler else None
+    except (OSError, ValueError, RuntimeError) as e:  # files that parse but do not fit the network
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise StoreError(f"{path}: cannot load the {kind.folder} ({first})") from None
     return Model(net, scheduler, Tokenizer.from_dir(path / "tokenizer"), meta)
 
 

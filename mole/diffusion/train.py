@@ -35,6 +35,8 @@ from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import TARGETS, ZooDataModule
 from mole.diffusion.model_dir import ExportModel
 from mole.diffusion.training import check_target
+from mole.errors import MoleError
+from mole.zoo.store import verify_zoo
 
 # Linked into model.init_args.net.init_args; a key the chosen network does not take is skipped
 # (the Denoiser takes context_dim, the MaskModel channels).
@@ -74,6 +76,15 @@ class MoleCLI(LightningCLI):
             parser.link_arguments(
                 "data", f"model.init_args.net.init_args.{key}", compute_fn=fn, apply_on="instantiate"
             )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then check the zoo against its manifest: a bad zoo is a one-line error before
+        LightningCLI seeds (which logs a line) or writes anything."""
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")  # self.subcommand is set only after this
+        zoo = (self.config[sub] if sub else self.config)["data"]["zoo"]
+        if zoo is not None:
+            verify_zoo(Path(zoo))
 
     def before_instantiate_classes(self) -> None:
         """The chosen system must learn from the data module's kind of rows (one-line error)."""
@@ -143,8 +154,23 @@ class MoleCLI(LightningCLI):
             wandb.finish()
 
 
+def _mole_error_in(error: BaseException) -> MoleError | None:
+    """The MoleError that `error` wraps, if any: jsonargparse re-raises what an argument link's
+    compute function raised (e.g. the data module's zoo error) as a ValueError `from` it. Only explicit
+    causes are followed: an error raised while handling a MoleError is not that MoleError."""
+    while error is not None:
+        if isinstance(error, MoleError):
+            return error
+        error = error.__cause__
+    return None
+
+
 def cli_main(args: list[str] | None = None) -> MoleCLI:
-    """Run `fit` with LightningCLI; `args` are what follows `mole train` (CONFIG first, if any)."""
+    """Run `fit` with LightningCLI; `args` are what follows `mole train` (CONFIG first, if any).
+
+    A MoleError raised inside LightningCLI (an argument link, a class's init) comes out unwrapped,
+    so `mole train` reports it in one line like every other command.
+    """
     args = list(args or [])
     if args and not args[0].startswith("-") and args[0] not in ("fit", "validate", "test"):
         args = ["--config", args[0], *args[1:]]
@@ -153,16 +179,22 @@ def cli_main(args: list[str] | None = None) -> MoleCLI:
     with warnings.catch_warnings():
         # `mole train` hands LightningCLI its own argv; LightningCLI warns when sys.argv holds more.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return MoleCLI(
-            L.LightningModule,
-            ZooDataModule,
-            subclass_mode_model=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,
-            trainer_defaults={"accelerator": "auto"},
-            parser_kwargs={"prog": "mole train"},
-        )
+        try:
+            return MoleCLI(
+                L.LightningModule,
+                ZooDataModule,
+                subclass_mode_model=True,
+                args=args,
+                save_config_kwargs={"overwrite": True},
+                seed_everything_default=0,
+                trainer_defaults={"accelerator": "auto"},
+                parser_kwargs={"prog": "mole train"},
+            )
+        except Exception as e:
+            mole_error = _mole_error_in(e)
+            if mole_error is None or mole_error is e:
+                raise
+            raise mole_error from None
 
 
 if __name__ == "__main__":

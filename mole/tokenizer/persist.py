@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from mole.errors import ConfigError
-from mole.io import atomic_path
+from mole.errors import ConfigError, StoreError
+from mole.io import atomic_path, read_safetensors
 
 CONFIG_FILE = "tokenizer.json"
 STATS_FILE = "stats.safetensors"
@@ -57,8 +57,8 @@ def read_config(path: Path) -> dict:
         config = json.loads((path / CONFIG_FILE).read_text())
     except FileNotFoundError:
         raise ConfigError("tokenizer", f"{path / CONFIG_FILE}: missing (not a saved tokenizer)") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError("tokenizer", f"{path / CONFIG_FILE}: corrupt ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path / CONFIG_FILE}: corrupt tokenizer config ({e})") from None
     if config.get("format") != FORMAT:
         raise ConfigError(
             "tokenizer", f"{path / CONFIG_FILE}: format {config.get('format')!r}, expected {FORMAT}"
@@ -68,10 +68,9 @@ def read_config(path: Path) -> dict:
 
 def read_stats(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """The fitted statistics saved in folder `path`, as field/tensor -> statistic name -> tensor."""
-    try:
-        flat = load_file(str(path / STATS_FILE))
-    except FileNotFoundError:
-        raise ConfigError("tokenizer", f"{path / STATS_FILE}: missing") from None
+    if not (path / STATS_FILE).is_file():
+        raise ConfigError("tokenizer", f"{path / STATS_FILE}: missing")
+    flat = read_safetensors(path / STATS_FILE, "tokenizer statistics")
     stats: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in flat.items():
         key, _, stat = k.rpartition("/")  # keys are "<field>/<tensor>/<mean|std|count>"
@@ -81,7 +80,6 @@ def read_stats(path: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 def read_reference(path: Path) -> dict[str, torch.Tensor]:
     """The matching reference params saved in folder `path`."""
-    try:
-        return load_file(str(path / REFERENCE_FILE))
-    except FileNotFoundError:
-        raise ConfigError("tokenizer", f"{path / REFERENCE_FILE}: missing") from None
+    if not (path / REFERENCE_FILE).is_file():
+        raise ConfigError("tokenizer", f"{path / REFERENCE_FILE}: missing")
+    return read_safetensors(path / REFERENCE_FILE, "tokenizer reference")

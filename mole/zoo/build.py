@@ -68,7 +68,7 @@ def check_zoo_folder(out: Path, spec: ZooSpec) -> dict | None:
             raise StoreError(
                 f"{out}: holds a zoo built from another spec (hash {str(old.get('spec_hash'))[:12]}…, this one {spec.spec_hash()[:12]}…); choose another --out"
             )
-    elif any(out.iterdir()) and not (out / store.MANIFEST).exists():
+    elif store.holds_files(out) and not (out / store.MANIFEST).exists():
         raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
     if (out / store.MANIFEST).exists():
         return store.verify_zoo(out)

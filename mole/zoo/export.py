@@ -8,10 +8,11 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from mole.errors import StoreError
+from mole.io import atomic_dir, read_safetensors
 from mole.nets import Architecture, Params, architecture_from_config
 from mole.zoo import store
 
@@ -55,7 +56,7 @@ def export_member(zoo: str | Path, member_id: str, to: str | Path, step: int | N
     Args:
         zoo: the zoo folder.
         member_id: the member's id (see `mole zoo info`).
-        to: output folder (created; files written atomically).
+        to: output folder (a new one appears whole; in an existing one each file is replaced atomically).
         step: which snapshot; default the final one.
     """
     rows = find_member_rows(Path(zoo), member_id)
@@ -68,15 +69,29 @@ def export_member(zoo: str | Path, member_id: str, to: str | Path, step: int | N
                 f"step: member {member_id} has no snapshot at step {step}; steps are {sorted(by_step)}"
             )
         row = by_step[step]
-    module = module_from_row(row)
+    # everything is computed before anything is written, so a bad row leaves no partial export
+    try:
+        module = module_from_row(row)
+        state = {k: v.contiguous() for k, v in module.state_dict().items()}
+        meta = {k: row[k] for k in META_KEYS}
+        for k in ("variant_config", "task_options", "arch_options", "extra"):
+            meta[k] = json.loads(meta[k]) if meta[k] else None
+    except (ValueError, RuntimeError, TypeError) as e:  # a row that fits the schema but not its network
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise StoreError(f"{zoo}: member {member_id} step {row['step']}: unreadable row ({first})") from None
     to = Path(to)
-    with store.atomic_path(to / "weights.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp))
-    meta = {k: row[k] for k in META_KEYS}
-    for k in ("variant_config", "task_options", "arch_options", "extra"):
-        meta[k] = json.loads(meta[k]) if meta[k] else None
-    store.write_json(to / "meta.json", meta)
+    if to.exists():  # the user's folder, maybe with files of its own: replace only ours, each atomically
+        _write_member(to, state, meta)
+    else:  # a new folder appears whole or not at all
+        with atomic_dir(to) as tmp:
+            _write_member(tmp, state, meta)
     return to
+
+
+def _write_member(folder: Path, state: dict[str, torch.Tensor], meta: dict) -> None:
+    with store.atomic_path(folder / "weights.safetensors") as tmp:
+        save_file(state, str(tmp))
+    store.write_json(folder / "meta.json", meta)
 
 
 def load_exported(folder: str | Path) -> nn.Module:
@@ -85,9 +100,12 @@ def load_exported(folder: str | Path) -> nn.Module:
     meta = store.read_json(folder / "meta.json", "member metadata")
     arch = architecture_from_config(meta["architecture"], meta["arch_options"])
     module = arch.build_module()
+    state = read_safetensors(folder / "weights.safetensors", "member weights")
     try:
-        state = load_file(str(folder / "weights.safetensors"))
-    except FileNotFoundError:
-        raise StoreError(f"{folder / 'weights.safetensors'}: missing") from None
-    module.load_state_dict(state, strict=True)
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # tensors that do not fit the architecture meta.json names
+        first = str(e).strip().splitlines()[0]
+        raise StoreError(
+            f"{folder / 'weights.safetensors'}: does not fit {meta['architecture']} ({first})"
+        ) from None
     return module

@@ -24,11 +24,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mole.errors import StoreError
-from mole.io import atomic_path, read_json, write_json  # noqa: F401  (callers import them from here too)
+from mole.io import (  # noqa: F401  (callers import them from here too)
+    atomic_path,
+    is_temporary,
+    read_json,
+    write_json,
+)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SPEC = "spec.json"
+LOCK = ".manifest.lock"
 
 # Tensor columns are flat lists; optional ones are null where a variant has nothing to store.
 # Contract for the variant columns (the tokenizer and evaluators rely on it):
@@ -137,6 +143,13 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}.parquet"
 
 
+def holds_files(folder: Path) -> bool:
+    """Whether `folder` holds anything besides the store's lock and the temporary files of writes
+    that were killed: those must not make a rerun take the folder for someone else's. (They are
+    ignored, not deleted: another process building shards of the same zoo may be writing one.)"""
+    return any(p.name != LOCK and not is_temporary(p) for p in Path(folder).iterdir())
+
+
 # ---------------------------------------------------------------------------- manifest
 def empty_manifest(spec_hash: str, num_groups: int) -> dict:
     return {"format": FORMAT_VERSION, "spec_hash": spec_hash, "num_groups": num_groups, "shards": {}}
@@ -158,7 +171,7 @@ def load_manifest(zoo: Path) -> dict:
 def manifest_lock(zoo: Path) -> Iterator[None]:
     """Serialise manifest updates between processes building shards of one zoo."""
     zoo.mkdir(parents=True, exist_ok=True)
-    with open(zoo / ".manifest.lock", "w") as f:
+    with open(zoo / LOCK, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -175,8 +188,27 @@ def record_shard(zoo: Path, shard: int, entry: dict, spec_hash: str, num_groups:
         write_json(zoo / MANIFEST, m)
 
 
+def check_shard_schema(path: Path) -> None:
+    """A shard's columns must be SCHEMA's, with its types (its footer only is read): a shard changed
+    and re-hashed would otherwise fail later as a KeyError or a many-line pyarrow error."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StoreError(f"{path}: unreadable shard ({' '.join(str(e).split())})") from None
+    unknown = sorted(set(schema.names) - set(SCHEMA.names))
+    problems = [f"columns {unknown} are not in it"] if unknown else []
+    for field in SCHEMA:
+        if field.name not in schema.names:
+            problems.append(f"column {field.name} is missing")
+        elif not schema.field(field.name).type.equals(field.type):
+            problems.append(f"column {field.name} is {schema.field(field.name).type}, expected {field.type}")
+    if problems:
+        raise StoreError(f"{path}: shard does not match the zoo schema ({'; '.join(problems[:3])})")
+
+
 def verify_zoo(zoo: Path) -> dict:
-    """Check every shard in the manifest exists and matches its hash; return the manifest."""
+    """Check every shard in the manifest exists, matches its hash and has the zoo's schema; return
+    the manifest."""
     zoo = Path(zoo)
     if not zoo.is_dir():
         raise StoreError(f"{zoo}: no such zoo folder")
@@ -190,6 +222,7 @@ def verify_zoo(zoo: Path) -> dict:
             raise StoreError(
                 f"{path}: sha256 mismatch (manifest {entry['sha256'][:12]}…, file {digest[:12]}…): corrupt or changed shard"
             )
+        check_shard_schema(path)
     return m
 
 
@@ -231,7 +264,7 @@ def check_described_zoo(out: Path, description: Any, what: str) -> bool:
         old = read_json(out / SPEC, "spec")
         if old.get("spec_hash") != description_hash(description):
             raise StoreError(f"{out}: holds another zoo or {what}; choose another --out")
-    elif any(out.iterdir()):
+    elif holds_files(out):
         raise StoreError(f"{out}: folder is not empty and holds no zoo; choose another --out")
     if not (out / MANIFEST).exists():
         return False
