@@ -320,3 +320,68 @@ def test_a_bad_cli_value(tmp_path, capsys, name):
     (tmp_path / "keep.txt").write_text("mine\n")  # so an empty folder's snapshot is not trivially equal
     assert_one_line_error(capsys, argv(tmp_path), tmp_path, needle)
     assert not (tmp_path / "o").exists()
+
+
+def _member(zoo: Path, index: int = 0) -> str:
+    return f"tiny-{load_manifest(zoo)['spec_hash'][:8]}-{index:05d}-dense"
+
+
+def _variant_spec(tmp: Path, name: str, **options) -> str:
+    return _spec(tmp, variants=["dense", {"name": name, "options": options}])
+
+
+# name -> (argv from the tiny zoo and an output path, text the error must hold); the zoo stays unchanged
+BAD_ON_ZOO: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "build: sparsity 1.5": (lambda z, o: ["zoo", "build", _variant_spec(o.parent, "magnitude", sparsity=[1.5]), "--out", str(o)], "variants.magnitude.sparsity: must be in [0, 1)"),
+    "build: 1-bit weights": (lambda z, o: ["zoo", "build", _variant_spec(o.parent, "quantized", bits=[1]), "--out", str(o)], "variants.quantized.bits: unsupported bit-width 1"),
+    "build: 99-bit weights": (lambda z, o: ["zoo", "build", _variant_spec(o.parent, "quantized", bits=[99]), "--out", str(o)], "variants.quantized.bits: unsupported bit-width 99"),
+    "export: unknown member": (lambda z, o: ["zoo", "export", str(z), "tiny-nope", "--to", str(o)], "member: no member 'tiny-nope'"),
+    "export: step with no snapshot": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", str(o), "--step", "12345"], "step: member "),
+    "export: negative step": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", str(o), "--step", "-1"], "no snapshot at step -1"),
+    "baselines: unknown baseline": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--baselines", "[nope]"], "baselines: unknown baseline 'nope'"),
+    "baselines: unknown option": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--baselines", "[imp]", "--options", '{"imp": {"bogus": 3}}'], "baselines.imp.bogus: unknown option"),
+    "baselines: options for a baseline not run": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--options", '{"nope": {"rounds": 3}}'], "options.nope: not among --baselines"),
+    "baselines: sparsity 1": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--sparsity", "[1.0]"], "sparsity: must be in [0, 1), got 1.0"),
+    "baselines: negative sparsity": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--sparsity", "[-0.1]"], "sparsity: must be in [0, 1), got -0.1"),
+    "baselines: sparsity not a list": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--sparsity", "1.0"], "sparsity: "),
+    "baselines: unknown variant": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--variant", "nope"], "variant: no 'nope' rows"),
+    "baselines: zero group size": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--group_size", "0"], "group_size: must be a positive integer"),
+    "subset-sum: unknown member": (lambda z, o: ["baselines", "subset-sum", "--out", str(o), "--zoo", str(z), "--member", "tiny-nope", "--n", "[4]"], "member: no final row of 'tiny-nope'"),
+    "eval: generated is not a zoo": (lambda z, o: ["eval", "--generated", f"[{o.parent}]", "--reference", str(z), "--out", str(o)], "generated: "),
+    "eval: reference is not a zoo": (lambda z, o: ["eval", "--generated", f"[{z}]", "--reference", str(o.parent), "--out", str(o)], "reference: "),
+    "eval: no --out": (lambda z, o: ["eval", "--generated", f"[{z}]", "--reference", str(z)], "out: give the report's folder"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_ON_ZOO))
+def test_a_bad_input_on_a_good_zoo(zoo, tmp_path, capsys, name):
+    argv, needle = BAD_ON_ZOO[name]
+    out = tmp_path / "o"
+    assert_one_line_error(capsys, argv(zoo, out), zoo, needle)
+    assert not out.exists()
+
+
+# name -> (extra `mole sample` flags, text the error must hold); the model folder stays unchanged
+BAD_SAMPLE: dict[str, tuple[list[str], str]] = {
+    "unknown condition": (["--conditions", '{"bogus": 1}'], "conditions.bogus: unknown condition"),
+    "accuracy outside the trained range": (["--conditions", '{"test_acc": 5}'], "conditions.test_acc: 5 is outside"),
+    "unknown variant condition": (["--conditions", '{"variant": "nope"}'], "conditions.variant: unknown value 'nope'"),
+    "steps 0": (["--steps", "0"], "steps: must be a positive integer"),
+    "temperature 3": (["--temperature", "3"], "temperature: must be a number in [0, 2]"),
+    "unknown scope": (["--scope", "nope"], "scope: unknown 'nope'"),
+    "unknown init scheme": (["--init_scheme", "nope"], "init_scheme: unknown 'nope'"),
+    "project onto an unknown level": (["--project", '{"nope": 0.5}'], "project.nope: cannot be projected onto"),
+    "project onto sparsity 1.5": (["--project", '{"sparsity": 1.5}'], "sparsity: must be in [0, 1)"),
+    "--init_zoo without --init_member": (["--init_zoo", "/nonexistent"], "init_member: --init_zoo and --init_member come together"),
+    "num 0": (["--num", "0"], "num: must be a positive integer"),
+    "batch size 0": (["--batch_size", "0"], "batch_size: must be a positive integer"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_SAMPLE))
+def test_a_bad_sample_option(model, tmp_path, capsys, name):
+    extra, needle = BAD_SAMPLE[name]
+    out = tmp_path / "generated"
+    argv = ["sample", str(model), "--out", str(out), "--num", "2", "--progress", "false", *extra]
+    assert_one_line_error(capsys, argv, model, needle)
+    assert not out.exists()
