@@ -371,8 +371,10 @@ BAD_SAMPLE: dict[str, tuple[list[str], str]] = {
     "unknown scope": (["--scope", "nope"], "scope: unknown 'nope'"),
     "unknown init scheme": (["--init_scheme", "nope"], "init_scheme: unknown 'nope'"),
     "project onto an unknown level": (["--project", '{"nope": 0.5}'], "project.nope: cannot be projected onto"),
-    "project onto sparsity 1.5": (["--project", '{"sparsity": 1.5}'], "sparsity: must be in [0, 1)"),
+    "project onto sparsity 1.5": (["--project", '{"sparsity": 1.5}'], "project.sparsity: must be in [0, 1)"),
     "--init_zoo without --init_member": (["--init_zoo", "/nonexistent"], "init_member: --init_zoo and --init_member come together"),
+    "project onto 3 bits": (["--project", '{"bits": 3}'], "project.bits: unsupported bit-width 3"),
+    "project onto a negative rank": (["--project", '{"rank": -1}'], "project.rank: must be a non-negative integer"),
     "num 0": (["--num", "0"], "num: must be a positive integer"),
     "batch size 0": (["--batch_size", "0"], "batch_size: must be a positive integer"),
 }  # fmt: skip
