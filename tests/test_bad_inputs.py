@@ -310,6 +310,8 @@ BAD_ARGV: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "bench: matrix YAML syntax error": (lambda t: ["bench", "matrix", "--matrix", _text(t, "m.yaml", "cells: [\n"), "--out", str(t / "o")], "not valid YAML"),
     "eval: --run with --out": (lambda t: ["eval", "--run", str(t), "--out", str(t / "o")], "--run rewrites a quickstart run's report: give it alone"),
     "eval: --run on an unfinished run": (lambda t: ["eval", "--run", str(t)], "is not a finished quickstart run"),
+    "rss: --out is a file": (lambda t: ["theory", "rss", "--out", str(t / "keep.txt"), "--n", "[4]", "--eps", "[0.1]", "--trials", "2"], "keep.txt: File exists"),
+    "npp: --out is a file": (lambda t: ["theory", "npp", "--out", str(t / "keep.txt"), "--n", "[4]", "--trials", "2"], "keep.txt: File exists"),
     "sample: missing model folder": (lambda t: ["sample", str(t / "nomodel"), "--out", str(t / "o")], "nomodel: not a mole model folder"),
 }  # fmt: skip
 
@@ -338,6 +340,8 @@ BAD_ON_ZOO: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "export: unknown member": (lambda z, o: ["zoo", "export", str(z), "tiny-nope", "--to", str(o)], "member: no member 'tiny-nope'"),
     "export: step with no snapshot": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", str(o), "--step", "12345"], "step: member "),
     "export: negative step": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", str(o), "--step", "-1"], "no snapshot at step -1"),
+    "info: --plot under a file": (lambda z, o: ["zoo", "info", str(z), "--plot", str(_text(o.parent, "f", "x")) + "/x.png"], "f: File exists"),
+    "export: --to is a file": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", _text(o.parent, "f", "x")], "f: File exists"),
     "baselines: unknown baseline": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--baselines", "[nope]"], "baselines: unknown baseline 'nope'"),
     "baselines: unknown option": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--baselines", "[imp]", "--options", '{"imp": {"bogus": 3}}'], "baselines.imp.bogus: unknown option"),
     "baselines: options for a baseline not run": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--options", '{"nope": {"rounds": 3}}'], "options.nope: not among --baselines"),
