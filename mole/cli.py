@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     except MoleError as e:
         print(f"mole: error: {e}", file=sys.stderr)
         return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:  # an output path that is a file
+        print(f"mole: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mole: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ from mole.errors import StoreError
 from mole.tokenizer.persist import REFERENCE_FILE, STATS_FILE, read_reference, read_stats, write_tokenizer
 from mole.zoo.export import load_exported
 from mole.zoo.store import load_manifest, sha256_file
+from tests.conftest import TINY_ZOO, write_spec
 from tests.tokenizer.helpers import tiny_zoo
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "diffusion" / "digits_tiny.yaml"
@@ -259,3 +260,134 @@ def test_export_into_an_existing_folder_keeps_its_other_files(zoo, tmp_path, cap
     assert main(["zoo", "export", str(zoo), member, "--to", str(to)]) == 0
     assert sorted(p.name for p in to.iterdir()) == ["meta.json", "notes.txt", "weights.safetensors"]
     assert (to / "notes.txt").read_text() == "mine\n"
+
+
+# ---------------------------------------------------------------------------- bad CLI values and spec fields
+def _spec(tmp: Path, **overrides) -> str:
+    return str(write_spec(tmp / "spec.yaml", **overrides))
+
+
+def _text(tmp: Path, name: str, text: str) -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+_LR = TINY_ZOO["hparams"]["lr"]
+
+# name -> (argv from a scratch folder, text the error must hold); nothing but the scratch folder is read
+BAD_ARGV: dict[str, tuple[Callable[[Path], list[str]], str]] = {
+    "build: unknown task": (lambda t: ["zoo", "build", _spec(t, task="nope"), "--out", str(t / "o")], "task: unknown task 'nope'"),
+    "build: unknown architecture": (lambda t: ["zoo", "build", _spec(t, architecture="nope"), "--out", str(t / "o")], "architecture: unknown architecture"),
+    "build: unknown variant": (lambda t: ["zoo", "build", _spec(t, variants=["nope"]), "--out", str(t / "o")], "variants[0].name: unknown variant"),
+    "build: negative members": (lambda t: ["zoo", "build", _spec(t, members=-1), "--out", str(t / "o")], "members: must be a positive integer"),
+    "build: zero group size": (lambda t: ["zoo", "build", _spec(t, group_size=0), "--out", str(t / "o")], "group_size: must be a positive integer"),
+    "build: zero snapshot interval": (lambda t: ["zoo", "build", _spec(t, snapshots={"every": 0}), "--out", str(t / "o")], "snapshots.every:"),
+    "build: inverted lr range": (lambda t: ["zoo", "build", _spec(t, hparams={**TINY_ZOO["hparams"], "lr": {**_LR, "low": 0.2, "high": 0.02}}), "--out", str(t / "o")], "hparams.lr: low 0.2 > high 0.02"),
+    "build: negative log lr": (lambda t: ["zoo", "build", _spec(t, hparams={**TINY_ZOO["hparams"], "lr": {**_LR, "low": -1.0}}), "--out", str(t / "o")], "hparams.lr: a log range needs low > 0"),
+    "build: unknown spec field": (lambda t: ["zoo", "build", _spec(t, bogus=1), "--out", str(t / "o")], "bogus: unknown field"),
+    "build: missing spec file": (lambda t: ["zoo", "build", str(t / "none.yaml"), "--out", str(t / "o")], "none.yaml"),
+    "build: YAML syntax error": (lambda t: ["zoo", "build", _text(t, "bad.yaml", "name: [unclosed\n"), "--out", str(t / "o")], "bad.yaml is not valid YAML"),
+    "build: non-mapping YAML": (lambda t: ["zoo", "build", _text(t, "list.yaml", "- a\n- b\n"), "--out", str(t / "o")], "list.yaml must hold a mapping"),
+    "info: missing folder": (lambda t: ["zoo", "info", str(t / "nozoo")], "nozoo: no such zoo folder"),
+    "export: missing folder": (lambda t: ["zoo", "export", str(t / "nozoo"), "x", "--to", str(t / "m")], "nozoo: no such zoo folder"),
+    "rss: n 0": (lambda t: ["theory", "rss", "--out", str(t / "o"), "--n", "[0]"], "n: must be a non-empty list of positive integers"),
+    "rss: eps 0": (lambda t: ["theory", "rss", "--out", str(t / "o"), "--eps", "[0]"], "eps: must be a non-empty list of positive numbers"),
+    "rss: bits 0": (lambda t: ["theory", "rss", "--out", str(t / "o"), "--bits", "[0]"], "bits: unsupported bit-width"),
+    "rss: trials 0": (lambda t: ["theory", "rss", "--out", str(t / "o"), "--trials", "0"], "trials: must be >= 1"),
+    "rss: one target": (lambda t: ["theory", "rss", "--out", str(t / "o"), "--targets", "1"], "targets: must be >= 2"),
+    "rss: n not a list": (lambda t: ["theory", "rss", "--out", str(t / "o"), "--n", "0"], "n: "),
+    "npp: n 0": (lambda t: ["theory", "npp", "--out", str(t / "o"), "--n", "[0]"], "n: must be a non-empty list of positive integers"),
+    "npp: negative trials": (lambda t: ["theory", "npp", "--out", str(t / "o"), "--trials", "-1"], "trials: must be >= 1"),
+    "npp: inverted kappa range": (lambda t: ["theory", "npp", "--out", str(t / "o"), "--kappa_min", "5", "--kappa_max", "1"], "kappa_min: need 0 < kappa_min <= kappa_max"),
+    "subset-sum: n 0": (lambda t: ["baselines", "subset-sum", "--out", str(t / "o"), "--n", "[0]"], "n: must be an integer in [1, 40]"),
+    "subset-sum: n 41": (lambda t: ["baselines", "subset-sum", "--out", str(t / "o"), "--n", "[41]"], "n: must be an integer in [1, 40]"),
+    "subset-sum: missing zoo": (lambda t: ["baselines", "subset-sum", "--out", str(t / "o"), "--zoo", str(t / "nozoo"), "--n", "[4]"], "nozoo: no such zoo folder"),
+    "baselines: missing zoo": (lambda t: ["baselines", "run", str(t / "nozoo"), "--out", str(t / "o")], "nozoo: no such zoo folder"),
+    "quickstart: unknown preset": (lambda t: ["quickstart", "--out", str(t / "o"), "--preset", "nope"], "preset: unknown 'nope'"),
+    "quickstart: missing recipe folder": (lambda t: ["quickstart", "--out", str(t / "o"), "--preset", "tiny", "--recipe", str(t / "norecipe")], "recipe: "),
+    "bench: missing matrix file": (lambda t: ["bench", "matrix", "--matrix", str(t / "none.yaml"), "--out", str(t / "o")], "matrix: no such file"),
+    "bench: matrix without seeds": (lambda t: ["bench", "matrix", "--matrix", _text(t, "m.yaml", "cells: 3\n"), "--out", str(t / "o")], "seeds: missing in"),
+    "bench: matrix YAML syntax error": (lambda t: ["bench", "matrix", "--matrix", _text(t, "m.yaml", "cells: [\n"), "--out", str(t / "o")], "not valid YAML"),
+    "eval: --run with --out": (lambda t: ["eval", "--run", str(t), "--out", str(t / "o")], "--run rewrites a quickstart run's report: give it alone"),
+    "eval: --run on an unfinished run": (lambda t: ["eval", "--run", str(t)], "is not a finished quickstart run"),
+    "rss: --out is a file": (lambda t: ["theory", "rss", "--out", str(t / "keep.txt"), "--n", "[4]", "--eps", "[0.1]", "--trials", "2"], "keep.txt: File exists"),
+    "npp: --out is a file": (lambda t: ["theory", "npp", "--out", str(t / "keep.txt"), "--n", "[4]", "--trials", "2"], "keep.txt: File exists"),
+    "sample: missing model folder": (lambda t: ["sample", str(t / "nomodel"), "--out", str(t / "o")], "nomodel: not a mole model folder"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_ARGV))
+def test_a_bad_cli_value(tmp_path, capsys, name):
+    argv, needle = BAD_ARGV[name]
+    (tmp_path / "keep.txt").write_text("mine\n")  # so an empty folder's snapshot is not trivially equal
+    assert_one_line_error(capsys, argv(tmp_path), tmp_path, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def _member(zoo: Path, index: int = 0) -> str:
+    return f"tiny-{load_manifest(zoo)['spec_hash'][:8]}-{index:05d}-dense"
+
+
+def _variant_spec(tmp: Path, name: str, **options) -> str:
+    return _spec(tmp, variants=["dense", {"name": name, "options": options}])
+
+
+# name -> (argv from the tiny zoo and an output path, text the error must hold); the zoo stays unchanged
+BAD_ON_ZOO: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "build: sparsity 1.5": (lambda z, o: ["zoo", "build", _variant_spec(o.parent, "magnitude", sparsity=[1.5]), "--out", str(o)], "variants.magnitude.sparsity: must be in [0, 1)"),
+    "build: 1-bit weights": (lambda z, o: ["zoo", "build", _variant_spec(o.parent, "quantized", bits=[1]), "--out", str(o)], "variants.quantized.bits: unsupported bit-width 1"),
+    "build: 99-bit weights": (lambda z, o: ["zoo", "build", _variant_spec(o.parent, "quantized", bits=[99]), "--out", str(o)], "variants.quantized.bits: unsupported bit-width 99"),
+    "export: unknown member": (lambda z, o: ["zoo", "export", str(z), "tiny-nope", "--to", str(o)], "member: no member 'tiny-nope'"),
+    "export: step with no snapshot": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", str(o), "--step", "12345"], "step: member "),
+    "export: negative step": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", str(o), "--step", "-1"], "no snapshot at step -1"),
+    "info: --plot under a file": (lambda z, o: ["zoo", "info", str(z), "--plot", str(_text(o.parent, "f", "x")) + "/x.png"], "f: File exists"),
+    "export: --to is a file": (lambda z, o: ["zoo", "export", str(z), _member(z), "--to", _text(o.parent, "f", "x")], "f: File exists"),
+    "baselines: unknown baseline": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--baselines", "[nope]"], "baselines: unknown baseline 'nope'"),
+    "baselines: unknown option": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--baselines", "[imp]", "--options", '{"imp": {"bogus": 3}}'], "baselines.imp.bogus: unknown option"),
+    "baselines: options for a baseline not run": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--options", '{"nope": {"rounds": 3}}'], "options.nope: not among --baselines"),
+    "baselines: sparsity 1": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--sparsity", "[1.0]"], "sparsity: must be in [0, 1), got 1.0"),
+    "baselines: negative sparsity": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--sparsity", "[-0.1]"], "sparsity: must be in [0, 1), got -0.1"),
+    "baselines: sparsity not a list": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--sparsity", "1.0"], "sparsity: "),
+    "baselines: unknown variant": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--variant", "nope"], "variant: no 'nope' rows"),
+    "baselines: zero group size": (lambda z, o: ["baselines", "run", str(z), "--out", str(o), "--group_size", "0"], "group_size: must be a positive integer"),
+    "subset-sum: unknown member": (lambda z, o: ["baselines", "subset-sum", "--out", str(o), "--zoo", str(z), "--member", "tiny-nope", "--n", "[4]"], "member: no final row of 'tiny-nope'"),
+    "eval: generated is not a zoo": (lambda z, o: ["eval", "--generated", f"[{o.parent}]", "--reference", str(z), "--out", str(o)], "generated: "),
+    "eval: reference is not a zoo": (lambda z, o: ["eval", "--generated", f"[{z}]", "--reference", str(o.parent), "--out", str(o)], "reference: "),
+    "eval: no --out": (lambda z, o: ["eval", "--generated", f"[{z}]", "--reference", str(z)], "out: give the report's folder"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_ON_ZOO))
+def test_a_bad_input_on_a_good_zoo(zoo, tmp_path, capsys, name):
+    argv, needle = BAD_ON_ZOO[name]
+    out = tmp_path / "o"
+    assert_one_line_error(capsys, argv(zoo, out), zoo, needle)
+    assert not out.exists()
+
+
+# name -> (extra `mole sample` flags, text the error must hold); the model folder stays unchanged
+BAD_SAMPLE: dict[str, tuple[list[str], str]] = {
+    "unknown condition": (["--conditions", '{"bogus": 1}'], "conditions.bogus: unknown condition"),
+    "accuracy outside the trained range": (["--conditions", '{"test_acc": 5}'], "conditions.test_acc: 5 is outside"),
+    "unknown variant condition": (["--conditions", '{"variant": "nope"}'], "conditions.variant: unknown value 'nope'"),
+    "steps 0": (["--steps", "0"], "steps: must be a positive integer"),
+    "temperature 3": (["--temperature", "3"], "temperature: must be a number in [0, 2]"),
+    "unknown scope": (["--scope", "nope"], "scope: unknown 'nope'"),
+    "unknown init scheme": (["--init_scheme", "nope"], "init_scheme: unknown 'nope'"),
+    "project onto an unknown level": (["--project", '{"nope": 0.5}'], "project.nope: cannot be projected onto"),
+    "project onto sparsity 1.5": (["--project", '{"sparsity": 1.5}'], "project.sparsity: must be in [0, 1)"),
+    "--init_zoo without --init_member": (["--init_zoo", "/nonexistent"], "init_member: --init_zoo and --init_member come together"),
+    "project onto 3 bits": (["--project", '{"bits": 3}'], "project.bits: unsupported bit-width 3"),
+    "project onto a negative rank": (["--project", '{"rank": -1}'], "project.rank: must be a non-negative integer"),
+    "num 0": (["--num", "0"], "num: must be a positive integer"),
+    "batch size 0": (["--batch_size", "0"], "batch_size: must be a positive integer"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(BAD_SAMPLE))
+def test_a_bad_sample_option(model, tmp_path, capsys, name):
+    extra, needle = BAD_SAMPLE[name]
+    out = tmp_path / "generated"
+    argv = ["sample", str(model), "--out", str(out), "--num", "2", "--progress", "false", *extra]
+    assert_one_line_error(capsys, argv, model, needle)
+    assert not out.exists()

@@ -90,7 +90,8 @@ def sample(
     fill_constants(meta, per_net)
     cond = encode_prompts(meta, per_net)
     wanted = [{**p, **q} for p, q in zip(per_net, per_proj)]  # what each net is projected onto
-    for w in wanted:  # every level is checked before any model call
+    for q, w in zip(per_proj, wanted):  # every level is checked before any model call
+        check_levels(arch, *levels_of(q), prefix="project")  # a bad --project value names project.*
         check_levels(arch, *levels_of(w))
     total = -(-num // options.batch_size) * (1 if one_pass else options.steps)  # model calls, all batches
     done = [0]
