@@ -84,10 +84,6 @@ class NetSystem(L.LightningModule):
         """The batch's conditions the net knows, continuous ones as float."""
         return batch_conditions(batch, self.net.config.conditions or {})
 
-    def loss(self, batch: dict, model=None, generator=None, drop: bool = True) -> torch.Tensor:
-        """The training loss of a batch (scored with `model`, default the trained net)."""
-        raise NotImplementedError
-
     def param_groups(self) -> list[dict]:
         """AdamW's parameter groups: the whole net at the system's rate."""
         return [{"params": list(self.net.parameters())}]
