@@ -160,10 +160,17 @@ class ZooSpec:
             raise ConfigError("snapshots.every", f"must be a positive integer, got {s.every!r}")
         if any(not isinstance(x, int) or x < 0 for x in s.steps):
             raise ConfigError("snapshots.steps", f"must be non-negative integers, got {list(s.steps)}")
+        if isinstance(s.random, bool) or not isinstance(s.random, int) or s.random < 0:
+            raise ConfigError("snapshots.random", f"must be a non-negative integer, got {s.random!r}")
 
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict:
-        return _jsonable(dataclasses.asdict(self))
+        out = _jsonable(dataclasses.asdict(self))
+        if (
+            not self.snapshots.random
+        ):  # added later: at its default it stays out, so old zoos keep their names
+            del out["snapshots"]["random"]
+        return out
 
     def spec_hash(self) -> str:
         """sha256 of the canonical JSON of the full spec (defaults included): names the zoo's members."""

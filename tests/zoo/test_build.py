@@ -55,6 +55,33 @@ def test_rows_hold_every_member_and_snapshot(built):
         assert len(r["params"]) == r["num_params"] == 64 * 16 + 16 + 16 * 10 + 10
 
 
+def test_random_snapshots_are_each_members_own_steps_of_the_same_run(tmp_path):
+    """A member's random step holds the very params (and metrics) a build keeping that step for all holds."""
+    spec = tiny(snapshots={"every": 1000, "random": 3})
+    build_zoo(spec, tmp_path / "random", progress=False)
+    rows = store.read_zoo(tmp_path / "random").to_pylist()
+    total = max(r["step"] for r in rows)
+    drawn = {}
+    for group in plan_groups(spec):
+        for m in group.members:
+            drawn[m.index] = spec.snapshots.random_steps(total, m.seed)
+            steps = sorted(r["step"] for r in rows if r["member_index"] == m.index)
+            assert steps == sorted(spec.snapshots.steps_for(total) + drawn[m.index])
+    assert len({tuple(v) for v in drawn.values()}) > 1  # members differ
+    assert sum(r["final"] for r in rows) == spec.members
+    member = next(i for i, v in drawn.items() if v)
+    step = drawn[member][0]
+    build_zoo(tiny(snapshots={"every": 1000, "steps": [step]}), tmp_path / "shared", progress=False)
+    want = next(
+        r
+        for r in store.read_zoo(tmp_path / "shared").to_pylist()
+        if (r["member_index"], r["step"]) == (member, step)
+    )
+    got = next(r for r in rows if (r["member_index"], r["step"]) == (member, step))
+    assert got["params"] == want["params"] and got["test_acc"] == want["test_acc"]
+    assert not got["final"]
+
+
 def test_stored_metrics_match_rebuilt_module(built, digits):
     row = next(r for r in store.read_zoo(built).to_pylist() if r["final"])
     module = module_from_row(row)

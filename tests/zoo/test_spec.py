@@ -47,6 +47,8 @@ PINNED_TINY_HASH = "a6b4c3bd12d9f01b"
         ({"variants": ["dense", "bogus"]}, r"variants\[1\].name", "unknown variant 'bogus'; valid: dense"),
         ({"variants": []}, "variants", "non-empty"),
         ({"snapshots": {"every": 0}}, "snapshots.every", "positive"),
+        ({"snapshots": {"random": -1}}, "snapshots.random", "non-negative integer"),
+        ({"snapshots": {"random": 2.5}}, "snapshots.random", "non-negative integer"),
         ({"colour": "red"}, "colour", "unknown field"),
         ({"name": ""}, "name", "non-empty"),
     ],
@@ -96,3 +98,17 @@ def test_snapshot_schedule():
     assert s.snapshots.steps_for(10) == [0, 1, 4, 8, 10]
     s = spec(snapshots={"include_init": False})
     assert s.snapshots.steps_for(7) == [7]
+
+
+def test_random_snapshot_steps_are_per_member_log_uniform_and_apart_from_the_shared_ones():
+    s = spec(snapshots={"every": 100, "random": 8}).snapshots
+    total = 660
+    steps = [s.random_steps(total, seed) for seed in range(400)]
+    assert s.random_steps(total, 7) == steps[7]  # deterministic in the member's seed
+    assert len({tuple(x) for x in steps}) > 390  # members draw their own steps
+    flat = [t for x in steps for t in x]
+    assert all(1 <= t <= total and t not in s.steps_for(total) for t in flat)
+    assert all(len(x) <= 8 for x in steps)
+    # log-uniform in t + 13.2: P(t <= 66) = ln(80.2 / 14.2) / ln(674.2 / 14.2) ~ 0.45 (uniform: 0.10)
+    assert 0.40 < sum(t <= 66 for t in flat) / len(flat) < 0.50
+    assert spec(snapshots={"every": 100}).snapshots.random_steps(total, 3) == []

@@ -21,19 +21,28 @@ Record = dict[str, Any]  # one row of a shard; see mole.zoo.store.SCHEMA
 
 @dataclass
 class Snapshot:
-    """Stacked params (K, ...) of a group at one step, with every member's metrics."""
+    """Stacked params (K, ...) of a group at one step, with every member's metrics.
+
+    `members` holds the group positions of the rows when the snapshot keeps only some members (their
+    random steps, `SnapshotSchedule.random`); None means all K.
+    """
 
     step: int
     params: Params
     metrics: dict[str, torch.Tensor]  # name -> (K,)
+    members: tuple[int, ...] | None = None
 
 
 @dataclass
 class DenseRun:
-    """A group's plain training run: its init and the kept snapshots (the last one is final)."""
+    """A group's plain training run: its init and the kept snapshots (the last one is final).
+
+    `snapshots` hold every member (the schedule's shared steps); `extra` the members' random steps.
+    """
 
     init: Params
     snapshots: list[Snapshot]
+    extra: list[Snapshot] = field(default_factory=list)
 
     @property
     def final(self) -> Snapshot:
@@ -82,7 +91,16 @@ class GroupContext:
         return m.epochs * steps_per_epoch(len(self.data.y_train), m.batch_size)
 
     def snapshot_steps(self) -> list[int]:
+        """The steps every member of the group keeps."""
         return self.spec.snapshots.steps_for(self.total_steps)
+
+    def random_steps(self) -> dict[int, tuple[int, ...]]:
+        """step -> group positions of the members that drew it (SnapshotSchedule.random)."""
+        out: dict[int, list[int]] = {}
+        for k, m in enumerate(self.group.members):
+            for step in self.spec.snapshots.random_steps(self.total_steps, m.seed):
+                out.setdefault(step, []).append(k)
+        return {step: tuple(ks) for step, ks in out.items()}
 
     def init_params(self) -> Params:
         ms = self.group.members
@@ -100,22 +118,29 @@ class GroupContext:
         """Train the group's members once (memoised: pruning variants start from the same run)."""
         if self._dense is None:
             init = self.init_params()
+            shared, drawn = set(self.snapshot_steps()), self.random_steps()
             snaps: list[Snapshot] = []
+            extra: list[Snapshot] = []
 
             def keep(step: int, params: Params) -> None:
-                p = {k: v.detach().clone() for k, v in params.items()}
-                snaps.append(Snapshot(step, p, self.evaluate(p)))
+                if step in shared:
+                    p = {k: v.detach().clone() for k, v in params.items()}
+                    snaps.append(Snapshot(step, p, self.evaluate(p)))
+                if step in drawn:  # only the members that drew this step are copied and evaluated
+                    ks = drawn[step]
+                    p = {k: v.detach()[list(ks)].clone() for k, v in params.items()}  # (len(ks), ...)
+                    extra.append(Snapshot(step, p, self.evaluate(p), members=ks))
 
             train_stacked(
                 self.arch.forward_stacked,
                 {k: v.clone() for k, v in init.items()},
                 self.data,
                 self.group.members,
-                snapshot_steps=self.snapshot_steps(),
+                snapshot_steps=sorted(shared | set(drawn)),
                 on_snapshot=keep,
                 on_progress=self.on_progress,
             )
-            self._dense = DenseRun(init, snaps)
+            self._dense = DenseRun(init, snaps, extra)
         return self._dense
 
     def member_id(self, index: int, tag: str) -> str:
@@ -125,10 +150,11 @@ class GroupContext:
         self, tag: str, variant: str, config: dict, snap: Snapshot, final: bool, **columns: Any
     ) -> list[Record]:
         """One record per member at this snapshot; `columns` are (K, ...) tensors or scalars to add."""
-        flat = self.arch.flatten(snap.params).float().cpu()  # (K, P)
+        flat = self.arch.flatten(snap.params).float().cpu()  # (K, P), or (len(snap.members), P)
         spe = steps_per_epoch(len(self.data.y_train), self.group.members[0].batch_size)
+        positions = snap.members if snap.members is not None else range(self.k)
         out = []
-        for k, m in enumerate(self.group.members):
+        for k, m in enumerate(self.group.members[p] for p in positions):
             rec: Record = {
                 "zoo": self.spec.name,
                 "member_id": self.member_id(m.index, tag),

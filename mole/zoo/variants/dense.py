@@ -18,8 +18,8 @@ class Dense(Variant):
 
     def run(self, ctx: GroupContext, config: dict) -> list[Record]:
         run = ctx.dense()
-        last = len(run.snapshots) - 1
+        final = run.final
         records = []
-        for i, snap in enumerate(run.snapshots):
-            records += ctx.records(self.tag(config), self.name, config, snap, final=i == last)
+        for snap in sorted(run.snapshots + run.extra, key=lambda s: s.step):  # stable: shared steps first
+            records += ctx.records(self.tag(config), self.name, config, snap, final=snap is final)
         return records
