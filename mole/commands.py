@@ -160,6 +160,7 @@ def bench_matrix(
 def evaluate(
     *,
     generated: list[str] | None = None,
+    prompts: list[str] | None = None,
     reference: str | None = None,
     baselines: list[str] | None = None,
     out: str | None = None,
@@ -179,6 +180,8 @@ def evaluate(
 
     Args:
         generated: generated zoo folders (`mole sample` outputs, or any zoo to judge), e.g. [Z1,Z2]
+        prompts: prompt sweeps (dense nets sampled across the accuracy range): judged by B3 alone,
+            kept out of B2 and B4, e.g. [P1]
         reference: the training zoo (its SGD members; needed for B2, B4, B7 and the zoo table)
         baselines: baseline zoo folders (`mole baselines run` outputs), e.g. [B1,B2]
         out: the report's folder
@@ -190,20 +193,20 @@ def evaluate(
         progress: print a line per zoo read
     """
     if run is not None:
-        given = [f for f, v in (("generated", generated), ("reference", reference), ("baselines", baselines),
-                                ("out", out), ("theory", theory)) if v]  # fmt: skip
+        given = [f for f, v in (("generated", generated), ("prompts", prompts), ("reference", reference),
+                                ("baselines", baselines), ("out", out), ("theory", theory)) if v]  # fmt: skip
         if given:
             raise ConfigError(given[0], "--run rewrites a quickstart run's report: give it alone")
         print(f"report: {report_from_run(run, wandb)}")
         return 0
-    if not generated:
+    if not generated and not prompts:
         raise ConfigError("generated", "give the zoo folders to evaluate (--generated [Z1,Z2]), or --run RUN")
     if out is None:
         raise ConfigError("out", "give the report's folder (--out DIR)")
     report = evaluate_zoos(
         [Path(g) for g in generated], Path(out), Path(reference) if reference else None,
         [Path(b) for b in baselines or []], Path(theory) if theory else None, sgd_seconds_per_step,
-        wandb, progress,
+        wandb, progress, [Path(p) for p in prompts or []],
     )  # fmt: skip
     print(f"report: {report}")
     return 0

@@ -139,7 +139,8 @@ def evaluate(sets: dict[str, Path], zoo: Path, pruning: Path, out: Path) -> dict
     inputs = fingerprint([*sets.values(), zoo, pruning])
     done = out / "done.json"
     if not (done.is_file() and json.loads(done.read_text()) == inputs):
-        evaluate_zoos([sets[k] for k in SETS], out, reference=zoo, baselines=[pruning], progress=False)
+        evaluate_zoos([sets["dense"], sets["sparse"]], out, reference=zoo, baselines=[pruning], progress=False,
+                      prompts=[sets["prompts"]])  # fmt: skip
         write_json(done, inputs)  # last: a kill before it reruns the evaluation
     return read_json(out / "results.json", "results")
 

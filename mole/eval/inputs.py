@@ -27,6 +27,7 @@ from mole.zoo.store import read_json
 
 ROLES = {  # role -> what it gives, in words (evaluate_zoos prints it for each zoo)
     "dense": "dense, prompted with test accuracies (B2, B3, B4)",
+    "prompts": "a prompt sweep (B3)",
     "sparse": "prompted or projected onto sparsities (B5)",
     "masks": "masks over frozen inits (B6)",
     "other": "accuracy and constraints only",

@@ -305,6 +305,7 @@ def evaluate_zoos(
     sgd_seconds_per_step: float | None = None,
     wandb: Literal["offline", "online", "disabled"] = "disabled",
     progress: bool = True,
+    prompts: list[Path] | None = None,
 ) -> Path:
     """Evaluate zoo folders and write the report sections that apply (`mole eval`).
 
@@ -328,24 +329,30 @@ def evaluate_zoos(
             (sampling seconds come from the generated rows).
         wandb: "offline", "online" or "disabled".
         progress: print one line per zoo read.
+        prompts: prompt sweeps (dense nets prompted across the accuracy range): B3 only. A sweep given
+            in `generated` would also count in B2 and B4, whose nets should be prompted like the SGD
+            members.
 
     Returns:
         The path of report.md.
     """
     if wandb not in WANDB_MODES:
         raise ConfigError("wandb", f"got {wandb!r}; valid: {', '.join(WANDB_MODES)}")
-    if not generated:
+    if not generated and not prompts:
         raise ConfigError("generated", "no generated zoo given")
     console = Console(quiet=not progress, highlight=False)
-    folders = [Path(g) for g in generated]
+    given = [(Path(g), None) for g in generated or []] + [(Path(p), "prompts") for p in prompts or []]
     task, arch, header = None, set(), []
     sets: dict[str, list[ZooSet]] = {role: [] for role in ROLES}
-    for folder, name in zip(folders, unique_names(folders)):
-        rows = read_folder(folder, "generated")
+    for (folder, forced), name in zip(given, unique_names([f for f, _ in given])):
+        what = "prompts" if forced else "generated"
+        rows = read_folder(folder, what)
         task = task or task_of(rows[0])
-        check_same_task(rows, folder, task, "generated")
+        check_same_task(rows, folder, task, what)
         arch |= architectures(rows)
-        role = role_of(rows)
+        role = forced or role_of(rows)
+        if forced and role_of(rows) != "dense":
+            raise ConfigError("prompts", f"{folder} holds no dense nets prompted with test_acc")
         sets[role].append(ZooSet(name, f"generated/{name}", rows))
         header.append(f"- `{name}` ({folder}): {len(rows)} networks, {ROLES[role]}")
         console.print(f"[bold]{name}[/bold]: {len(rows)} networks, {ROLES[role]}")
@@ -368,7 +375,7 @@ def evaluate_zoos(
         data=load_task(task[0], **task[1]),
         reference=ref_rows,
         accuracy=sets["dense"],
-        prompts=sets["dense"],
+        prompts=sets["dense"] + sets["prompts"],
         sparse=sets["sparse"],
         masks=sets["masks"],
         other=sets["other"],

@@ -149,6 +149,30 @@ def test_every_section_that_applies(zoos, tmp_path):
     }
 
 
+def test_a_prompt_sweep_counts_in_b3_alone(zoos, tmp_path, capsys):
+    """--prompts: the sweep gets its B3 row and no B2 / B4 evaluation (those judge nets prompted as SGD's)."""
+    report = evaluate_zoos([zoos["b"]], tmp_path / "out", reference=zoos["zoo"], prompts=[zoos["a"]])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    figures = results["benchmarks"]
+    assert "acc_ratio" in figures and "acc_ratio/gen-a" not in figures  # B2: gen-b alone, keyed plain
+    assert set(results["memorization"]) == {"gen-b"}
+    assert figures["spearman_prompt/gen-a"] == pytest.approx(
+        bench.prompt_alignment(load_rows(zoos["a"]))["spearman"]
+    )
+    by_set = {(r["set"], r["evaluator"]) for r in results["evaluations"]}
+    assert ("generated/gen-a", "prompt_alignment") in by_set
+    assert not {e for s, e in by_set if s == "generated/gen-a"} & {
+        "novelty",
+        "diversity",
+        "misprediction_iou",
+    }
+    assert "| B3 (gen-a) |" in report.read_text()
+    assert "gen-a: 4 networks, a prompt sweep (B3)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="^prompts: .*tiny-masks holds no dense nets prompted"):
+        evaluate_zoos([zoos["b"]], tmp_path / "bad", reference=zoos["zoo"], prompts=[zoos["masks"]])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_without_a_reference_only_prompt_alignment(zoos, tmp_path):
     report = evaluate_zoos([zoos["a"], zoos["sparse"]], tmp_path / "out", progress=False)
     # no SGD members: no B2 / B4; no baselines: the sparse section without the B5 figure
