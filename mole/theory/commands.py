@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mole.progress import StageProgress
 from mole.theory.io import write_csv
 from mole.theory.npp import kappa_c, kappa_half, npp_experiment, plot_npp
 from mole.theory.rss import EXACT_MAX_N, Method, fit_scaling, n_needed, plot_rss, rss_experiment
@@ -45,6 +46,7 @@ def rss_command(
     method: Method = "exact",
     targets: int = 201,
     seed: int = 0,
+    progress: bool = True,
 ) -> int:
     """Random subset sum phase diagram and n = O(log 1/eps).
 
@@ -65,9 +67,11 @@ def rss_command(
         method: exact (every z in [-1, 1]) or grid (the --targets points only)
         targets: grid method: evenly spaced targets in [-1, 1], all to cover
         seed: base seed (trial t uses the seed (seed, t))
+        progress: a progress bar on a terminal, else one line when done
     """
     start = time.perf_counter()
-    rows = rss_experiment(n, eps, bits, trials, targets, seed, method)
+    with StageProgress("rss", unit="trials", enabled=progress) as on_trial:
+        rows = rss_experiment(n, eps, bits, trials, targets, seed, method, on_trial)
     needed = [r for level in LEVELS for r in n_needed(rows, level)]
     folder = Path(out)
     paths = [write_csv(rows, folder / "rss.csv"), write_csv(needed, folder / "rss_needed.csv")]
@@ -107,6 +111,7 @@ def npp_command(
     kappa_max: float = 1.6,
     trials: int = 400,
     seed: int = 0,
+    progress: bool = True,
 ) -> int:
     """Number partitioning phase transition at kappa = 1.
 
@@ -121,9 +126,11 @@ def npp_command(
         kappa_max: largest kappa = b/n
         trials: random instances per (n, b)
         seed: base seed (cell (n, b) uses the seed (seed, n, b))
+        progress: a progress bar on a terminal, else one line when done
     """
     start = time.perf_counter()
-    rows = npp_experiment(n, kappa_min, kappa_max, trials, seed)
+    with StageProgress("npp", unit="(n, b) cells", enabled=progress) as on_cell:
+        rows = npp_experiment(n, kappa_min, kappa_max, trials, seed, on_cell)
     folder = Path(out)
     paths = [write_csv(rows, folder / "npp.csv"), plot_npp(rows, folder / "npp.png")]
     seconds = time.perf_counter() - start

@@ -36,7 +36,7 @@ method (any n with 2 n m + 1 <= 2^26).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -178,6 +178,7 @@ def rss_experiment(
     targets: int = 201,
     seed: int = 0,
     method: Method = "exact",
+    on_trial: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Success probability of covering [-1, 1] within eps by subset sums, per (distribution, n, eps).
 
@@ -189,6 +190,7 @@ def rss_experiment(
         targets: grid method: the number of evenly spaced targets in [-1, 1] that must all be covered.
         seed: base seed; trial t draws from numpy Generator seeded with (seed, t).
         method: "exact" (every z in [-1, 1]) or "grid" (the `targets` points only).
+        on_trial: progress: called as on_trial(done, trials) after each trial.
 
     Returns:
         one dict per (bits, n, eps): dist, bits, n, eps, trials, successes, p_success, quant_floor,
@@ -203,6 +205,8 @@ def rss_experiment(
         x = np.random.default_rng([seed, t]).uniform(-1, 1, ns[-1])
         for b in bits:
             errs[b][t] = coverage_errors(x, ns, b, z, stop_below=eps[0])
+        if on_trial is not None:
+            on_trial(t + 1, trials)
     rows = []
     for b in bits:
         floor = None if b is None else quant_floor(b, targets if grid else None)
