@@ -236,7 +236,9 @@ def run_quickstart(
         return _run_stages(r, out, preset_name, wandb, progress and on_terminal(), log)
 
 
-def _run_stages(r: Recipe, out: Path, preset_name: str, wandb: str, progress: bool, log) -> Path:
+def _run_stages(
+    r: Recipe, out: Path, preset_name: str, wandb: str, progress: bool, log: Callable[[str], None]
+) -> Path:
     """The stages of `run_quickstart` (same arguments, `progress` meaning bars on this terminal)."""
     stage = Stages(out, preset_name, log)
 
@@ -358,7 +360,9 @@ def _run_stages(r: Recipe, out: Path, preset_name: str, wandb: str, progress: bo
     return stage("report", report, record=False)
 
 
-def report_from_run(out: str | Path, wandb: str = "disabled", on_part=None) -> Path:
+def report_from_run(
+    out: str | Path, wandb: str = "disabled", on_part: Callable[[int, int], None] | None = None
+) -> Path:
     """(Re)write OUT/report.md, OUT/plots and OUT/results.json from a finished quickstart run folder.
 
     The run's folders fill the report's roles (mole.eval.inputs.ReportInputs): generated/dense gives
