@@ -10,14 +10,13 @@ from json import dumps
 from pathlib import Path
 from typing import Any, Literal
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from mole.bench.matrix import run_matrix
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
 from mole.eval.run import evaluate_zoos
-from mole.pipeline import report_from_run, run_quickstart
+from mole.pipeline import LOG, report_from_run, run_quickstart
+from mole.progress import StageProgress, on_terminal
 from mole.tokenizer import MemberTensors
 from mole.zoo.build import build_zoo
 from mole.zoo.export import export_member, find_member_rows
@@ -53,7 +52,8 @@ def zoo_build(
     """
     sweep = ZooSpec.from_yaml(spec)
     out_dir = Path(out) if out else DEFAULT_ZOO_ROOT / sweep.name
-    result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress)
+    # off a terminal the line below is the summary (a bar's last frame would only repeat it)
+    result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress and on_terminal())
     print(
         f"zoo {sweep.name}: built {len(result.built)} shard(s), skipped {len(result.skipped)} already done, "
         f"{result.seconds:.1f} s -> {result.zoo}"
@@ -61,7 +61,7 @@ def zoo_build(
     return 0
 
 
-def zoo_info(zoo: str, *, json: bool = False, plot: str | None = None) -> int:
+def zoo_info(zoo: str, *, json: bool = False, plot: str | None = None, progress: bool = True) -> int:
     """Summarise a zoo.
 
     Counts and final test accuracy / loss per variant and per level (sparsity, bits, rank); also saves
@@ -71,9 +71,11 @@ def zoo_info(zoo: str, *, json: bool = False, plot: str | None = None) -> int:
         zoo: zoo folder
         json: print JSON instead of a table
         plot: where to save the accuracy plot (default: ZOO/info.png)
+        progress: a progress indicator on a terminal, else one line when done (never with --json)
     """
-    summary = zoo_summary(zoo)
-    png = plot_summary(summary, plot or Path(zoo) / "info.png")
+    with StageProgress("reading the zoo", enabled=progress and not json):
+        summary = zoo_summary(zoo)
+        png = plot_summary(summary, plot or Path(zoo) / "info.png")
     if json:
         print(dumps({**summary, "plot": str(png)}, indent=1))
     else:
@@ -82,7 +84,7 @@ def zoo_info(zoo: str, *, json: bool = False, plot: str | None = None) -> int:
     return 0
 
 
-def zoo_export(zoo: str, member: str, *, to: str, step: int | None = None) -> int:
+def zoo_export(zoo: str, member: str, *, to: str, step: int | None = None, progress: bool = True) -> int:
     """Export a member.
 
     Write one member as weights.safetensors + meta.json (loadable as an nn.Module).
@@ -92,8 +94,10 @@ def zoo_export(zoo: str, member: str, *, to: str, step: int | None = None) -> in
         member: member id (see the member_id column)
         to: output folder
         step: snapshot step (default: final)
+        progress: a progress indicator on a terminal, else one line when done
     """
-    folder = export_member(zoo, member, to, step)
+    with StageProgress(f"exporting {member}", enabled=progress):
+        folder = export_member(zoo, member, to, step)
     print(f"exported {member} -> {folder}/weights.safetensors, {folder}/meta.json")
     return 0
 
@@ -123,6 +127,7 @@ def quickstart(
         recipe: the recipe folder (default: the repository's configs/quickstart; copy it to change it)
     """
     report = run_quickstart(out, preset, wandb, progress, recipe=recipe)
+    print(f"library output: {Path(out) / LOG}")
     print(f"report: {report}")
     return 0
 
@@ -197,7 +202,9 @@ def evaluate(
                                 ("baselines", baselines), ("out", out), ("theory", theory)) if v]  # fmt: skip
         if given:
             raise ConfigError(given[0], "--run rewrites a quickstart run's report: give it alone")
-        print(f"report: {report_from_run(run, wandb)}")
+        with StageProgress("evaluating", unit="report parts", enabled=progress) as on_part:
+            report = report_from_run(run, wandb, on_part)
+        print(f"report: {report}")
         return 0
     if not generated and not prompts:
         raise ConfigError("generated", "give the zoo folders to evaluate (--generated [Z1,Z2]), or --run RUN")
@@ -260,34 +267,10 @@ def sample(
     if init_zoo is not None:
         row = find_member_rows(Path(init_zoo), init_member)[-1]
         context, ref = MemberTensors.from_row(row), f"{init_zoo}:{init_member}"
-    with _sample_bar(progress) as on_step:
+    with StageProgress("sampling", unit="denoising steps", enabled=progress) as on_step:
         zoo, sampled = generate_zoo(
             model, out, conditions or {}, num, options, context=context, context_ref=ref,
             project=project or {}, on_step=on_step,
         )  # fmt: skip
     print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
     return 0
-
-
-class _sample_bar:
-    """A rich progress bar over denoising steps (on_step(done, total)), or nothing."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.task = enabled, None, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        self.bar = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        self.bar.__enter__()
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task("denoising steps", total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False

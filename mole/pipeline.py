@@ -14,6 +14,8 @@ and per preset a folder of overrides, e.g. tiny/); this module only reads it and
                           number partitioning experiments (CSV + PNG)
     results.json          every evaluator row, the stage timings and the B2-B8 figures
     report.md, plots/     the report (mole.eval.report)
+    quickstart.log        the libraries' chatter (Lightning, W&B, datasets, their warnings), kept off
+                          the console, which shows one line per stage (and progress bars on a terminal)
 
 Every stage writes its folder atomically and is skipped when its output is already complete, so a
 killed quickstart rerun with the same command goes on where it stopped.
@@ -44,6 +46,8 @@ from mole.eval import load_rows
 from mole.eval.inputs import ReportInputs, ZooSet, load_theory
 from mole.eval.run import write_report
 from mole.io import atomic_path, read_json, write_json
+from mole.progress import StageProgress, on_terminal
+from mole.quiet import chatter_to
 from mole.theory.io import write_csv
 from mole.theory.npp import npp_experiment, plot_npp
 from mole.theory.rss import plot_rss, rss_experiment
@@ -52,6 +56,7 @@ from mole.zoo.spec import ZooSpec
 from mole.zoo.train import train_stacked
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "quickstart"  # the repository's recipe
+LOG = "quickstart.log"  # in the run folder: the libraries' chatter
 PARTS = ("zoo", "weights", "masks", "sample", "baselines")
 
 
@@ -215,7 +220,7 @@ def run_quickstart(
         out: run folder.
         preset_name: "default" or a preset folder of the recipe ("tiny").
         wandb: "offline", "online" or "disabled" (default: $WANDB_MODE, else offline).
-        progress: progress bars.
+        progress: progress bars (on a terminal; elsewhere the stage lines alone).
         log: where stage lines go.
         recipe: the recipe folder (default: the repository's configs/quickstart).
     """
@@ -227,6 +232,14 @@ def run_quickstart(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with chatter_to(out / LOG):
+        return _run_stages(r, out, preset_name, wandb, progress and on_terminal(), log)
+
+
+def _run_stages(
+    r: Recipe, out: Path, preset_name: str, wandb: str, progress: bool, log: Callable[[str], None]
+) -> Path:
+    """The stages of `run_quickstart` (same arguments, `progress` meaning bars on this terminal)."""
     stage = Stages(out, preset_name, log)
 
     zoo = stage("zoo", lambda: build_zoo(ZooSpec.from_dict(r.zoo), out / "zoo", progress=progress).zoo)
@@ -249,9 +262,16 @@ def run_quickstart(
     timings: dict[str, float] = {}
 
     def gen(name: str, model: Path, conditions: dict, num: int, options: dict, **kw) -> list[dict]:
-        folder, sampled = generate_zoo(
-            model, out / "generated" / name, conditions, num, SampleOptions(**options), **kw
-        )
+        with StageProgress(f"sampling {name}", enabled=progress, summary=False) as on_step:
+            folder, sampled = generate_zoo(
+                model,
+                out / "generated" / name,
+                conditions,
+                num,
+                SampleOptions(**options),
+                on_step=on_step,
+                **kw,
+            )
         rows = load_rows(folder)
         if sampled:  # the sampling itself (not loading the model, not writing); a resumed run keeps it
             timings[name] = sum(json.loads(r["extra"])["sampling_seconds"] for r in rows)
@@ -304,14 +324,16 @@ def run_quickstart(
         done = folder / "rows.json"
         if done.is_file() and json.loads(done.read_text()).get("settings") == settings:
             return
-        rss = rss_experiment(**b["rss"])
+        with StageProgress("rss trials", enabled=progress, summary=False) as on_trial:
+            rss = rss_experiment(**b["rss"], on_trial=on_trial)
         write_csv(rss, folder / "rss.csv")
         plot_rss(rss, folder / "rss.png")
         npp = npp_experiment(**b["npp"])
         write_csv(npp, folder / "npp.csv")
         plot_npp(npp, folder / "npp.png")
         target = dense[0]  # the zoo's first final dense member
-        ss = subset_sum_experiment(target, data, ns=b["subset_sum"]["n"], seed=b["subset_sum"]["seed"])
+        with StageProgress("subset-sum tickets", enabled=progress, summary=False) as on_n:
+            ss = subset_sum_experiment(target, data, b["subset_sum"]["n"], b["subset_sum"]["seed"], on_n=on_n)
         (out / "subset_sum").mkdir(exist_ok=True)
         write_csv(ss, out / "subset_sum" / "subset_sum.csv")
         plot_subset_sum(ss, out / "subset_sum" / "subset_sum.png", title=f"target {target['member_id']}")
@@ -330,10 +352,17 @@ def run_quickstart(
         old = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
         write_json(timing_file, {**old, **timings})
     stage.write(complete=True)
-    return stage("report", lambda: report_from_run(out, wandb), record=False)
+
+    def report() -> Path:
+        with StageProgress("evaluating", enabled=progress, summary=False) as on_part:
+            return report_from_run(out, wandb, on_part)
+
+    return stage("report", report, record=False)
 
 
-def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
+def report_from_run(
+    out: str | Path, wandb: str = "disabled", on_part: Callable[[int, int], None] | None = None
+) -> Path:
     """(Re)write OUT/report.md, OUT/plots and OUT/results.json from a finished quickstart run folder.
 
     The run's folders fill the report's roles (mole.eval.inputs.ReportInputs): generated/dense gives
@@ -344,6 +373,7 @@ def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
     Args:
         out: the quickstart's run folder.
         wandb: "offline", "online" or "disabled".
+        on_part: progress, as for mole.eval.run.write_report.
     """
     out = Path(out)
     if not (out / "stages.json").is_file() or not json.loads((out / "stages.json").read_text()).get(
@@ -393,7 +423,7 @@ def report_from_run(out: str | Path, wandb: str = "disabled") -> Path:
             "member was trained on; edge-popup trained on the very same inits; random masks on them too.",
         },
     )
-    return write_report(inputs, out, wandb)
+    return write_report(inputs, out, wandb, on_part)
 
 
 def rows_of_members(rows: list[dict], members: list[dict]) -> list[dict]:

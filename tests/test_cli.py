@@ -245,7 +245,7 @@ def test_sample_passes_its_flags_on(monkeypatch, tmp_path, capsys):
 
 
 def test_interrupt_is_130_and_train_passes_through(monkeypatch, capsys):
-    def interrupted(run, wandb):
+    def interrupted(run, wandb, on_part=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("mole.commands.report_from_run", interrupted)

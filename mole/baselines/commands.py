@@ -19,6 +19,7 @@ from mole.baselines import BASELINES, GROUP_SIZE, run_baselines
 from mole.baselines.subset_sum import check_n, check_range, plot_subset_sum, subset_sum_experiment
 from mole.data import load_task
 from mole.errors import ConfigError
+from mole.progress import StageProgress, on_terminal
 from mole.theory.io import write_csv
 from mole.zoo import store
 from mole.zoo.build import build_zoo, resolve_device
@@ -104,7 +105,8 @@ def run_command(
     data = load_task(task, **json.loads(task_options)).to(resolve_device(accelerator))
 
     start = time.perf_counter()
-    result = run_baselines(rows, data, chosen, out=Path(out), group_size=group_size, progress=progress)
+    bars = progress and on_terminal()  # off a terminal the summary line below says it
+    result = run_baselines(rows, data, chosen, out=Path(out), group_size=group_size, progress=bars)
     seconds = time.perf_counter() - start
     console = _console()
     console.print(summary_table(result))
@@ -182,6 +184,7 @@ def subset_sum_command(
     target_range: float = 0.5,
     hidden: Sequence[int] = (16, 16),
     epochs: int = 30,
+    progress: bool = True,
 ) -> int:
     """Subset-sum lottery tickets: error against n.
 
@@ -198,6 +201,7 @@ def subset_sum_command(
         target_range: targets are scaled into [-r, r], r in (0, 1]
         hidden: hidden widths of the trained target
         epochs: epochs of the trained target
+        progress: a progress bar on a terminal, else one line when done
     """
     if not n:
         raise ConfigError("n", "an empty list")
@@ -210,7 +214,8 @@ def subset_sum_command(
         target = train_target(folder / "target", list(hidden), epochs, seed)
     data = load_task(target["task"], **json.loads(target["task_options"] or "{}"))
     start = time.perf_counter()
-    rows = subset_sum_experiment(target, data, ns, seed, target_range)
+    with StageProgress("subset-sum tickets", unit="n", enabled=progress) as on_n:
+        rows = subset_sum_experiment(target, data, ns, seed, target_range, on_n)
     seconds = time.perf_counter() - start
     widths = json.loads(target["arch_options"])["hidden"]
     title = (

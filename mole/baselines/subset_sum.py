@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,7 @@ def subset_sum_experiment(
     ns: Sequence[int] = NS,
     seed: int = 0,
     target_range: float = TARGET_RANGE,
+    on_n: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Prune a random 2x-deep network to the target for every n; one row of measurements per n.
 
@@ -258,6 +259,7 @@ def subset_sum_experiment(
         ns: random products per subset sum (each <= 40).
         seed: seed of the random network (the same for every n).
         target_range: the range the scaled targets lie in (see the module docstring).
+        on_n: progress: called as on_n(done, len(ns)) after each n.
 
     Returns:
         Rows with n, units per input neuron (2n), the deep network's hidden widths and size, kept
@@ -285,6 +287,8 @@ def subset_sum_experiment(
                 "seconds": round(seconds, 3),
             }
         )
+        if on_n is not None:
+            on_n(len(rows), len(ns))
     return rows
 
 

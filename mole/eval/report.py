@@ -409,7 +409,7 @@ def theory_section(
     lines = ["## Theory", ""]
     if rss:
         lines += ["Random subset sum: probability that every target in [-1, 1] is ε-approximated, against n "
-                  "(continuous and quantized samples).", "", *rss_lines(list(rss))]  # fmt: skip
+                  f"(continuous and quantized samples; {rss_method(list(rss))}).", "", *rss_lines(list(rss))]  # fmt: skip
         lines += [f"![rss]({images['rss']})", ""] if "rss" in images else []
     if npp:
         lines += ["Random number partitioning: probability of a perfect partition against κ = b/n.", "",
@@ -418,6 +418,14 @@ def theory_section(
                          for n in sorted({r["n"] for r in npp})]), ""]  # fmt: skip
         lines += [f"![npp]({images['npp']})", ""] if "npp" in images else []
     return lines
+
+
+def rss_method(rows: list[dict]) -> str:
+    """How the rows' coverage error was measured: exactly over every z, or on a grid of targets."""
+    if rows[0].get("method", "grid") == "exact":  # rows written before the exact method have none: grid
+        return "exact: the worst z over all of [-1, 1]"
+    targets = rows[0].get("targets")
+    return f"on a grid of {targets} evenly spaced targets" if targets else "on a grid of targets"
 
 
 def rss_lines(rows: list[dict]) -> Lines:

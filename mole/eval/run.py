@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ from mole.eval.inputs import (
 )
 from mole.eval.memorization import baseline_nets, memorization_test
 from mole.eval.report import Lines
+from mole.progress import StageProgress
 from mole.zoo.store import atomic_path, write_json
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -233,20 +234,33 @@ def stages_part(e: Evaluation) -> Lines:
 
 
 # ---------------------------------------------------------------------------- the report
-def write_report(inputs: ReportInputs, out: str | Path, wandb: str = "disabled") -> Path:
+PARTS = (dense_part, prompt_part, novelty_part, memorization_part, sparse_part, mask_part, constraints_part,
+         time_part, theory_part, stages_part)  # fmt: skip
+
+
+def write_report(
+    inputs: ReportInputs,
+    out: str | Path,
+    wandb: str = "disabled",
+    on_part: Callable[[int, int], None] | None = None,
+) -> Path:
     """Evaluate every set of `inputs`, write OUT/report.md, OUT/plots/*.png and OUT/results.json, log to W&B.
 
     Args:
         inputs: the sets in their roles; a role left empty leaves its section and figures out.
         out: the report's folder (links in report.md are relative to it).
         wandb: "offline", "online" or "disabled".
+        on_part: progress: called as on_part(done, len(PARTS)) after each part of the report.
 
     Returns:
         The path of report.md.
     """
     e = Evaluation(inputs, Path(out))
-    body = [*dense_part(e), *prompt_part(e), *novelty_part(e), *memorization_part(e), *sparse_part(e),
-            *mask_part(e), *constraints_part(e), *time_part(e), *theory_part(e), *stages_part(e)]  # fmt: skip
+    body: Lines = []
+    for done, part in enumerate(PARTS, start=1):
+        body += part(e)
+        if on_part is not None:
+            on_part(done, len(PARTS))
     sets = [*inputs.accuracy, *inputs.prompts, *inputs.sparse, *inputs.masks, *inputs.other]
     first = e.sgd or next(s.rows for s in sets)
     n_sgd = len({r["member_id"] for r in e.sgd}) if e.sgd else None
@@ -328,7 +342,7 @@ def evaluate_zoos(
         sgd_seconds_per_step: one SGD step of one network, measured alone on this machine: adds B7
             (sampling seconds come from the generated rows).
         wandb: "offline", "online" or "disabled".
-        progress: print one line per zoo read.
+        progress: print one line per zoo read, and the evaluation's progress (a bar on a terminal).
         prompts: prompt sweeps (dense nets prompted across the accuracy range): B3 only. A sweep given
             in `generated` would also count in B2 and B4, whose nets should be prompted like the SGD
             members.
@@ -385,6 +399,7 @@ def evaluate_zoos(
         sgd_seconds_per_step=sgd_seconds_per_step,
         header=header,
     )
-    report = write_report(inputs, out, wandb)
+    with StageProgress("evaluating", unit="report parts", enabled=progress) as on_part:
+        report = write_report(inputs, out, wandb, on_part)
     console.print(f"report: {report}")
     return report

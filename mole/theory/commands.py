@@ -14,13 +14,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from mole.progress import StageProgress
 from mole.theory.io import write_csv
 from mole.theory.npp import kappa_c, kappa_half, npp_experiment, plot_npp
-from mole.theory.rss import fit_scaling, n_needed, plot_rss, rss_experiment
+from mole.theory.rss import EXACT_MAX_N, Method, fit_scaling, n_needed, plot_rss, rss_experiment
 
-# Defaults: each command runs in about 10-20 s on one CPU core.
-RSS_N = tuple(range(1, 29))
-RSS_EPS = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001)
+# Defaults: each command runs in well under a minute on one CPU core. RSS stops at eps = 0.0005: the
+# exact method's n <= 24 cannot reach P >= 0.99 below it.
+RSS_N = tuple(range(1, EXACT_MAX_N + 1))
+RSS_EPS = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005)
 RSS_BITS = (None, 4, 8)
 NPP_N = (10, 16, 22, 28)
 LEVELS = (0.9, 0.99)
@@ -41,28 +43,35 @@ def rss_command(
     eps: Sequence[float] = RSS_EPS,
     bits: Sequence[int | None] = RSS_BITS,
     trials: int = 1000,
+    method: Method = "exact",
     targets: int = 201,
     seed: int = 0,
+    progress: bool = True,
 ) -> int:
     """Random subset sum phase diagram and n = O(log 1/eps).
 
     For n samples uniform in [-1, 1] (or quantized to b bits: k/(2^(b-1)-1), k = round), the probability
-    that every target on a grid of [-1, 1] is within eps of a subset sum, and the smallest n reaching
-    P >= 0.9 / 0.99 against log2(1/eps) with a fitted line (Lueker: O(log 1/eps)). Exact: meet in the
-    middle (continuous, n <= 40) and a bitset DP (quantized). Writes OUT/rss.csv, OUT/rss_needed.csv,
+    that every z in [-1, 1] is within eps of a subset sum, and the smallest n reaching P >= 0.9 / 0.99
+    against log2(1/eps) with a fitted line (Lueker: O(log 1/eps)). Exact by default: the worst z is an
+    end of [-1, 1] or the middle of the largest gap between sorted subset sums (continuous n <= 24);
+    --method grid checks only --targets evenly spaced z (continuous n <= 40), which underestimates the
+    error and so the n needed. Every row records its method. Writes OUT/rss.csv, OUT/rss_needed.csv,
     OUT/rss.png.
 
     Args:
         out: output folder
-        n: sample counts (<= 40 for the continuous distribution), e.g. [8,12,16]
+        n: sample counts (continuous: <= 24 exact, <= 40 grid), e.g. [8,12,16]
         eps: tolerances (> 0), e.g. [0.1,0.01]
         bits: distributions: null = continuous U[-1,1], 2..16 = quantized, e.g. [null,4,8]
         trials: random draws per point
-        targets: evenly spaced targets in [-1, 1], all to cover
+        method: exact (every z in [-1, 1]) or grid (the --targets points only)
+        targets: grid method: evenly spaced targets in [-1, 1], all to cover
         seed: base seed (trial t uses the seed (seed, t))
+        progress: a progress bar on a terminal, else one line when done
     """
     start = time.perf_counter()
-    rows = rss_experiment(n, eps, bits, trials, targets, seed)
+    with StageProgress("rss", unit="trials", enabled=progress) as on_trial:
+        rows = rss_experiment(n, eps, bits, trials, targets, seed, method, on_trial)
     needed = [r for level in LEVELS for r in n_needed(rows, level)]
     folder = Path(out)
     paths = [write_csv(rows, folder / "rss.csv"), write_csv(needed, folder / "rss_needed.csv")]
@@ -70,9 +79,8 @@ def rss_command(
     seconds = time.perf_counter() - start
 
     dists = list(dict.fromkeys(r["dist"] for r in rows))
-    table = Table(
-        title=f"smallest n with P(all {targets} targets eps-covered) >= {' / '.join(map(str, LEVELS))}"
-    )
+    covered = "every z in [-1, 1]" if method == "exact" else f"all {targets} grid targets"
+    table = Table(title=f"smallest n with P({covered} eps-covered) >= {' / '.join(map(str, LEVELS))}")
     for col in ("eps", "log2(1/eps)", *dists):
         table.add_column(col, justify="right")
     cell = {(r["dist"], r["eps"], r["level"]): r["n_needed"] for r in needed}
@@ -89,7 +97,7 @@ def rss_command(
                     f"{d}, P>={level}: n_needed = {fit['slope']:.2f} log2(1/eps) + {fit['intercept']:.2f} "
                     f"(fit over {fit['points']} eps)"
                 )
-    console.print(f"{trials} trials, seed {seed}: {seconds:.1f} s")
+    console.print(f"{trials} trials, seed {seed}, {method} method: {seconds:.1f} s")
     for p in paths:
         console.print(f"wrote {p}")
     return 0
@@ -103,6 +111,7 @@ def npp_command(
     kappa_max: float = 1.6,
     trials: int = 400,
     seed: int = 0,
+    progress: bool = True,
 ) -> int:
     """Number partitioning phase transition at kappa = 1.
 
@@ -117,9 +126,11 @@ def npp_command(
         kappa_max: largest kappa = b/n
         trials: random instances per (n, b)
         seed: base seed (cell (n, b) uses the seed (seed, n, b))
+        progress: a progress bar on a terminal, else one line when done
     """
     start = time.perf_counter()
-    rows = npp_experiment(n, kappa_min, kappa_max, trials, seed)
+    with StageProgress("npp", unit="(n, b) cells", enabled=progress) as on_cell:
+        rows = npp_experiment(n, kappa_min, kappa_max, trials, seed, on_cell)
     folder = Path(out)
     paths = [write_csv(rows, folder / "npp.csv"), plot_npp(rows, folder / "npp.png")]
     seconds = time.perf_counter() - start

@@ -24,7 +24,7 @@ Exact solver per instance (subset_sum.py): a bitset DP over reachable sums when 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,12 @@ def _validate(n, kappa_min, kappa_max, trials) -> None:
 
 
 def npp_experiment(
-    n: Sequence[int], kappa_min: float = 0.4, kappa_max: float = 1.6, trials: int = 200, seed: int = 0
+    n: Sequence[int],
+    kappa_min: float = 0.4,
+    kappa_max: float = 1.6,
+    trials: int = 200,
+    seed: int = 0,
+    on_cell: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """P(perfect partition) for n random b-bit integers, at every integer b with kappa = b/n in range.
 
@@ -101,22 +106,25 @@ def npp_experiment(
         trials: random instances per (n, b).
         seed: base seed; the instances of (n, b) come from a numpy Generator seeded with (seed, n, b),
             so a cell's result does not depend on which other cells are run.
+        on_cell: progress: called as on_cell(done, cells) after each (n, b).
 
     Returns:
         one dict per (n, b): n, b, kappa, trials, perfect, p_perfect, kappa_c_n, p_predicted.
     """
     ns = sorted(set(int(v) for v in n))
     _validate(ns, kappa_min, kappa_max, trials)
+    cells = [(nv, b) for nv in ns for b in _b_values(nv, kappa_min, kappa_max)]
     rows = []
-    for nv in ns:
-        for b in _b_values(nv, kappa_min, kappa_max):
-            rng = np.random.default_rng([seed, nv, b])
-            a = rng.integers(1, 2**b, size=(trials, nv), endpoint=True, dtype=np.int64)  # (trials, n)
-            perfect = sum(is_perfect(row) for row in a)
-            rows.append(
-                {"n": nv, "b": b, "kappa": b / nv, "trials": trials, "perfect": perfect,
-                 "p_perfect": perfect / trials, "kappa_c_n": kappa_c(nv), "p_predicted": p_predicted(nv, b)}
-            )  # fmt: skip
+    for nv, b in cells:
+        rng = np.random.default_rng([seed, nv, b])
+        a = rng.integers(1, 2**b, size=(trials, nv), endpoint=True, dtype=np.int64)  # (trials, n)
+        perfect = sum(is_perfect(row) for row in a)
+        rows.append(
+            {"n": nv, "b": b, "kappa": b / nv, "trials": trials, "perfect": perfect,
+             "p_perfect": perfect / trials, "kappa_c_n": kappa_c(nv), "p_predicted": p_predicted(nv, b)}
+        )  # fmt: skip
+        if on_cell is not None:
+            on_cell(len(rows), len(cells))
     return rows
 
 

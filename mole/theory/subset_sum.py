@@ -157,6 +157,35 @@ def bitset_window(bits: int, offset: int, lo: int, hi: int) -> np.ndarray:
     return np.flatnonzero(flags).astype(np.int64) + lo
 
 
+def max_cover_distance(sums: np.ndarray, lo: float, hi: float) -> float:
+    """sup over z in [lo, hi] of min_s |z - s|: the exact worst distance from the interval to sorted `sums`.
+
+    d(z) = min_s |z - s| is piecewise linear with slope +-1: it rises from each sum s_k to the midpoint
+    m_k = (s_k + s_(k+1)) / 2 of the next gap, where it peaks at half the gap, and falls to s_(k+1).
+    Its supremum over [lo, hi] is therefore reached at an end (lo or hi) or at a peak inside:
+
+        sup d = max(d(lo), d(hi), max{(s_(k+1) - s_k) / 2 : lo <= m_k <= hi}).
+
+    The end terms cover gaps cut by the interval (their peak lies outside, so d is largest at the end)
+    and the interval sticking out past the smallest or largest sum.
+
+    Args:
+        sums: 1-D ascending array (float or int), at least one entry.
+        lo, hi: the interval, lo <= hi.
+    """
+    i = max(int(np.searchsorted(sums, lo)) - 1, 0)  # the last sum below lo (or the first sum)
+    j = int(np.searchsorted(sums, hi, side="right")) + 1  # one past the first sum above hi
+    w = np.asarray(sums[i:j], dtype=np.float64)  # every sum that borders a gap meeting [lo, hi]
+
+    def d(z: float) -> float:
+        k = int(np.searchsorted(w, z))
+        return min(abs(z - w[max(k - 1, 0)]), abs(z - w[min(k, len(w) - 1)]))
+
+    mid = (w[:-1] + w[1:]) / 2
+    inside = (mid >= lo) & (mid <= hi)
+    return float(max(d(lo), d(hi), (np.diff(w)[inside] / 2).max(initial=0.0)))
+
+
 # ---------------------------------------------------------------------------- chosen subsets, many targets
 _BATCH_SUMS = 1 << 20  # (targets x half-sums) per batch of `closest_subsets`: ~8 MB per float64 array
 

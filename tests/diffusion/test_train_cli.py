@@ -1,11 +1,12 @@
-"""`mole train`: two-process DDP on CPU (gloo), resume after SIGKILL, model export, the mask system
-from its config, one-line errors."""
+"""`mole train`: two-process DDP on CPU (gloo), two nodes through torchrun's rendezvous, resume after
+SIGKILL, model export, the mask system from its config, one-line errors."""
 
 from __future__ import annotations
 
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,6 +62,35 @@ def test_two_process_ddp_trains_checkpoints_and_exports(zoo, cache, tmp_path):
     denoiser, scheduler, tokenizer, meta = load_model(run_dir / "model")
     assert denoiser.config.width == 32 and meta["target"] == "weights" and tokenizer.stats is not None
     assert (run_dir / "csv" / "version_0" / "config.yaml").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two torchrun launches, one per "node", meeting at a c10d rendezvous on localhost
+def test_two_nodes_through_torchrun_rendezvous(zoo, cache, tmp_path):
+    """2 nodes x 1 process: what a multi-node launch does, with both nodes on this machine."""
+    run_dir = tmp_path / "run"
+    train = command(zoo, cache, run_dir, "--trainer.strategy", "ddp", "--trainer.devices", "1",
+                    "--trainer.num_nodes", "2", "--trainer.max_steps", "4")[3:]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}", "--rdzv-id", "mole-test",
+                "-m", "mole", *train]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            torchrun, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=tmp_path
+        )
+        for _ in range(2)
+    ]
+    outs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    both = "\n".join(outs)
+    assert "MEMBER: 1/2" in both and "MEMBER: 2/2" in both and "Starting with 2 processes" in both
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == 4
+    assert load_model(run_dir / "model")[3]["target"] == "weights"
 
 
 @pytest.mark.slow  # a killed subprocess, then a resumed one

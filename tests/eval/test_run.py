@@ -211,6 +211,8 @@ def test_mole_eval_on_a_sample_output_and_its_training_zoo(zoos, tmp_path, capsy
     assert main(argv) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     assert {"B2", "B3", "B5"} <= sections_of(out / "report.md")
+    assert main(argv[:-2]) == 0  # with progress: off a terminal, one summary line of the evaluation
+    assert re.search(r"^evaluating: 10/10 report parts, \d+\.\d s$", capsys.readouterr().out, re.M)
     assert main(["eval", "--reference", str(zoos["zoo"]), "--out", str(out)]) == 2
     assert "mole: error: generated: give the zoo folders to evaluate" in capsys.readouterr().err
     assert main(["eval", "--generated", f"[{zoos['a']}]"]) == 2

@@ -15,7 +15,8 @@ def test_rss_writes_csv_png_and_is_reproducible(tmp_path, capsys):
     assert "continuous" in out and "4-bit" in out and "rss.png" in out
     assert (tmp_path / "a" / "rss.png").read_bytes()[:8] == PNG
     header = (tmp_path / "a" / "rss.csv").read_text().splitlines()[0]
-    assert header == "dist,bits,n,eps,trials,successes,p_success,quant_floor"
+    assert header == "dist,bits,n,eps,trials,successes,p_success,quant_floor,method,targets"
+    assert "exact method" in out
     assert rss_command(out=str(tmp_path / "b"), **args) == 0
     for name in ("rss.csv", "rss_needed.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
@@ -34,7 +35,8 @@ def test_npp_through_the_parser(tmp_path, capsys):
 
 def test_parser_defaults_help_and_errors(tmp_path, capsys):
     cfg = parse(["theory", "rss", "--bits", "[null,8]"]).theory.rss
-    assert cfg.bits == [None, 8] and cfg.trials == 1000 and cfg.n[-1] == 28 and cfg.out == "runs/theory"
+    assert cfg.bits == [None, 8] and cfg.trials == 1000 and cfg.n[-1] == 24 and cfg.out == "runs/theory"
+    assert cfg.method == "exact" and parse(["theory", "rss", "--method", "grid"]).theory.rss.method == "grid"
     assert parse(["theory", "npp", "--kappa-min", "0.5"]).theory.npp.kappa_min == 0.5  # the dashed spelling
     with pytest.raises(SystemExit):
         main(["theory", "npp", "--help"])
@@ -44,4 +46,14 @@ def test_parser_defaults_help_and_errors(tmp_path, capsys):
     assert err.startswith("mole: error: bits: unsupported bit-width") and err.count("\n") == 1
     assert main(["theory", "npp", "--out", str(tmp_path), "--n", "[8,-3]"]) == 2
     assert capsys.readouterr().err.startswith("mole: error: n: must be a non-empty list of positive integers")
+    assert main(["theory", "rss", "--out", str(tmp_path), "--n", "[30]"]) == 2
+    assert capsys.readouterr().err.startswith("mole: error: n: 30 exceeds the exact method's limit 24")
     assert not any(tmp_path.iterdir())  # nothing written on bad input
+
+
+def test_rss_grid_method_through_the_parser(tmp_path, capsys):
+    argv = ["theory", "rss", "--out", str(tmp_path), "--n", "[4,30]", "--eps", "[0.1]", "--bits", "[null]"]
+    assert main([*argv, "--trials", "3", "--method", "grid", "--targets", "11"]) == 0
+    assert "grid method" in capsys.readouterr().out
+    rows = (tmp_path / "rss.csv").read_text().splitlines()
+    assert rows[1].endswith(",grid,11") and len(rows) == 3
