@@ -175,12 +175,14 @@ def test_peak_memory_sees_an_allocation_after_the_reset():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix") / "run"
-    return out, json.loads(run_matrix(TINY, out, progress=False).read_text())
+    lines: list[str] = []
+    result = json.loads(run_matrix(TINY, out, progress=False, log=lines.append).read_text())
+    return out, result, lines
 
 
 @pytest.mark.slow
 def test_the_tiny_matrix_holds_every_cell_and_seed_with_measured_figures(tiny):
-    out, result = tiny
+    out, result, _ = tiny
     rows = result["rows"]
     assert [(r["cell"], r["seed"]) for r in rows] == [("digits_mlp", 0), ("digits_cnn", 0)]
     assert [r["architecture"] for r in rows] == ["mlp", "cnn"]
@@ -217,7 +219,7 @@ def test_the_tiny_matrix_holds_every_cell_and_seed_with_measured_figures(tiny):
 
 @pytest.mark.slow
 def test_the_tiny_matrix_markdown_and_plot(tiny):
-    out, result = tiny
+    out, result, _ = tiny
     md = (out / "matrix.md").read_text()
     for r in result["rows"]:
         assert f"| {r['cell']} | {r['seed']} | {r['params']} | {r['zoo_acc']:.3f} | {r['B2']:.3f} " in md
@@ -231,8 +233,17 @@ def test_the_tiny_matrix_markdown_and_plot(tiny):
 
 
 @pytest.mark.slow
+def test_the_tiny_matrix_sends_library_chatter_to_its_log(tiny):
+    """Its stage lines go to `log`; Lightning's lines to OUT/matrix.log (the routing: tests/test_quiet.py)."""
+    out, _, lines = tiny
+    assert lines[-1] == f"library output: {out / 'matrix.log'}"
+    assert any(line.startswith("[digits_cnn seed 0] B2 ") for line in lines)
+    assert "available: " in (out / "matrix.log").read_text()  # Lightning's GPU / TPU lines
+
+
+@pytest.mark.slow
 def test_each_seed_reaches_mole_train(tiny):
-    out, _ = tiny
+    out, _, _ = tiny
     config = yaml.safe_load((out / "digits_cnn" / "train" / "seed0" / "config.yaml").read_text())
     assert config["seed_everything"] == 0
     assert config["trainer"]["max_steps"] == load_recipe("tiny").weights["trainer"]["max_steps"]
@@ -240,7 +251,7 @@ def test_each_seed_reaches_mole_train(tiny):
 
 @pytest.mark.slow
 def test_a_rerun_through_the_script_resumes_without_retraining(tiny, capsys):
-    out, result = tiny
+    out, result, _ = tiny
     files = [
         out / c / "train" / "seed0" / f
         for c in ("digits_mlp", "digits_cnn")

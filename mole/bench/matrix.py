@@ -12,6 +12,7 @@ their own entry points, then writes the table (mole.bench.table):
     OUT/<cell>/seed<S>/eval/            `mole eval` (evaluate_zoos) on the three sets: report.md, results.json
     OUT/<cell>/seed<S>/measures.json    train seconds and peak memory, kept from the run that did the work
     OUT/matrix.json, OUT/matrix.md, OUT/plots/matrix.png
+    OUT/matrix.log                      Lightning's and W&B's console lines (mole.quiet)
 
 Every stage's folder is reused when complete, so a killed matrix rerun with the same command goes on
 where it stopped, and a rerun of a finished one only rewrites the table. Train seconds and peak memory
@@ -49,10 +50,12 @@ from mole.eval import load_rows
 from mole.eval.run import evaluate_zoos
 from mole.io import read_json, write_json
 from mole.pipeline import merged, rows_of_members, train_model
+from mole.quiet import chatter_to
 from mole.zoo.build import build_zoo
 from mole.zoo.spec import ZooSpec
 
 WANDB_MODES = ("offline", "online", "disabled")
+LOG = "matrix.log"  # library chatter of every stage
 SETS = ("dense", "prompts", "sparse")  # the generated sets, each a folder and an evaluate_zoos input
 
 
@@ -251,5 +254,8 @@ def run_matrix(
     if wandb not in WANDB_MODES:
         raise ConfigError("wandb", f"got {wandb!r}; valid: {', '.join(WANDB_MODES)}")
     out = Path(out)
-    rows = [row for cell in m.cells for row in run_cell(m, cell, out / cell.name, wandb, progress, log)]
-    return write_tables(rows, m, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with chatter_to(out / LOG):  # Lightning's and W&B's lines go to the log, the stage lines stay
+        rows = [row for cell in m.cells for row in run_cell(m, cell, out / cell.name, wandb, progress, log)]
+        log(f"library output: {out / LOG}")
+        return write_tables(rows, m, out)
