@@ -62,6 +62,14 @@ class WandbToLog:
         return getattr(self.stream, name)
 
 
+_routing: list[Path] = []  # the log files of the chatter_to blocks running now, outermost first
+
+
+def routed_to() -> Path | None:
+    """The log file chatter goes to now (the outermost chatter_to block's), or None."""
+    return _routing[0] if _routing else None
+
+
 def _is_console(handler: logging.Handler) -> bool:
     return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
 
@@ -106,9 +114,11 @@ def chatter_to(path: str | Path) -> Iterator[Path]:
     enable_bars = hf is not None and hf.is_progress_bar_enabled()
     if enable_bars:
         hf.disable_progress_bars()
+    _routing.append(path)
     try:
         yield path
     finally:
+        _routing.pop()
         sys.stderr, warnings.showwarning = stderr, show
         for logger, handlers, propagate in saved:
             logger.handlers, logger.propagate = handlers, propagate

@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,18 +30,19 @@ import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
 
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import TARGETS, ZooDataModule
 from mole.diffusion.model_dir import ExportModel
 from mole.diffusion.training import check_target
 from mole.errors import MoleError
+from mole.quiet import chatter_to, routed_to
 from mole.zoo.store import verify_zoo
 
 # Linked into model.init_args.net.init_args; a key the chosen network does not take is skipped
 # (the Denoiser takes context_dim, the MaskModel channels).
 LINKED = ("token_dim", "max_tokens", "num_layers_ids", "conditions", "context_dim", "channels")
+LOG = "train.log"  # library chatter of a `mole train` run
 WANDB_MODES = ("offline", "online", "disabled")
 DEFAULT_RUNS = Path("runs") / "diffusion"
 
@@ -50,7 +52,16 @@ def _linked(key: str, dm: ZooDataModule):
 
 
 class MoleCLI(LightningCLI):
-    """LightningCLI with mole's run folder, loggers, checkpoints, resume and model export."""
+    """LightningCLI with mole's run folder, loggers, checkpoints, resume and model export.
+
+    Run alone, it sends library chatter (Lightning's tips and device lines, W&B's banners) to
+    <run_dir>/train.log from the trainer's creation until it returns (mole.quiet).
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.quiet = ExitStack()  # holds chatter_to(run_dir / LOG) once the run folder is known
+        with self.quiet:
+            super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -127,6 +138,9 @@ class MoleCLI(LightningCLI):
                 )
             kwargs["logger"] = loggers
         kwargs.setdefault("default_root_dir", str(run_dir))
+        if routed_to() is None:  # `mole train` alone (the quickstart and matrix route to their own log)
+            run_dir.mkdir(parents=True, exist_ok=True)  # the data and model are valid by now
+            self.quiet.enter_context(chatter_to(run_dir / LOG))
         every = self._cfg["checkpoint_every"] or None
         self.trainer_defaults = {
             **self.trainer_defaults,
@@ -142,7 +156,8 @@ class MoleCLI(LightningCLI):
         last = self.run_dir() / "checkpoints" / "last.ckpt"
         fit = self.config_init[self.subcommand]
         if fit.get("ckpt_path") is None and last.is_file():
-            rank_zero_info(f"mole train: resuming from {last}")
+            if self.trainer.global_rank == 0:  # a line for the user, not chatter for the log
+                print(f"mole train: resuming from {last}", flush=True)
             fit["ckpt_path"] = str(last)
         if fit.get("ckpt_path") is not None and "weights_only" in fit:
             fit["weights_only"] = True  # our checkpoints hold only tensors and plain containers

@@ -57,7 +57,8 @@ def test_two_process_ddp_trains_checkpoints_and_exports(zoo, cache, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=240)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    assert "distributed_backend=gloo" in out and "Starting with 2 processes" in out
+    log = (run_dir / "train.log").read_text()  # Lightning's lines, kept off the console
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     assert global_step(run_dir / "checkpoints" / "last.ckpt") == 4
     denoiser, scheduler, tokenizer, meta = load_model(run_dir / "model")
     assert denoiser.config.width == 32 and meta["target"] == "weights" and tokenizer.stats is not None
@@ -87,7 +88,7 @@ def test_two_nodes_through_torchrun_rendezvous(zoo, cache, tmp_path):
     ]
     outs = [node.communicate(timeout=240)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outs)
-    both = "\n".join(outs)
+    both = "\n".join(outs) + (run_dir / "train.log").read_text()
     assert "MEMBER: 1/2" in both and "MEMBER: 2/2" in both and "Starting with 2 processes" in both
     assert global_step(run_dir / "checkpoints" / "last.ckpt") == 4
     assert load_model(run_dir / "model")[3]["target"] == "weights"
@@ -124,6 +125,19 @@ def test_killed_run_resumes_from_its_last_checkpoint(zoo, cache, tmp_path):
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert min(steps) >= killed_at  # the rerun continued, it did not start again at step 0
     assert load_model(run_dir / "model")[3]["conditions"]["variant"]["vocab"] == ["dense"]
+
+
+def test_library_chatter_goes_to_the_run_log(zoo, cache, tmp_path):
+    """`mole train` alone: Lightning's device lines and tips in <run_dir>/train.log, not on the console."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(command(zoo, cache, run_dir, "--trainer.max_steps", "2"), capture_output=True,
+                            text=True, env=ENV, cwd=tmp_path, timeout=240)  # fmt: skip
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console[-4000:]
+    log = (run_dir / "train.log").read_text()
+    for chatter in ("GPU available: ", "TPU available: ", "`Trainer.fit` stopped"):
+        assert chatter in log and chatter not in console, chatter
+    assert (run_dir / "model").is_dir()
 
 
 def test_bad_config_is_one_line_error(zoo, cache, tmp_path, capsys):
