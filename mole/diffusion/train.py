@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,12 +31,13 @@ import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import TARGETS, ZooDataModule
 from mole.diffusion.model_dir import ExportModel
 from mole.diffusion.training import check_target
-from mole.errors import MoleError
+from mole.errors import ConfigError, MoleError
 from mole.quiet import chatter_to, routed_to
 from mole.zoo.store import verify_zoo
 
@@ -138,6 +140,7 @@ class MoleCLI(LightningCLI):
                 )
             kwargs["logger"] = loggers
         kwargs.setdefault("default_root_dir", str(run_dir))
+        new = not run_dir.exists()
         if routed_to() is None:  # `mole train` alone (the quickstart and matrix route to their own log)
             run_dir.mkdir(parents=True, exist_ok=True)  # the data and model are valid by now
             self.quiet.enter_context(chatter_to(run_dir / LOG))
@@ -149,7 +152,13 @@ class MoleCLI(LightningCLI):
                 ExportModel(run_dir / "model"),
             ],
         }
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, MisconfigurationException) as e:  # an impossible --trainer.* combination
+            self.quiet.close()
+            if new:  # a failed command leaves nothing behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise ConfigError("trainer", str(e).strip().splitlines()[0]) from None
 
     def before_fit(self) -> None:
         """Resume from <run_dir>/checkpoints/last.ckpt when it exists (the same command rerun)."""

@@ -148,6 +148,21 @@ def test_bad_config_is_one_line_error(zoo, cache, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (("--trainer.strategy", "fsdp"), "fsdp` requires a GPU accelerator"),  # untested: README
+        (("--trainer.devices", "0"), "devices"),
+    ],
+)
+def test_an_impossible_trainer_is_one_line_error(zoo, cache, tmp_path, capsys, extra, words):
+    args = command(zoo, cache, tmp_path / "run", "--trainer.accelerator", "cpu", *extra)[3:]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the data cache's first-build bar
+    assert err.startswith("mole: error: trainer: ") and words in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_mask_system_trains_from_its_config(mask_zoo, cache, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(command(mask_zoo, cache, run_dir, "--trainer.max_steps", "3", config=MASKS_CONFIG)[3:]) == 0
