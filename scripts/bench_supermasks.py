@@ -124,8 +124,8 @@ def main(
     sparsities: list[float] = list(SPARSITIES),  # noqa: B006
     epochs: int = 20,
     train_steps: int = 100,
-    pool: int = 128,
-    refine_steps: int = 6,
+    pool: int = 11,
+    refine_steps: int = 4,
     width: int = 16,
     widths: list[int] = [64, 128, 256],  # noqa: B006
     wide_sparsity: float = 0.5,
@@ -140,7 +140,8 @@ def main(
         dists: init distributions.
         sparsities: fractions of each weight tensor removed.
         epochs: edge-popup's epochs per init.
-        train_steps, pool: the refiner's training steps and training inits (RefinerTraining).
+        train_steps: the refiner's training steps.
+        pool: its training inits per (distribution, sparsity) pair (RefinerTraining.pool / pairs).
         refine_steps, width: the refiner's steps and MLP width.
         widths: hidden widths of the over-parameterization MLPs (empty: no table).
         wide_sparsity: their sparsity.
@@ -161,7 +162,7 @@ def main(
             steps=train_steps, pool=pool, dists=tuple(dists), sparsities=tuple(sparsities)
         )
         model, history = train_refiner(
-            MaskRefiner(width=width, steps=refine_steps),
+            MaskRefiner(width=width, steps=refine_steps, levels=tuple(sparsities), families=tuple(dists)),
             arch,
             data,
             options,

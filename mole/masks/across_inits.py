@@ -112,7 +112,7 @@ class RefinerTraining:
     val: int = 72
     val_every: int = 10
     lr: float = 1e-3
-    inputs: int = 512
+    inputs: int = CONSTRUCTION["inputs"]
     loss_inputs: int = 256
     dists: tuple[str, ...] = INITS
     sparsities: tuple[float, ...] = SPARSITIES
