@@ -159,7 +159,10 @@ def main(
         torch.manual_seed(seed)
         began = time.perf_counter()
         options = RefinerTraining(
-            steps=train_steps, pool=pool, dists=tuple(dists), sparsities=tuple(sparsities)
+            steps=train_steps,
+            pool=pool * len(dists) * len(sparsities),
+            dists=tuple(dists),
+            sparsities=tuple(sparsities),
         )
         model, history = train_refiner(
             MaskRefiner(width=width, steps=refine_steps, levels=tuple(sparsities), families=tuple(dists)),
