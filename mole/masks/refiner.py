@@ -6,7 +6,10 @@ weight, a few numbers about it and about the masked network it sits in, and a sm
 every weight of every layer turns them into a correction:
 
     s_0 = z (the construction's scores, standardised per tensor),
-    s_{t+1} = s_t + mlp(features_t),        mask = layer-wise top-k of s_T at the requested sparsity.
+    s_{t+1} = s_t + mlp(features_t),        mask = layer-wise top-k of s_t at the requested sparsity,
+
+with t the step (0 included) whose mask is most accurate on the training examples, per net: a cheap
+check (measured on digits MLPs, 72 unseen inits: 0.760 for the last step, 0.778 for the best one).
 
 Features of a weight at step t: its current score s_t, its construction score z, whether it is kept
 (the top-k of s_t), its distance to the tensor's keep threshold, its value (standardised), minus the
@@ -207,6 +210,16 @@ def refinements(
         yield s
 
 
+def train_accuracy(
+    arch: Architecture, init: Params, scores: Params, sparsity: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """(B,) accuracy on (x, y) of each net under the layer-wise top-k of `scores`."""
+    with torch.no_grad():
+        masks = {n: topk_straight_through(v, sparsity) for n, v in scores.items()}
+        logits = arch.forward_stacked({n: p * masks[n] if n in masks else p for n, p in init.items()}, x)
+        return (logits.argmax(-1) == y).float().mean(1)
+
+
 def refine(
     model: MaskRefiner,
     arch: Architecture,
@@ -217,6 +230,14 @@ def refine(
     y: torch.Tensor,
     training: bool = False,
 ) -> Params:
-    """The refined scores after the model's last step (`refinements`, same arguments)."""
-    *_, last = refinements(model, arch, init, scores, sparsity, x, y, training)
-    return last
+    """The refined scores: per net, of the construction's (step 0) and every step's, the ones whose mask
+    is most accurate on the training examples (x, y) (the earliest of equals; `refinements` has the
+    arguments). Cheap (one forward pass per step) and never below the construction on them."""
+    best = standardized(scores)
+    best_acc = train_accuracy(arch, init, best, sparsity, x, y)
+    for s in refinements(model, arch, init, scores, sparsity, x, y, training):
+        acc = train_accuracy(arch, init, s, sparsity, x, y)
+        better = acc > best_acc  # (B,)
+        best = {n: torch.where(better.view(-1, *[1] * (v.dim() - 1)), s[n], v) for n, v in best.items()}
+        best_acc = torch.maximum(best_acc, acc)
+    return best

@@ -16,7 +16,15 @@ from mole.masks.across_inits import (
     train_refiner,
 )
 from mole.masks.construction import least_squares_masks, least_squares_scores, prior_data, standardized
-from mole.masks.refiner import FAMILIES, FEATURES, MaskRefiner, features, refine
+from mole.masks.refiner import (
+    FAMILIES,
+    FEATURES,
+    MaskRefiner,
+    features,
+    refine,
+    refinements,
+    train_accuracy,
+)
 from mole.nets import build_architecture
 from mole.zoo.pruning import masks_from_scores, topk_straight_through
 from mole.zoo.variants.supermask import frozen_init
@@ -68,6 +76,21 @@ def test_sparsity_conditioning_is_exact(name, digits):
         assert removed == [round(v * m[0].numel()) for v in sparsity.tolist()]
         changed |= not torch.equal(m, topk_straight_through(scores[n], sparsity))
     assert changed  # a nonzero correction moves the masks
+
+
+def test_refine_keeps_each_nets_most_accurate_step_on_the_training_examples(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16, 12])
+    init = frozen_init(arch, [8, 9, 10, 11], "normal")
+    x, y = prior_data(digits, 256)
+    sparsity = torch.tensor([0.5, 0.8, 0.9, 0.5])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    model = nudged(MaskRefiner(steps=3), seed=1)
+    steps = [standardized(scores), *refinements(model, arch, init, scores, sparsity, x, y)]
+    accs = torch.stack([train_accuracy(arch, init, s, sparsity, x, y) for s in steps])  # (T + 1, B)
+    out = refine(model, arch, init, scores, sparsity, x, y)
+    for b, t in enumerate(accs.argmax(0).tolist()):  # the first of the most accurate
+        assert all(torch.equal(out[n][b], steps[t][n][b]) for n in out)
+    assert (train_accuracy(arch, init, out, sparsity, x, y) >= accs[0]).all()
 
 
 def test_features_are_per_weight_and_read_the_sparsity(digits):
