@@ -200,24 +200,23 @@ def main(
     show(result)
 
 
+METHODS = ("random", "construction", "learned", "edge_popup")
+TARGET_COLUMNS = ("arch", "sparsity", "construction", "learned", "edge_popup", "gain_points", "gain_met",
+                  "ratio_edge_popup", "ratio_target", "ratio_met")  # fmt: skip
+
+
 def show(result: dict) -> None:
-    """Print the tables as Markdown."""
-    methods = ("random", "construction", "learned", "edge_popup")
-    cell = lambda c, k: f"{c[k]['mean']:.3f} ± {c[k]['std']:.3f} ({c[k]['seconds_per_mask']:.3g} s)"  # noqa: E731
-    print(table(["arch", "sparsity", "init", *methods], [[c["arch"], c["sparsity"], c["init"], *(cell(c, k) for k in methods)]
-                                                          for c in result["cells"]]))  # fmt: skip
-    print()
-    print(table(["arch", "sparsity", "construction", "learned", "edge-popup", "gain (points)", ">= 3", "learned / edge-popup", "target", "met"],
-                [[t["arch"], t["sparsity"], t["construction"], t["learned"], t["edge_popup"], t["gain_points"], t["gain_met"],
-                  t["ratio_edge_popup"], t["ratio_target"], t["ratio_met"]] for t in result["targets"]]))  # fmt: skip
+    """Print the tables as Markdown: cells (mean ± std over inits, seconds per mask), targets, widths."""
+
+    def cell(c: dict, k: str) -> str:
+        return f"{c[k]['mean']:.3f} ± {c[k]['std']:.3f} ({c[k]['seconds_per_mask']:.3g} s)"
+
+    cells = [[c["arch"], c["sparsity"], c["init"], *(cell(c, k) for k in METHODS)] for c in result["cells"]]
+    print(table(["arch", "sparsity", "init", *METHODS], cells), end="\n\n")
+    print(table(TARGET_COLUMNS, [[t[k] for k in TARGET_COLUMNS] for t in result["targets"]]), end="\n\n")
     if result["overparam"]:
-        print()
-        print(
-            table(
-                ["width", *methods],
-                [[r["width"], *(cell(r, k) for k in methods)] for r in result["overparam"]],
-            )
-        )
+        rows = [[r["width"], *(cell(r, k) for k in METHODS)] for r in result["overparam"]]
+        print(table(["width", *METHODS], rows))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ Features of a weight at step t: its current score s_t, its construction score z,
 gradient of the masked network's training loss with respect to its mask bit (straight-through, on the
 construction's data; standardised), the sparsity, the layer's depth fraction, whether it is a
 convolution, t / steps, and the tensor's mean |w| / std (1 for signed-constant inits, 0.80 for
-normal, 0.87 for uniform: the distribution, read off the weights). The gradient is what edge-popup follows; the model learns how far and
-where to follow it (most of the gain is near the threshold), across inits, sparsities, init
+normal, 0.87 for uniform: the distribution, read off the weights). The gradient is what edge-popup
+follows; the model learns how far and where to follow it, across inits, sparsities, init
 distributions and widths: every feature is per weight, so one model serves any layer shape.
 
 The MLPs' output layers start at zero: a new refiner returns the construction's masks exactly. One MLP
@@ -166,10 +166,11 @@ def features(
         threshold = flat.sort(1).values.gather(1, drop[:, None] - 1).view(-1, *[1] * (sn.dim() - 1))
         g = -grads[n] / std_of(grads[n])
         const = torch.ones_like(sn)
+        family = (w.abs() / std_of(w)).flatten(1).mean(1).view_as(std_of(w))  # (B, 1, ...)
         out[n] = torch.stack(
             [sn, z[n], 2 * masks[n] - 1, sn - threshold, w / std_of(w), g,
              const * sparsity.view(-1, *[1] * (sn.dim() - 1)), const * depth[n],
-             const * float(sn.dim() > 3), const * step, const * (w.abs() / std_of(w)).flatten(1).mean(1).view_as(std_of(w))],
+             const * float(sn.dim() > 3), const * step, const * family],
             dim=-1,
         )  # fmt: skip
     return out

@@ -161,3 +161,17 @@ def test_training_keeps_the_best_model_on_validation_never_below_the_constructio
     bad = RefinerTraining(pool=7, dists=("normal",), sparsities=(0.5, 0.8, 0.9, 0.7))
     with pytest.raises(ConfigError, match=r"^pool: 7 is not a multiple of the 4 init pairs"):
         train_refiner(MaskRefiner(), arch, digits, bad)
+
+
+def test_a_saved_refiner_reloads_with_its_kept_mlps(tmp_path, digits):
+    model = nudged(MaskRefiner(width=8, steps=2), seed=2)
+    model.save_pretrained(tmp_path / "refiner")
+    back = MaskRefiner.from_pretrained(tmp_path / "refiner")
+    assert back.config.steps == 2 and list(back.config.levels) == [0.5, 0.8, 0.9]
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    init = frozen_init(arch, [1, 2], "kaiming_uniform")
+    x, y = prior_data(digits, 128)
+    sparsity = torch.tensor([0.5, 0.9])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    a, b = (refine(m, arch, init, scores, sparsity, x, y) for m in (model, back))
+    assert all(torch.equal(a[n], b[n]) for n in a)
