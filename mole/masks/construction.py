@@ -20,9 +20,9 @@ target is per example: d (one-hot . logits) / d unit through the real later laye
 and max-pool routes, the previous pass's masks), which beat the linear votes on convolutions (digits
 CNN at 50%, 3 passes: 0.46 against 0.32).
 
-Two users: `least_squares_masks` is the construction on its own (the `lsq_supermask` baseline), and
-the mask model (mole.masks.system) starts from `prior_logits`, these scores standardised per
-tensor, and learns a correction.
+Users: `least_squares_masks` is the construction on its own (the `lsq_supermask` baseline); the
+MaskRefiner (mole.masks.refiner) and the token mask model (mole.masks.system, via `prior_logits`)
+start from these scores standardised per tensor and learn a correction.
 """
 
 from __future__ import annotations
