@@ -26,7 +26,7 @@ from mole.zoo.build import build_zoo, resolve_device
 from mole.zoo.spec import ZooSpec
 
 DEFAULT_BASELINES = ("magnitude", "random", "imp", "edge_popup")
-SPARSITY_BASELINES = ("magnitude", "random", "edge_popup")  # the ones `--sparsity` sets
+SPARSITY_BASELINES = ("magnitude", "random", "edge_popup", "lsq_supermask")  # the ones `--sparsity` sets
 DEFAULT_N = (4, 8, 12, 16, 20, 24)
 # The tiny target trained when no --zoo is given: 64-16-16-10 on digits, ~2 s, test accuracy ~0.97.
 TARGET_HPARAMS = {"lr": 0.05, "momentum": 0.9, "batch_size": [32], "optimizer": ["sgd"]}
@@ -57,10 +57,11 @@ def run_command(
     Args:
         zoo: zoo folder
         out: folder for the baseline rows (a zoo)
-        baselines: which to run, of magnitude, random, imp, edge_popup, subset_sum; e.g. [magnitude,imp]
+        baselines: which to run, of magnitude, random, imp, edge_popup, lsq_supermask, subset_sum; e.g.
+            [magnitude,imp]
         options: options per baseline, e.g. '{"imp": {"rounds": 3}, "edge_popup": {"epochs": 20}}' or
             --options.imp '{"rounds": 3}'
-        sparsity: levels for magnitude, random and edge_popup (unless their options set one), e.g.
+        sparsity: levels for magnitude, random, edge_popup and lsq_supermask (unless their options set one), e.g.
             [0.5,0.8,0.9]
         variant: which of the zoo's members to start from (the last snapshot of each is the member)
         group_size: members stacked per run (default: the zoo's)

@@ -7,6 +7,7 @@ from typing import Any
 from mole.baselines.base import Baseline
 from mole.baselines.edge_popup import EdgePopupBaseline
 from mole.baselines.imp import IMPBaseline
+from mole.baselines.lsq_supermask import LsqSupermaskBaseline
 from mole.baselines.magnitude import MagnitudeBaseline
 from mole.baselines.random_prune import RandomBaseline
 from mole.baselines.subset_sum import SubsetSumBaseline
@@ -19,6 +20,7 @@ BASELINES.register("random")(RandomBaseline)
 BASELINES.register("imp")(IMPBaseline)
 BASELINES.register("edge_popup")(EdgePopupBaseline)
 BASELINES.register("subset_sum")(SubsetSumBaseline)
+BASELINES.register("lsq_supermask")(LsqSupermaskBaseline)
 
 
 def build_baseline(name: str, options: dict[str, Any] | None = None) -> Baseline:

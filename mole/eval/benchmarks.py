@@ -197,6 +197,18 @@ def mask_ratio(masks: Sequence[Row], edge_popup: Sequence[Row]) -> float:
     return float(accs(masks).mean() / accs(paired).mean()) if paired else math.nan
 
 
+def mask_gain(masks: Sequence[Row], construction: Sequence[Row]) -> float:
+    """B6's second target: mean test accuracy of the masks minus the least-squares construction's on the
+    same inits, in points (x 100; nan without any pair).
+
+    Args:
+        masks: generated mask rows (frozen inits with init_seed in extra).
+        construction: lsq_supermask rows; only those on the masks' inits count (`same_inits`).
+    """
+    paired = same_inits(masks, construction)
+    return float(100 * (accs(masks).mean() - accs(paired).mean())) if paired else math.nan
+
+
 def random_mask_accs(edge_popup: Sequence[Row]) -> np.ndarray:
     """(n,) test accuracy of the random top-k mask on each edge-popup row's init (the floor)."""
     values = np.asarray(

@@ -6,7 +6,8 @@ A generated zoo's role follows from its rows (`role_of`):
     sparse  a row was prompted or projected onto a sparsity > 0: the sparse section (B5)
     dense   no mask or frozen init, every row prompted with a test_acc: B2, B3 and B4
     other   anything else: accuracy and constraints only
-Baseline folders give their rows by variant: magnitude / imp / random (B5) and edge_popup (B6).
+Baseline folders give their rows by variant: magnitude / imp / random (B5), edge_popup and
+lsq_supermask (B6).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ReportInputs:
         other: further generated zoos (accuracy and constraints only).
         pruning: magnitude / imp / random baseline rows (B5).
         edge_popup: edge-popup baseline rows (B6; paired with the masks by init seed).
+        construction: lsq_supermask baseline rows (B6: the least-squares construction, paired the same way).
         theory: theory rows and plots.
         sgd_seconds_per_step: one SGD step of one network on this machine (B7; None: no B7).
         stage_seconds: pipeline stage -> wall seconds, "total" included (B8; empty: no B8).
@@ -102,6 +104,7 @@ class ReportInputs:
     other: list[ZooSet] = field(default_factory=list)
     pruning: list[Row] = field(default_factory=list)
     edge_popup: list[Row] = field(default_factory=list)
+    construction: list[Row] = field(default_factory=list)
     theory: Theory | None = None
     sgd_seconds_per_step: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -151,9 +154,11 @@ def role_of(rows: Sequence[Row]) -> str:
     return "other"
 
 
-def split_baselines(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
-    """Baseline rows by use: (magnitude / imp / random rows, edge_popup rows); others are not used."""
-    return [r for r in rows if r["variant"] in PRUNING], [r for r in rows if r["variant"] == "edge_popup"]
+def split_baselines(rows: Sequence[Row]) -> tuple[list[Row], list[Row], list[Row]]:
+    """Baseline rows by use: (magnitude / imp / random rows, edge_popup rows, lsq_supermask rows);
+    others are not used."""
+    pruning = [r for r in rows if r["variant"] in PRUNING]
+    return pruning, *([r for r in rows if r["variant"] == v] for v in ("edge_popup", "lsq_supermask"))
 
 
 def task_of(row: Row) -> tuple[str, dict]:

@@ -12,7 +12,7 @@ Sections, in report order:
     Novelty and diversity  B4's weight side: nearest training member after weight matching
     Memorization test      B4: Zeng et al.'s test, accuracy against misprediction novelty (plot)
     Sparse networks        B5: accuracy against sparsity, generated vs magnitude, IMP, random (plot)
-    Supermasks             B6: generated masks vs edge-popup and random masks on the same inits (plot)
+    Supermasks             B6: generated masks vs edge-popup, the construction and random masks (plot)
     Constraints            sparsity / bits / rank exactly met by the generated networks
     Time to a network      B7: sampling vs SGD to the same accuracy
     Subset-sum tickets     weight and output error of the Pensia et al. construction against n
@@ -321,27 +321,31 @@ def sparse_section(sets: Mapping[str, tuple[Sequence[Row], Sequence[Mapping]]], 
             f"![accuracy vs sparsity]({plots.name}/sparsity.png)", ""]  # fmt: skip
 
 
-def mask_section(sets: Mapping[str, tuple[Sequence[Row], Sequence[Row]]], plots: Path,
+def mask_section(sets: Mapping[str, tuple[Sequence[Row], ...]], plots: Path,
                  note: str | None = None) -> Lines:  # fmt: skip
-    """B6: generated masks against edge-popup and random masks on the same inits; writes plots/masks.png.
+    """B6: generated masks against edge-popup, the least-squares construction and random masks on the
+    same inits; writes plots/masks.png.
 
     Args:
-        sets: zoo name -> (its mask rows, the edge-popup rows on the same inits).
+        sets: zoo name -> (its mask rows, the edge-popup rows on the same inits[, the lsq_supermask
+            rows on them]).
         plots: the folder of the report's plots.
         note: how the masks and inits were made (default: a generic sentence).
     """
     levels = sorted(
-        {float(prompt_of(r).get("sparsity", r["sparsity"])) for rows, _ in sets.values() for r in rows}
+        {float(prompt_of(r).get("sparsity", r["sparsity"])) for rows, *_ in sets.values() for r in rows}
     )
     pct = " / ".join(f"{s:.0%}" for s in levels)
-    n = sum(len(rows) for rows, _ in sets.values())
+    n = sum(len(rows) for rows, *_ in sets.values())
     paired = ("edge-popup trained on the same inits (paired by init seed); random masks on them too"
-             if any(p for _, p in sets.values()) else "no edge-popup rows on these inits were given")  # fmt: skip
+             if any(p for _, p, *_ in sets.values()) else "no edge-popup rows on these inits were given")  # fmt: skip
     note = note or f"{n} generated masks at {pct} over the frozen random inits stored with them; {paired}."
     values: dict[str, np.ndarray] = {}
-    for name, (rows, popup) in sets.items():
+    for name, (rows, popup, *built) in sets.items():
         tag = "" if len(sets) == 1 else f" ({name})"
         values[name] = accs(rows)
+        if built and built[0]:  # the construction on these inits
+            values[f"construction{tag}"] = accs(built[0])
         if popup:  # none: no edge-popup row on these inits
             values[f"edge-popup{tag}"] = accs(popup)
             values[f"random mask{tag}"] = random_mask_accs(popup)

@@ -171,17 +171,22 @@ def sparse_part(e: Evaluation) -> Lines:
 
 
 def mask_part(e: Evaluation) -> Lines:
-    """B6: mask zoos against edge-popup on the same inits (the figure only where some pair)."""
+    """B6: mask zoos against edge-popup and the construction on the same inits (each figure only where
+    some pair): the ratio to edge-popup, and the points gained over the construction."""
     if not e.inputs.masks:
         return []
-    popup, paired = e.inputs.edge_popup, {}
+    popup, built, paired = e.inputs.edge_popup, e.inputs.construction, {}
     for s in e.inputs.masks:
         e.run(s.label, s.rows, {"accuracy": {}, "constraints": {}})
-        paired[s.name] = (s.rows, bench.same_inits(s.rows, popup))
+        paired[s.name] = (s.rows, bench.same_inits(s.rows, popup), bench.same_inits(s.rows, built))
         if paired[s.name][1]:
             e.figure("mask_ratio_edge_popup", s, e.inputs.masks, bench.mask_ratio(s.rows, popup))
+        if paired[s.name][2]:
+            e.figure("mask_gain_construction", s, e.inputs.masks, bench.mask_gain(s.rows, built))
     if popup:
         e.run("baseline/edge_popup", popup, {"accuracy": {}})
+    if built:
+        e.run("baseline/lsq_supermask", built, {"accuracy": {}})
     return sections.mask_section(paired, e.plots, e.note("masks"))
 
 
@@ -336,7 +341,7 @@ def evaluate_zoos(
         out: the report's folder: OUT/report.md, OUT/plots/*.png, OUT/results.json.
         reference: the training zoo (SGD members; B2, B4, B7 and the Zoo section need it).
         baselines: baseline zoo folders (`mole baselines run` outputs): pruning rows for B5,
-            edge_popup rows for B6.
+            edge_popup and lsq_supermask rows for B6.
         theory: a folder of theory rows (`mole theory` CSVs, or a quickstart's theory/): adds the
             subset-sum and theory sections.
         sgd_seconds_per_step: one SGD step of one network, measured alone on this machine: adds B7
@@ -378,13 +383,15 @@ def evaluate_zoos(
         console.print(
             f"[bold]reference[/bold] {reference}: {len({r['member_id'] for r in ref_rows})} members"
         )
-    pruning, popup = [], []
+    pruning, popup, built = [], [], []
     for folder in map(Path, baselines or []):
         rows = read_folder(folder, "baselines")
         check_same_task(rows, folder, task, "baselines")
-        p, e = split_baselines(rows)
-        pruning, popup = pruning + p, popup + e
-        console.print(f"[bold]baselines[/bold] {folder}: {len(p)} pruned, {len(e)} edge-popup networks")
+        p, e, c = split_baselines(rows)
+        pruning, popup, built = pruning + p, popup + e, built + c
+        console.print(
+            f"[bold]baselines[/bold] {folder}: {len(p)} pruned, {len(e)} edge-popup, {len(c)} construction networks"
+        )
     inputs = ReportInputs(
         data=load_task(task[0], **task[1]),
         reference=ref_rows,
@@ -395,6 +402,7 @@ def evaluate_zoos(
         other=sets["other"],
         pruning=pruning,
         edge_popup=popup,
+        construction=built,
         theory=load_theory(Path(theory)) if theory is not None else None,
         sgd_seconds_per_step=sgd_seconds_per_step,
         header=header,

@@ -14,12 +14,15 @@ to. The first pass takes the later layers whole; each further pass recomputes th
 the previous pass's masks. Without the regression (plain correlation, no (H^T H)^-1) the masks are
 far worse (0.55 test accuracy on digits at 50%).
 
-Two users: `least_squares_masks` is the construction on its own (a baseline), and the mask model
-(mole.masks.system) adds `prior_logits`, these scores standardised per tensor, to its logits, so it
-starts at the construction and learns a correction from the zoo's edge-popup members.
+A convolution is the same regression over its unfolded input patches (mole.masks.layers): one row
+per example and output position, one column per kernel weight, one target per output channel. Its
+target is per example: d (one-hot . logits) / d unit through the real later layers (their ReLU gates
+and max-pool routes, the previous pass's masks), which beat the linear votes on convolutions (digits
+CNN at 50%, 3 passes: 0.46 against 0.32).
 
-MLPs only: the construction needs each layer's inputs as a matrix (a conv layer's would be its
-unfolded patches; not done).
+Users: `least_squares_masks` is the construction on its own (the `lsq_supermask` baseline); the
+MaskRefiner (mole.masks.refiner) and the token mask model (mole.masks.system, via `prior_logits`)
+start from these scores standardised per tensor and learn a correction.
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ import torch.nn.functional as F
 
 from mole.data import TaskData
 from mole.errors import ConfigError
+from mole.masks.layers import (
+    activate,
+    jacobian_targets,
+    last_conv,
+    layers_of,
+    pre_activation,
+    rows,
+    start,
+    votes,
+)
 from mole.nets import Architecture, Params
 from mole.zoo.pruning import Masks, check_sparsity, masks_from_scores, topk_straight_through
 
@@ -65,10 +78,12 @@ def least_squares_scores(
     ridge: float = DEFAULTS["ridge"],
     passes: int = DEFAULTS["passes"],
 ) -> Params:
-    """Per-weight scores {weight name: (B, out, in)} whose top (1 - sparsity) per tensor is the mask.
+    """Per-weight scores {weight name: (B, *shape)} whose top (1 - sparsity) per tensor is the mask.
+
+    A ConfigError for architectures other than "mlp" and "cnn".
 
     Args:
-        arch: an "mlp" architecture.
+        arch: an "mlp" or "cnn" architecture.
         init: the frozen weights, stacked {name: (B, *shape)} (biases are used as given).
         x: (N, ...) training inputs.
         y: (N,) their labels.
@@ -76,37 +91,38 @@ def least_squares_scores(
         ridge: lambda, relative to the mean diagonal of H^T H / N.
         passes: construction passes (the votes of pass p go through pass p-1's masks).
     """
-    if arch.name != "mlp":
-        raise ConfigError("mask_prior", f"the least-squares construction needs an mlp, not {arch.name!r}")
-    names = arch.weight_names()
-    biases = [n.rsplit(".", 1)[0] + ".bias" for n in names]
-    weights = [init[n].detach().float() for n in names]  # (B, out, in)
+    layers = layers_of(arch)
+    weights = [init[la.weight].detach().float() for la in layers]  # (B, out, in) or (B, O, C, *kernel)
     b = weights[0].shape[0]
-    inputs = x.flatten(1).float()  # (N, in)
     target = F.one_hot(y.long(), arch.num_classes).float()  # (N, C)
     masks = [torch.ones_like(w) for w in weights]
     scores: list[torch.Tensor] = []
     for _ in range(passes):
-        h = inputs.expand(b, -1, -1)  # (B, N, in)
+        h = start(arch, x, b)  # (B, N, in) or (B, N, C, *S)
         scores = []
-        for i, w in enumerate(weights):
-            vote = torch.eye(w.shape[1], device=w.device).expand(b, -1, -1)  # (B, out_i, out_i)
-            for w2, m2 in zip(weights[i + 1 :], masks[i + 1 :]):
-                vote = (w2 * m2) @ vote  # (B, out_j, out_i) -> ends at (B, C, out_i)
-            t = target @ vote  # (B, N, out_i): what each unit should output
-            hc = h - h.mean(1, keepdim=True)
+        for i, (layer, w) in enumerate(zip(layers, weights)):
+            r = rows(layer, h)  # (B, N, P, fan_in)
+            hm = r.reshape(b, -1, r.shape[-1])  # (B, N*P, fan_in): one row per example and position
+            masked = [v * m for v, m in zip(weights, masks)]
+            bias = init[layer.bias].detach().float()
+            if layer.conv:  # what each unit should output, per example and position: (B, N*P, O)
+                z = pre_activation(layer, h, masked[i], bias)  # (B, N, O, *S), the previous pass's mask
+                biases = [init[la.bias].detach().float() for la in layers]
+                t = jacobian_targets(layers, i, z, masked, biases, target).flatten(3).transpose(2, 3)
+                t = t.reshape(b, hm.shape[1], -1)
+            else:
+                t = target @ votes(masked, i)  # (B, N, out)
+            hc = hm - hm.mean(1, keepdim=True)
             tc = t - t.mean(1, keepdim=True)
-            gram = hc.transpose(1, 2) @ hc / h.shape[1]  # (B, in, in)
+            gram = hc.transpose(1, 2) @ hc / hm.shape[1]  # (B, fan_in, fan_in)
             lam = ridge * gram.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-12)  # (B,)
             eye = torch.eye(gram.shape[1], device=gram.device)
-            beta = torch.linalg.solve(gram + lam[:, None, None] * eye, hc.transpose(1, 2) @ tc / h.shape[1])
-            score = w * beta.transpose(1, 2)  # (B, out, in)
+            beta = torch.linalg.solve(gram + lam[:, None, None] * eye, hc.transpose(1, 2) @ tc / hm.shape[1])
+            score = (w.flatten(2) * beta.transpose(1, 2)).view_as(w)  # (B, out, fan_in) -> w's shape
             scores.append(score)
             masks[i] = topk_straight_through(score, sparsity).detach()
-            h = h @ (w * masks[i]).transpose(1, 2) + init[biases[i]].detach().float()[:, None, :]
-            if i < len(weights) - 1:
-                h = F.relu(h)
-    return dict(zip(names, scores))
+            h = activate(layer, pre_activation(layer, h, w * masks[i], bias), last_conv(layers, i))
+    return {la.weight: s for la, s in zip(layers, scores)}
 
 
 def standardized(scores: Params) -> Params:
@@ -145,7 +161,7 @@ def least_squares_masks(
     exactly round(sparsity * n) of each weight tensor removed (layer-wise, as edge-popup).
 
     Args:
-        arch: an "mlp" architecture.
+        arch: an "mlp" or "cnn" architecture.
         init: the frozen weights, stacked {name: (B, *shape)}.
         data: the task; `inputs` of its training examples (drawn as `prior_data` draws them) fit it.
         sparsity: fraction of each weight tensor removed, in [0, 1).

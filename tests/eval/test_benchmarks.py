@@ -108,6 +108,9 @@ def test_b6_pairs_masks_with_edge_popup_on_the_same_inits():
     assert math.isnan(bench.mask_ratio(masks, popup[1:2]))  # no edge-popup row on these inits
     assert math.isnan(bench.mask_ratio([gen(0.6)], popup))  # a mask without an init seed pairs with none
     np.testing.assert_allclose(bench.random_mask_accs(popup), [0.1, 0.2])  # rows without one left out
+    built = [gen(0.5, init_seed=2), gen(0.9, init_seed=7)]  # the construction; only init 2 pairs
+    assert bench.mask_gain(masks, built) == pytest.approx(100 * (0.7 - 0.5))
+    assert math.isnan(bench.mask_gain(masks, built[1:]))
 
 
 def test_b7_and_b8_read_their_inputs():

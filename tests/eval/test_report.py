@@ -174,6 +174,9 @@ def test_mask_section_pairs_by_init(tmp_path):
     two = text(report.mask_section({"a": (masks, popup), "b": (masks, [])}, tmp_path / "plots", "Given."))
     assert "Given." in two and "| edge-popup (a) | 1 |" in two and "(b)" not in two
     assert "no edge-popup rows on these inits" in text(report.mask_section({"a": (masks, [])}, tmp_path))
+    built = [gen(0.55, init_seed=1)]  # the least-squares construction on the same init: its own row
+    md = text(report.mask_section({"generated": (masks, popup, built)}, tmp_path / "plots"))
+    assert "| generated | 1 | 0.6000 ± 0.0000 |\n| construction | 1 | 0.5500 ± 0.0000 |\n| edge-popup |" in md
 
 
 def test_constraints_section_columns_for_what_was_prompted():

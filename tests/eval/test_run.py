@@ -75,7 +75,8 @@ def zoos(tmp_path_factory):
     run_baselines(load_rows(zoo, final_only=False), data,
                   {"magnitude": {"sparsity": [0.5, 0.8], "scope": "global"}, "random": {"sparsity": [0.5]}},
                   base / "pruning")  # fmt: skip
-    run_baselines(load_rows(masks), data, {"edge_popup": {"sparsity": 0.5, "epochs": 1}}, base / "popup")
+    run_baselines(load_rows(masks), data, {"edge_popup": {"sparsity": 0.5, "epochs": 1},
+                                           "lsq_supermask": {"sparsity": 0.5, "inputs": 256}}, base / "popup")  # fmt: skip
     return {"zoo": zoo, "a": dense_a, "b": dense_b, "sparse": sparse, "masks": masks,
             "pruning": base / "pruning", "popup": base / "popup"}  # fmt: skip
 
@@ -132,9 +133,13 @@ def test_every_section_that_applies(zoos, tmp_path):
         figures
     )
     assert "acc_ratio" not in figures and "quickstart_seconds" not in figures
-    masks, popup = load_rows(zoos["masks"]), load_rows(zoos["popup"])
+    masks, rows = load_rows(zoos["masks"]), load_rows(zoos["popup"])
+    popup, built = ([r for r in rows if r["variant"] == v] for v in ("edge_popup", "lsq_supermask"))
     assert len(bench.same_inits(masks, popup)) == len(masks)  # edge-popup ran on the very same inits
     assert figures["mask_ratio_edge_popup"] == pytest.approx(bench.mask_ratio(masks, popup))
+    assert len(bench.same_inits(masks, built)) == len(masks)
+    assert figures["mask_gain_construction"] == pytest.approx(bench.mask_gain(masks, built))
+    assert "| construction | 4 |" in text  # the construction: its own row
     constraints = text[text.index("## Constraints") : text.index("## Time")]
     assert "| generated/sparse | 1.000 |" in constraints and "| generated/tiny-masks | 1.000 |" in constraints
     assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} == {

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mole.errors import ConfigError
+from mole.masks import layers
 from mole.masks.construction import (
     DEFAULTS,
     check_prior,
@@ -59,11 +60,49 @@ def test_check_prior_fills_defaults_and_names_bad_fields():
         check_prior(1.0)
 
 
-def test_construction_needs_an_mlp(digits):
-    arch = build_architecture("cnn", digits.input_shape, 10)
+def test_construction_needs_an_mlp_or_a_cnn(digits):
+    class Other(type(build_architecture("mlp", digits.input_shape, 10))):
+        name = "transformer"
+
+    arch = Other(digits.input_shape, 10, hidden=[8])
     init = frozen_init(arch, [0], "signed_constant")
-    with pytest.raises(ConfigError, match=r"^mask_prior: the least-squares construction needs an mlp"):
+    with pytest.raises(ConfigError, match=r"^architecture: the mask construction handles mlp and cnn"):
         least_squares_scores(arch, init, digits.x_train, digits.y_train, torch.tensor([0.5]))
+
+
+@pytest.mark.parametrize("input_shape", [(1, 8, 8), (2, 12)])
+def test_the_layer_walk_is_the_architectures_forward(input_shape):
+    """The construction runs layers from unfolded patches; its logits are forward_stacked's."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, *input_shape, generator=g)
+    for arch in (
+        build_architecture("mlp", input_shape, 10, hidden=[8, 6]),
+        build_architecture("cnn", input_shape, 10, channels=[3, 4], kernel_size=3, hidden=[7]),
+    ):
+        init = arch.init_stacked([1, 2])
+        assert torch.allclose(layers.forward(arch, init, x), arch.forward_stacked(init, x), atol=1e-5)
+
+
+def test_construction_on_a_cnn_keeps_exactly_the_sparsity_and_beats_random_masks(digits):
+    arch = build_architecture("cnn", digits.input_shape, 10, channels=[8, 16], hidden=[32])
+    init = frozen_init(arch, list(range(6)), "signed_constant")
+    sparsity = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.8, 0.8])
+    x, y = digits.train_sample(512, 0)
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    masks = {n: topk_straight_through(s, sparsity) for n, s in scores.items()}
+    assert set(masks) == set(arch.weight_names()) and masks["convs.1.weight"].shape == (6, 16, 8, 3, 3)
+    for m in masks.values():
+        removed = (m == 0).flatten(1).sum(1)
+        assert removed.tolist() == [round(s * m[0].numel()) for s in sparsity.tolist()]
+    g = torch.Generator().manual_seed(0)
+    random = {n: topk_straight_through(torch.rand(s.shape, generator=g), sparsity) for n, s in scores.items()}
+
+    def test_acc(masks: dict) -> torch.Tensor:
+        params = {n: p * masks[n] if n in masks else p for n, p in init.items()}
+        return (arch.forward_stacked(params, digits.x_test).argmax(-1) == digits.y_test).float().mean(1)
+
+    built, chance = test_acc(masks), test_acc(random)
+    assert built.mean() > 0.25 and (built > chance + 0.1).all()
 
 
 def test_masks_for_a_baseline_are_the_layerwise_top_k_of_the_scores(digits):

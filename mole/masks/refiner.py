@@ -1,0 +1,244 @@
+"""MaskRefiner: a learned correction of the least-squares construction's scores, for any MLP or CNN.
+
+The construction (mole.masks.construction) gives every weight of a frozen init a score; its layer-wise
+top-k is a good mask. The refiner moves those scores in `steps` small steps; each step reads, per
+weight, a few numbers about it and about the masked network it sits in, and a small MLP shared by
+every weight of every layer turns them into a correction:
+
+    s_0 = z (the construction's scores, standardised per tensor),
+    s_{t+1} = s_t + mlp(features_t),        mask = layer-wise top-k of s_t at the requested sparsity,
+
+with t the step (0 included) whose mask is most accurate on the training examples, per net: a cheap
+check (measured on digits MLPs, 72 unseen inits: 0.760 for the last step, 0.778 for the best one).
+
+Features of a weight at step t: its current score s_t, its construction score z, whether it is kept
+(the top-k of s_t), its distance to the tensor's keep threshold, its value (standardised), minus the
+gradient of the masked network's training loss with respect to its mask bit (straight-through, on the
+construction's data; standardised), the sparsity, the layer's depth fraction, whether it is a
+convolution, t / steps, and the tensor's mean |w| / std (1 for signed-constant inits, 0.80 for
+normal, 0.87 for uniform: the distribution, read off the weights). The gradient is what edge-popup
+follows; the model learns how far and where to follow it, across inits, sparsities, init
+distributions and widths: every feature is per weight, so one model serves any layer shape.
+
+The MLPs' output layers start at zero: a new refiner returns the construction's masks exactly. One MLP
+is trained on every condition; per condition (sparsity level x init family) the refiner keeps the
+checkpoint that did best on that condition's validation inits, the zero correction included
+(mole.masks.across_inits), so on validation it is never below the construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from mole.errors import ConfigError
+from mole.masks.construction import standardized
+from mole.masks.layers import layers_of
+from mole.nets import Architecture, Params
+from mole.zoo.pruning import topk_straight_through
+
+FEATURES = 11  # per weight, see the module docstring
+
+
+FAMILIES = {"signed_constant": 1.0, "normal": math.sqrt(2 / math.pi), "kaiming_uniform": math.sqrt(3) / 2}
+# an init distribution's mean |w| / std, by which a given init's family is recognised
+
+
+def mlp(width: int) -> nn.Sequential:
+    """FEATURES -> width -> width -> 1, its output layer at zero (no correction)."""
+    net = nn.Sequential(
+        nn.Linear(FEATURES, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)
+    )
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
+class MaskRefiner(ModelMixin, ConfigMixin):
+    """Per-weight MLPs applied `steps` times (see the module docstring).
+
+    `mlp` is the one being trained, on every condition at once. `kept` holds, per condition (a
+    sparsity level x an init family), the checkpoint of `mlp` that did best on that condition's
+    validation inits (mole.masks.across_inits), the untrained one (the construction) included;
+    inference uses the kept one of each net's condition: the nearest level and the family whose
+    mean |w| / std (FAMILIES) is nearest its weights'.
+
+    Args:
+        width: hidden width of the MLPs.
+        steps: refinement steps (each one forward and backward pass of the masked network).
+        levels: the sparsity levels conditions are kept for.
+        families: the init families conditions are kept for (FAMILIES keys).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        width: int = 16,
+        steps: int = 4,
+        levels: tuple[float, ...] = (0.5, 0.8, 0.9),
+        families: tuple[str, ...] = tuple(FAMILIES),
+    ):
+        super().__init__()
+        if steps < 1 or width < 1:
+            raise ConfigError("refiner", f"steps and width must be >= 1, got {steps}, {width}")
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown or not families or not levels:
+            raise ConfigError(
+                "refiner.families", f"need levels and families of {', '.join(FAMILIES)}, got {families}"
+            )
+        self.mlp = mlp(width)
+        self.kept = nn.ModuleList(mlp(width) for _ in range(len(levels) * len(families)))
+
+    def condition(self, init: Params, sparsity: torch.Tensor) -> torch.Tensor:
+        """(B,) long: each net's condition, the index of its kept MLP (level-major)."""
+        w = next(iter(init.values()))  # the first weight tensor (B, ...)
+        stat = (w.abs() / std_of(w)).flatten(1).mean(1)  # (B,)
+        fams = torch.tensor([FAMILIES[f] for f in self.config.families])
+        family = (stat[:, None] - fams).abs().argmin(1)
+        level = (sparsity.float()[:, None] - torch.tensor(self.config.levels)).abs().argmin(1)
+        return level * len(self.config.families) + family
+
+    def forward(self, features: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, ..., FEATURES) -> (B, ...) score corrections: the trained MLP's (condition None), else
+        each net's kept one."""
+        if condition is None:
+            return self.mlp(features).squeeze(-1)
+        out = torch.zeros(features.shape[:-1], dtype=features.dtype, device=features.device)
+        for c in condition.unique().tolist():
+            nets = condition == c
+            out[nets] = self.kept[c](features[nets]).squeeze(-1)
+        return out
+
+
+# ---------------------------------------------------------------------------- features
+def std_of(t: torch.Tensor) -> torch.Tensor:
+    """(B, 1, ...) per-net standard deviation of a stacked tensor, broadcastable back onto it."""
+    return t.flatten(1).std(1).clamp(min=1e-12).view(-1, *[1] * (t.dim() - 1))
+
+
+def mask_gradients(
+    arch: Architecture, init: Params, masks: Params, x: torch.Tensor, y: torch.Tensor
+) -> Params:
+    """{weight name: (B, *shape)} d loss / d mask bit of the masked networks on (x, y) (cross-entropy
+    summed over nets, averaged over examples): the straight-through gradient edge-popup follows."""
+    with torch.enable_grad():
+        bits = {n: m.detach().requires_grad_() for n, m in masks.items()}
+        params = {n: p * bits[n] if n in bits else p for n, p in init.items()}
+        logits = arch.forward_stacked(params, x)  # (B, N, C)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[0]), reduction="sum") / len(y)
+        grads = torch.autograd.grad(loss, list(bits.values()))
+    return dict(zip(bits, grads))
+
+
+def features(
+    arch: Architecture,
+    init: Params,
+    z: Params,
+    s: Params,
+    sparsity: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    step: float,
+) -> Params:
+    """{weight name: (B, *shape, FEATURES)} the refiner's input at one step (module docstring).
+
+    Args:
+        arch: the architecture; init: frozen weights (B, ...); z: standardised construction scores;
+        s: current scores; sparsity: (B,) fraction removed per tensor; (x, y): the data the gradient
+        is taken on; step: t / steps.
+    """
+    names = arch.weight_names()
+    depth = {la.weight: i / max(1, len(names) - 1) for i, la in enumerate(layers_of(arch))}
+    with torch.no_grad():
+        masks = {n: topk_straight_through(s[n], sparsity) for n in names}
+    grads = mask_gradients(arch, {n: p.detach() for n, p in init.items()}, masks, x, y)
+    out = {}
+    for n in names:
+        sn, w = s[n].detach(), init[n].detach()
+        flat = sn.flatten(1)  # (B, n)
+        drop = torch.round(sparsity.to(flat) * flat.shape[1]).long().clamp(1, flat.shape[1])  # (B,)
+        threshold = flat.sort(1).values.gather(1, drop[:, None] - 1).view(-1, *[1] * (sn.dim() - 1))
+        g = -grads[n] / std_of(grads[n])
+        const = torch.ones_like(sn)
+        family = (w.abs() / std_of(w)).flatten(1).mean(1).view_as(std_of(w))  # (B, 1, ...)
+        out[n] = torch.stack(
+            [sn, z[n], 2 * masks[n] - 1, sn - threshold, w / std_of(w), g,
+             const * sparsity.view(-1, *[1] * (sn.dim() - 1)), const * depth[n],
+             const * float(sn.dim() > 3), const * step, const * family],
+            dim=-1,
+        )  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------- refinement
+def refinements(
+    model: MaskRefiner,
+    arch: Architecture,
+    init: Params,
+    scores: Params,
+    sparsity: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    training: bool = False,
+) -> Iterator[Params]:
+    """Yield the scores {weight name: (B, *shape)} after every step; the last one's layer-wise top-k at
+    `sparsity` is the mask.
+
+    Differentiable in the model's parameters (features are read detached); with a zero output layer
+    every step's scores are the standardised `scores` themselves.
+
+    Args:
+        model: the refiner.
+        arch: an MLP or CNN architecture; init: its frozen weights, stacked (B, ...).
+        scores: the construction's raw scores (least_squares_scores).
+        sparsity: (B,) fraction of each weight tensor removed.
+        x, y: training examples the gradient features are taken on.
+        training: use the MLP being trained for every net (else each net's kept one).
+    """
+    condition = None if training else model.condition(init, sparsity)
+    z = standardized(scores)
+    s = dict(z)
+    steps = model.config.steps
+    for t in range(steps):
+        feats = features(arch, init, z, s, sparsity, x, y, t / steps)
+        s = {n: s[n] + model(f, condition) for n, f in feats.items()}
+        yield s
+
+
+def train_accuracy(
+    arch: Architecture, init: Params, scores: Params, sparsity: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """(B,) accuracy on (x, y) of each net under the layer-wise top-k of `scores`."""
+    with torch.no_grad():
+        masks = {n: topk_straight_through(v, sparsity) for n, v in scores.items()}
+        logits = arch.forward_stacked({n: p * masks[n] if n in masks else p for n, p in init.items()}, x)
+        return (logits.argmax(-1) == y).float().mean(1)
+
+
+def refine(
+    model: MaskRefiner,
+    arch: Architecture,
+    init: Params,
+    scores: Params,
+    sparsity: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    training: bool = False,
+) -> Params:
+    """The refined scores: per net, of the construction's (step 0) and every step's, the ones whose mask
+    is most accurate on the training examples (x, y) (the earliest of equals; `refinements` has the
+    arguments). Cheap (one forward pass per step) and never below the construction on them."""
+    best = standardized(scores)
+    best_acc = train_accuracy(arch, init, best, sparsity, x, y)
+    for s in refinements(model, arch, init, scores, sparsity, x, y, training):
+        acc = train_accuracy(arch, init, s, sparsity, x, y)
+        better = acc > best_acc  # (B,)
+        best = {n: torch.where(better.view(-1, *[1] * (v.dim() - 1)), s[n], v) for n, v in best.items()}
+        best_acc = torch.maximum(best_acc, acc)
+    return best

@@ -1,0 +1,223 @@
+"""Benchmark issue 21 (B6 in full): supermasks for unseen random inits, per architecture x sparsity x
+init distribution, and the over-parameterization table.
+
+    python scripts/bench_supermasks.py --out runs/bench/supermasks.json [--archs [mlp,cnn]] [--inits 8]
+
+For each architecture (digits MLP 64-64-64-10; digits CNN conv 8, conv 16, fc 32), a MaskRefiner is
+trained across training inits (mole.masks.across_inits), then on `inits` unseen inits per cell (the
+"test" seed stream, disjoint from training and validation) four masks are compared on the same
+weights: a random layer-wise mask (the floor), the least-squares construction (the lsq_supermask
+baseline), the learned refiner on top of it, and edge-popup (the edge_popup baseline, trained
+`epochs` on each init), each with its wall seconds per mask (stacked, on this machine). Targets: the
+learned masks >= the construction + 3 points at every sparsity of every architecture; learned /
+edge-popup >= 0.95 at 50% and >= 0.90 at 80% (means over the init distributions).
+
+The over-parameterization table: random MLPs 64-w-w-10 for w in `widths`, signed-constant inits at
+`wide_sparsity`: edge-popup, the construction and the learned masks (the width-64 model applied as
+it is: its features are per weight, so it reads any width).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from jsonargparse import auto_cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
+from mole.baselines import run_baselines  # noqa: E402
+from mole.baselines.base import full_row  # noqa: E402
+from mole.data import load_task  # noqa: E402
+from mole.eval.report import table  # noqa: E402
+from mole.masks.across_inits import (  # noqa: E402
+    Draw,
+    RefinerTraining,
+    draw,
+    masked_accuracy,
+    train_refiner,
+)
+from mole.masks.construction import DEFAULTS, least_squares_scores, prior_data  # noqa: E402
+from mole.masks.refiner import MaskRefiner, refine  # noqa: E402
+from mole.nets import Architecture, build_architecture  # noqa: E402
+from mole.zoo import pruning  # noqa: E402
+from mole.zoo.store import write_json  # noqa: E402
+from mole.zoo.variants.supermask import INITS  # noqa: E402
+
+ARCHS = {"mlp": {"hidden": [64, 64]}, "cnn": {"channels": [8, 16], "hidden": [32]}}
+SPARSITIES = (0.5, 0.8, 0.9)
+EDGE_POPUP = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005, "batch_size": 32,
+              "init_scale": 1.0}  # fmt: skip
+
+
+def given_rows(arch: Architecture, d: Draw, epochs: int) -> list[dict]:
+    """Zoo rows holding a draw's inits as init_params, as the baselines take given inits."""
+    flat = arch.flatten(d.init)  # (B, P)
+    return [
+        full_row(
+            {},
+            zoo="bench",
+            member_id=f"bench-{s}",
+            member_index=i,
+            variant="init",
+            task="digits",
+            task_options="{}",
+            architecture=arch.name,
+            arch_options=json.dumps(arch.config()),
+            seed=s,
+            step=0,
+            final=True,
+            epochs=epochs,
+            params=flat[i].numpy(),
+            init_params=flat[i].numpy(),
+            extra=json.dumps({"init_seed": s}),
+            **EDGE_POPUP,
+        )  # fmt: skip
+        for i, s in enumerate(d.seeds)
+    ]
+
+
+def compare(arch, data, d: Draw, model: MaskRefiner, epochs: int, popup: bool = True) -> dict:
+    """Test accuracy (mean, std) and seconds per mask of every method on one cell's inits."""
+    n, s = len(d.seeds), float(d.sparsity[0])
+    out: dict = {}
+    began = time.perf_counter()
+    masks = pruning.random_masks({k: d.init[k] for k in arch.weight_names()}, s, d.seeds, "layerwise")
+    acc = masked_accuracy(arch, d.init, masks, data.x_test, data.y_test)
+    out["random"] = (acc, (time.perf_counter() - began) / n)
+    rows = given_rows(arch, d, epochs)
+    built = run_baselines(rows, data, {"lsq_supermask": {"sparsity": s}}, group_size=n)
+    seconds = float(np.mean([json.loads(r["extra"])["mask_seconds"] for r in built]))
+    out["construction"] = (torch.tensor([r["test_acc"] for r in built]), seconds)
+    began = time.perf_counter()
+    x, y = prior_data(data, DEFAULTS["inputs"])
+    with torch.no_grad():
+        scores = least_squares_scores(arch, d.init, x, y, d.sparsity)
+        refined = refine(model, arch, d.init, scores, d.sparsity, x, y)
+        masks = {k: pruning.topk_straight_through(v, d.sparsity) for k, v in refined.items()}
+    out["learned"] = (
+        masked_accuracy(arch, d.init, masks, data.x_test, data.y_test),
+        (time.perf_counter() - began) / n,
+    )
+    if popup:
+        began = time.perf_counter()
+        trained = run_baselines(rows, data, {"edge_popup": {"sparsity": s}}, group_size=n)
+        out["edge_popup"] = (
+            torch.tensor([r["test_acc"] for r in trained]),
+            (time.perf_counter() - began) / n,
+        )
+    return {
+        k: {"mean": float(a.mean()), "std": float(a.std()), "seconds_per_mask": t}
+        for k, (a, t) in out.items()
+    }
+
+
+def main(
+    *,
+    out: str,
+    archs: list[str] = ["mlp", "cnn"],  # noqa: B006 (jsonargparse reads the default)
+    inits: int = 8,
+    dists: list[str] = list(INITS),  # noqa: B006
+    sparsities: list[float] = list(SPARSITIES),  # noqa: B006
+    epochs: int = 20,
+    train_steps: int = 100,
+    pool: int = 11,
+    refine_steps: int = 4,
+    width: int = 16,
+    widths: list[int] = [64, 128, 256],  # noqa: B006
+    wide_sparsity: float = 0.5,
+    seed: int = 0,
+) -> None:
+    """Issue 21's tables: random / construction / learned / edge-popup per cell, and over-parameterization.
+
+    Args:
+        out: JSON file to write.
+        archs: of mlp, cnn.
+        inits: unseen inits per cell (architecture x sparsity x init distribution).
+        dists: init distributions.
+        sparsities: fractions of each weight tensor removed.
+        epochs: edge-popup's epochs per init.
+        train_steps: the refiner's training steps.
+        pool: its training inits per (distribution, sparsity) pair (RefinerTraining.pool / pairs).
+        refine_steps, width: the refiner's steps and MLP width.
+        widths: hidden widths of the over-parameterization MLPs (empty: no table).
+        wide_sparsity: their sparsity.
+        seed: torch's seed for the refiner's init.
+    """
+    data = load_task("digits")
+    result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
+                                 "train_steps": train_steps, "pool": pool, "refine_steps": refine_steps,
+                                 "width": width, "widths": widths, "wide_sparsity": wide_sparsity,
+                                 "torch_threads": torch.get_num_threads()},
+                    "cells": [], "training": {}, "targets": [], "overparam": []}  # fmt: skip
+    models = {}
+    for name in archs:
+        arch = build_architecture(name, data.input_shape, data.num_classes, **ARCHS[name])
+        torch.manual_seed(seed)
+        began = time.perf_counter()
+        options = RefinerTraining(
+            steps=train_steps,
+            pool=pool * len(dists) * len(sparsities),
+            dists=tuple(dists),
+            sparsities=tuple(sparsities),
+        )
+        model, history = train_refiner(
+            MaskRefiner(width=width, steps=refine_steps, levels=tuple(sparsities), families=tuple(dists)),
+            arch,
+            data,
+            options,
+            log=lambda e, name=name: print(name, e, flush=True),
+        )
+        models[name] = model
+        result["training"][name] = {"seconds": time.perf_counter() - began, "history": history}
+        for c, (dist, s) in enumerate((d, s) for s in sparsities for d in dists):
+            d = draw(arch, "test", inits, [dist], [s], start=c * inits)  # fresh unseen inits per cell
+            cell = {"arch": name, "sparsity": s, "init": dist, **compare(arch, data, d, model, epochs)}
+            result["cells"].append(cell)
+            print(json.dumps(cell), flush=True)
+        for s in sparsities:
+            cells = [c for c in result["cells"] if c["arch"] == name and c["sparsity"] == s]
+            mean = {
+                k: float(np.mean([c[k]["mean"] for c in cells]))
+                for k in ("construction", "learned", "edge_popup")
+            }
+            gain, ratio = 100 * (mean["learned"] - mean["construction"]), mean["learned"] / mean["edge_popup"]
+            want = {0.5: 0.95, 0.8: 0.90}.get(s)
+            result["targets"].append({"arch": name, "sparsity": s, **mean, "gain_points": gain, "gain_met": gain >= 3,
+                                      "ratio_edge_popup": ratio, "ratio_target": want,
+                                      "ratio_met": None if want is None else ratio >= want})  # fmt: skip
+    if widths and "mlp" in models:
+        for w in widths:
+            arch = build_architecture("mlp", data.input_shape, data.num_classes, hidden=[w, w])
+            d = draw(arch, "test", inits, ["signed_constant"], [wide_sparsity], start=10_000 + w)
+            row = {"width": w, **compare(arch, data, d, models["mlp"], epochs)}
+            result["overparam"].append(row)
+            print(json.dumps(row), flush=True)
+    write_json(Path(out), result)
+    show(result)
+
+
+METHODS = ("random", "construction", "learned", "edge_popup")
+TARGET_COLUMNS = ("arch", "sparsity", "construction", "learned", "edge_popup", "gain_points", "gain_met",
+                  "ratio_edge_popup", "ratio_target", "ratio_met")  # fmt: skip
+
+
+def show(result: dict) -> None:
+    """Print the tables as Markdown: cells (mean ± std over inits, seconds per mask), targets, widths."""
+
+    def cell(c: dict, k: str) -> str:
+        return f"{c[k]['mean']:.3f} ± {c[k]['std']:.3f} ({c[k]['seconds_per_mask']:.3g} s)"
+
+    cells = [[c["arch"], c["sparsity"], c["init"], *(cell(c, k) for k in METHODS)] for c in result["cells"]]
+    print(table(["arch", "sparsity", "init", *METHODS], cells), end="\n\n")
+    print(table(TARGET_COLUMNS, [[t[k] for k in TARGET_COLUMNS] for t in result["targets"]]), end="\n\n")
+    if result["overparam"]:
+        rows = [[r["width"], *(cell(r, k) for k in METHODS)] for r in result["overparam"]]
+        print(table(["width", *METHODS], rows))
+
+
+if __name__ == "__main__":
+    auto_cli(main)

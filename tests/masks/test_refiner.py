@@ -1,0 +1,178 @@
+"""The MaskRefiner (a learned correction of the construction) and its training across inits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mole.errors import ConfigError
+from mole.masks.across_inits import (
+    STREAMS,
+    RefinerTraining,
+    construction_scores,
+    draw,
+    evaluate,
+    init_seeds,
+    train_refiner,
+)
+from mole.masks.construction import least_squares_masks, least_squares_scores, prior_data, standardized
+from mole.masks.refiner import (
+    FAMILIES,
+    FEATURES,
+    MaskRefiner,
+    features,
+    refine,
+    refinements,
+    train_accuracy,
+)
+from mole.nets import build_architecture
+from mole.zoo.pruning import masks_from_scores, topk_straight_through
+from mole.zoo.variants.supermask import frozen_init
+
+ARCHS = {"mlp": {"hidden": [16, 12]}, "cnn": {"channels": [4, 6], "hidden": [12]}}
+
+
+def nudged(model: MaskRefiner, seed: int = 0) -> MaskRefiner:
+    """The model with random, clearly nonzero output layers (a trained model's stand-in)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for net in [model.mlp, *model.kept]:
+            net[-1].weight.copy_(torch.randn(net[-1].weight.shape, generator=g))
+            net[-1].bias.fill_(0.3)
+    return model
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_zero_correction_is_the_construction_exactly(name, digits):
+    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
+    init = frozen_init(arch, [5, 6, 7], "normal")
+    x, y = prior_data(digits, 256)
+    sparsity = torch.tensor([0.5, 0.8, 0.9])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    for training in (False, True):  # each net's kept MLP, or the one being trained
+        out = refine(MaskRefiner(steps=2), arch, init, scores, sparsity, x, y, training)
+        for n, s in standardized(scores).items():
+            assert torch.equal(out[n], s)
+    same = least_squares_masks(arch, {n: p[:1] for n, p in init.items()}, digits, 0.5, inputs=256)
+    first = least_squares_scores(arch, {n: p[:1] for n, p in init.items()}, x, y, sparsity[:1])
+    refined = refine(MaskRefiner(), arch, {n: p[:1] for n, p in init.items()}, first, sparsity[:1], x, y)
+    for n, m in masks_from_scores(refined, 0.5, "layerwise").items():
+        assert torch.equal(m, same[n])  # the lsq_supermask baseline's masks
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_sparsity_conditioning_is_exact(name, digits):
+    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
+    init = frozen_init(arch, [1, 2, 3, 4], "kaiming_uniform")
+    x, y = prior_data(digits, 128)
+    sparsity = torch.tensor([0.5, 0.8, 0.9, 0.8])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    model = nudged(MaskRefiner(steps=2))
+    *_, last = refinements(model, arch, init, scores, sparsity, x, y)  # the last step, moved for sure
+    changed = False
+    for out in (last, refine(model, arch, init, scores, sparsity, x, y)):
+        for n, s in out.items():
+            m = topk_straight_through(s, sparsity)
+            removed = (m == 0).flatten(1).sum(1).tolist()
+            assert removed == [round(v * m[0].numel()) for v in sparsity.tolist()]
+            changed |= not torch.equal(m, topk_straight_through(scores[n], sparsity))
+    assert changed  # a nonzero correction moves the masks
+
+
+def test_refine_keeps_each_nets_most_accurate_step_on_the_training_examples(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16, 12])
+    init = frozen_init(arch, [8, 9, 10, 11], "normal")
+    x, y = prior_data(digits, 256)
+    sparsity = torch.tensor([0.5, 0.8, 0.9, 0.5])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    model = nudged(MaskRefiner(steps=3), seed=1)
+    steps = [standardized(scores), *refinements(model, arch, init, scores, sparsity, x, y)]
+    accs = torch.stack([train_accuracy(arch, init, s, sparsity, x, y) for s in steps])  # (T + 1, B)
+    out = refine(model, arch, init, scores, sparsity, x, y)
+    for b, t in enumerate(accs.argmax(0).tolist()):  # the first of the most accurate
+        assert all(torch.equal(out[n][b], steps[t][n][b]) for n in out)
+    assert (train_accuracy(arch, init, out, sparsity, x, y) >= accs[0]).all()
+
+
+def test_features_are_per_weight_and_read_the_sparsity(digits):
+    arch = build_architecture("cnn", digits.input_shape, 10, **ARCHS["cnn"])
+    init = frozen_init(arch, [1, 2], "signed_constant")
+    x, y = prior_data(digits, 64)
+    sparsity = torch.tensor([0.5, 0.9])
+    z = standardized(least_squares_scores(arch, init, x, y, sparsity))
+    f = features(arch, init, z, z, sparsity, x, y, 0.0)
+    for n, v in f.items():
+        assert v.shape == (*init[n].shape, FEATURES)
+        assert v[0, ..., 6].unique().tolist() == [0.5] and v[1, ..., 6].unique().tolist() == [
+            pytest.approx(0.9)
+        ]
+        assert torch.equal(v[..., 2] > 0, topk_straight_through(z[n], sparsity) > 0)  # the kept bit
+
+
+def test_each_net_gets_the_kept_mlp_of_its_level_and_init_family(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[32])
+    model = MaskRefiner()  # levels 0.5, 0.8, 0.9 x families signed_constant, normal, kaiming_uniform
+    init = {
+        n: torch.cat([frozen_init(arch, [i], f)[n] for i, f in enumerate(FAMILIES)])
+        for n in arch.param_shapes()
+    }
+    assert model.condition(init, torch.tensor([0.5, 0.8, 0.9])).tolist() == [0, 4, 8]
+    assert model.condition(init, torch.tensor([0.84, 0.6, 0.99])).tolist() == [3, 1, 8]  # nearest level
+    with pytest.raises(ConfigError, match=r"^refiner.families: need levels and families"):
+        MaskRefiner(families=("orthogonal",))
+
+
+def test_unseen_inits_are_never_training_inits(digits):
+    seeds = {s: set(init_seeds(s, 5000)) for s in STREAMS}
+    assert not seeds["train"] & seeds["test"] and not seeds["train"] & seeds["val"]
+    assert not seeds["val"] & seeds["test"] and all(len(v) == 5000 for v in seeds.values())
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    train, test = draw(arch, "train", 12, ["normal"], [0.5]), draw(arch, "test", 12, ["normal"], [0.5])
+    assert not set(train.seeds) & set(test.seeds)
+    assert not torch.equal(train.init["layers.0.weight"][0], test.init["layers.0.weight"][0])
+    with pytest.raises(ConfigError, match=r"^stream: unknown init stream 'eval'"):
+        init_seeds("eval", 1)
+
+
+def test_draw_covers_every_distribution_and_sparsity(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    d = draw(arch, "val", 9, ["signed_constant", "normal", "kaiming_uniform"], [0.5, 0.8, 0.9])
+    pairs = {(dist, round(float(s), 2)) for dist, s in zip(d.dists, d.sparsity)}
+    assert len(pairs) == 9
+    w = d.init["layers.0.weight"]
+    assert w[0].abs().unique().numel() == 1  # signed constant: one magnitude
+    assert torch.equal(w[0], frozen_init(arch, [d.seeds[0]], "signed_constant")["layers.0.weight"][0])
+
+
+def test_training_keeps_the_best_model_on_validation_never_below_the_construction(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16])
+    options = RefinerTraining(steps=6, batch=4, pool=8, val=8, val_every=2, inputs=128, loss_inputs=64, lr=3e-2,
+                              dists=("signed_constant", "normal"), sparsities=(0.5, 0.9))  # fmt: skip
+    model, history = train_refiner(MaskRefiner(width=8, steps=2), arch, digits, options)
+    assert [h["step"] for h in history] == [0, 2, 4, 6] and "loss" not in history[0]
+    assert sorted(history[0]["kept_for"]) == [0, 1, 6, 7]  # the construction: the first candidate
+    val = draw(arch, "val", 8, options.dists, options.sparsities)
+    x, y = prior_data(digits, 128)
+    scores = construction_scores(arch, val, x, y, options.construction)
+    kept = evaluate(model, arch, val, scores, x, y, digits.x_val, digits.y_val)
+    built = evaluate(MaskRefiner(width=8, steps=2), arch, val, scores, x, y, digits.x_val, digits.y_val)
+    conditions = model.condition(val.init, val.sparsity)
+    for c in (0, 1, 6, 7):  # per condition: never below the construction on validation
+        assert kept[conditions == c].mean() >= built[conditions == c].mean()
+    bad = RefinerTraining(pool=7, dists=("normal",), sparsities=(0.5, 0.8, 0.9, 0.7))
+    with pytest.raises(ConfigError, match=r"^pool: 7 is not a multiple of the 4 init pairs"):
+        train_refiner(MaskRefiner(), arch, digits, bad)
+
+
+def test_a_saved_refiner_reloads_with_its_kept_mlps(tmp_path, digits):
+    model = nudged(MaskRefiner(width=8, steps=2), seed=2)
+    model.save_pretrained(tmp_path / "refiner")
+    back = MaskRefiner.from_pretrained(tmp_path / "refiner")
+    assert back.config.steps == 2 and list(back.config.levels) == [0.5, 0.8, 0.9]
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    init = frozen_init(arch, [1, 2], "kaiming_uniform")
+    x, y = prior_data(digits, 128)
+    sparsity = torch.tensor([0.5, 0.9])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    a, b = (refine(m, arch, init, scores, sparsity, x, y) for m in (model, back))
+    assert all(torch.equal(a[n], b[n]) for n in a)
