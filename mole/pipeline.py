@@ -8,8 +8,9 @@ and per preset a folder of overrides, e.g. tiny/); this module only reads it and
                           projected from them onto each sparsity by magnitude
     diffusion/masks/      the mask model over frozen random weights (`mole train masks.yaml`)
     generated/{dense,prompts,sparse,masks}/   sampled networks, zoo format (variant "generated")
-    baselines/{pruning,edge_popup}/           magnitude, random, IMP on the zoo's final dense
-                          members; edge-popup on the very inits the generated masks were given
+    baselines/{pruning,edge_popup,lsq_supermask}/  magnitude, random, IMP on the zoo's final dense
+                          members; edge-popup and the construction on the very inits the generated
+                          masks were given
     subset_sum/ theory/   the strong-lottery-ticket construction and the random subset sum /
                           number partitioning experiments (CSV + PNG)
     results.json          every evaluator row, the stage timings and the B2-B8 figures
@@ -313,7 +314,11 @@ def _run_stages(
         popup = run_baselines(
             given, data, {"edge_popup": b["edge_popup"]}, out / "baselines" / "edge_popup", progress=progress
         )
-        return {"pruning": pruning, "edge_popup": popup}
+        built = run_baselines(  # the closed-form construction on the same inits: what a mask model must beat
+            given, data, {"lsq_supermask": b["lsq_supermask"]}, out / "baselines" / "lsq_supermask",
+            progress=progress,
+        )  # fmt: skip
+        return {"pruning": pruning, "edge_popup": popup, "lsq_supermask": built}
 
     stage("baselines", baselines)
 
@@ -367,7 +372,7 @@ def report_from_run(
 
     The run's folders fill the report's roles (mole.eval.inputs.ReportInputs): generated/dense gives
     B2 and B4 (generated/dense-t* its temperature table), generated/prompts B3, generated/sparse B5
-    against baselines/pruning, generated/masks B6 against baselines/edge_popup; theory/ and
+    against baselines/pruning, generated/masks B6 against baselines/edge_popup and lsq_supermask; theory/ and
     subset_sum/ the theory sections, stages.json B8, sgd_timing.json and generated/timings.json B7.
 
     Args:
@@ -398,7 +403,8 @@ def report_from_run(
     )
     spec = read_json(out / "generated" / "masks" / "spec.json", "generation spec").get("spec", {})
     init = str(spec.get("generated", {}).get("init") or "random").replace("_", "-")
-    baselines = {k: load_rows(out / "baselines" / k) for k in ("pruning", "edge_popup")}
+    baselines = {k: load_rows(out / "baselines" / k) for k in ("pruning", "edge_popup", "lsq_supermask")
+                 if (out / "baselines" / k).is_dir()}  # a run from before the construction baseline: none  # fmt: skip
     inputs = ReportInputs(
         data=load_task(dense[0]["task"], **json.loads(dense[0]["task_options"])),
         reference=rows,
@@ -409,6 +415,7 @@ def report_from_run(
         masks=[masks],
         pruning=baselines["pruning"],
         edge_popup=baselines["edge_popup"],
+        construction=baselines.get("lsq_supermask", []),
         theory=load_theory(out / "theory"),
         sgd_seconds_per_step=read_json(out / "sgd_timing.json", "sgd timing")["seconds_per_step"],
         stage_seconds=stages["seconds"],

@@ -6,6 +6,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import yaml
 
@@ -92,6 +93,12 @@ def test_results_hold_measured_figures(run):
     assert bench["acc_ratio"] == pytest.approx(generated[0]["value"] / sgd[0]["value"])
     assert 0 < bench["quickstart_seconds"] < 120
     assert not math.isnan(bench["mask_ratio_edge_popup"])
+    # the construction ran on the masks' own inits: its row, and the points the mask model adds to it
+    masks, built = load_rows(run / "generated" / "masks"), load_rows(run / "baselines" / "lsq_supermask")
+    assert sorted(r["seed"] for r in built) == sorted(r["seed"] for r in masks)
+    gain = np.mean([r["test_acc"] for r in masks]) - np.mean([r["test_acc"] for r in built])
+    assert bench["mask_gain_construction"] == pytest.approx(gain)
+    assert "| construction |" in (run / "report.md").read_text()
     constraints = {r["set"]: r["value"] for r in results["evaluations"] if r["metric"] == "frac_sparsity_met"}
     assert constraints == {"generated/sparse": 1.0, "generated/masks": 1.0}
 
