@@ -107,7 +107,7 @@ def train_one_by_one(arch, init, data, members, device, clock=None) -> list[floa
     """
     n, accs = len(data.y_train), []
     for i, (m, g) in enumerate(zip(members, data_generators(members))):
-        if clock is not None and clock.budget is not None and clock.elapsed() > clock.budget:
+        if i and clock is not None and clock.budget is not None and clock.elapsed() > clock.budget:
             clock.done = i / len(members)
             break
         module = arch.to_module(init, index=m.index).to(device)
