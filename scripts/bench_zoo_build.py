@@ -7,7 +7,7 @@ Members x steps counts the dense run (K x steps per group) and, separately, ever
 training too (IMP rounds, supermasks), as the progress bar does.
 
     .venv/bin/python scripts/bench_zoo_build.py --out runs/bench/zoo_build.json \
-        [--spec configs/quickstart/zoo.yaml configs/zoo/digits_cnn.yaml --processes 1 2 --repeats 1]
+        [--spec configs/quickstart/zoo.yaml configs/zoo/digits_cnn.yaml --processes 1 2 --threads 1]
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def member_steps(spec: ZooSpec) -> tuple[int, int]:
     return dense, total
 
 
-def _build(spec: ZooSpec, out: Path, processes: int, queue) -> None:
+def _build(spec: ZooSpec, out: Path, processes: int, threads: int | None, queue) -> None:
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     build_zoo(spec, out, progress=False, processes=processes)
     seconds = time.perf_counter() - t0
@@ -53,13 +55,13 @@ def _build(spec: ZooSpec, out: Path, processes: int, queue) -> None:
     queue.put({"seconds": seconds, "peak_mb": me.ru_maxrss / kb, "worker_peak_mb": children.ru_maxrss / kb})
 
 
-def measure(spec: ZooSpec, processes: int) -> dict:
+def measure(spec: ZooSpec, processes: int, threads: int | None = None) -> dict:
     mp = torch.multiprocessing.get_context(
         "spawn"
     )  # a fork would inherit this process's OpenMP pool and hang
     queue = mp.SimpleQueue()
     with tempfile.TemporaryDirectory(prefix="bench_zoo_build_") as tmp:
-        p = mp.Process(target=_build, args=(spec, Path(tmp) / "zoo", processes, queue))
+        p = mp.Process(target=_build, args=(spec, Path(tmp) / "zoo", processes, threads, queue))
         p.start()
         p.join()
         if p.exitcode != 0:
@@ -90,9 +92,16 @@ def main(argv=None) -> dict:
         "--processes", type=int, nargs="+", default=None, help="process counts (default: 1 and cores)"
     )
     p.add_argument("--repeats", type=int, default=1, help="builds per setting (default 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the building process (workers use 1; default: torch's)",
+    )
     args = p.parse_args(argv)
     counts = args.processes or sorted({1, default_processes()})
-    res = {"config": {"processes": counts, "repeats": args.repeats, "threads": torch.get_num_threads(),
+    threads = args.threads or torch.get_num_threads()
+    res = {"config": {"processes": counts, "repeats": args.repeats, "threads": threads,
                       "cores": os.cpu_count(), "torch": torch.__version__},
            "load_average_before": os.getloadavg(), "builds": []}  # fmt: skip
     for path in args.spec:
@@ -100,7 +109,7 @@ def main(argv=None) -> dict:
         dense, total = member_steps(spec)
         for processes in counts:
             for r in range(args.repeats):
-                m = measure(spec, processes)
+                m = measure(spec, processes, args.threads)
                 row = {
                     "spec": str(path),
                     "processes": processes,
