@@ -325,7 +325,10 @@ def summarise(name: str, repeats: list[dict]) -> dict:
         "acc_within_points": max(abs(acc[w] - acc[reference]) for w in scored) * 100 if reference else None,
     }
     targets = TARGETS[name]
-    res["met"] = {k: (res[k] <= v if k.startswith("acc") else res[k] >= v) for k, v in targets.items()}
+    res["met"] = {
+        k: None if res[k] is None else (res[k] <= v if k.startswith("acc") else res[k] >= v)
+        for k, v in targets.items()
+    }
     return res
 
 
@@ -370,6 +373,7 @@ def main(argv=None) -> dict:
     for r in range(args.repeats):
         print(f"B1 repeat {r + 1}/{args.repeats} (load average {os.getloadavg()[0]:.2f})")
         repeats.append({name: bench_arch(name, data, args, cores, device) for name in args.arch})
+        write_json_atomic(args.out, {"repeats": repeats, "partial": True})  # kept should a later step fail
     summary = {name: summarise(name, [rep[name] for rep in repeats]) for name in args.arch}
     res = {
         "config": dict(members=args.members, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

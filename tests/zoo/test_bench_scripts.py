@@ -90,3 +90,20 @@ def test_the_build_bench_times_each_setting(tmp_path):
     assert [r["processes"] for r in rows] == [1, 2]
     assert all(r["seconds"] > 0 and r["peak_mb"] > 0 and r["member_steps"] == 6 * 2 * 16 for r in rows)
     assert rows[0]["worker_peak_mb"] < rows[1]["worker_peak_mb"]  # only the 2-process build has workers
+
+
+def test_the_summary_says_not_measured_when_no_one_by_one_way_finished():
+    bench = load("bench_zoo")
+
+    def way(seconds, complete, acc):
+        return {"seconds": seconds, "complete": complete, "acc_mean": acc if complete else None}
+
+    ways = {
+        "stacked 1t": way(2.0, True, 0.9),
+        "one by one 1t": way(20.0, False, 0.9),
+        "vmap 1t": way(4.0, True, 0.9),
+    }
+    rep = {"ways": ways, "flops": 1e9, "matmul_peak_gflops": 10.0}
+    s = bench.summarise("cnn", [rep])
+    assert s["vs_one_by_one"] == 10.0 and s["vs_vmap"] == 2.0 and s["peak_fraction"] == 0.05
+    assert s["acc_within_points"] is None and s["met"] == {"vs_one_by_one": True, "acc_within_points": None}
