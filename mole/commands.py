@@ -18,7 +18,7 @@ from mole.eval.run import evaluate_zoos
 from mole.pipeline import LOG, report_from_run, run_quickstart
 from mole.progress import StageProgress, on_terminal
 from mole.tokenizer import MemberTensors
-from mole.zoo.build import build_zoo
+from mole.zoo.build import build_zoo, default_processes, resolve_shards
 from mole.zoo.export import export_member, find_member_rows
 from mole.zoo.info import plot_summary, print_summary, zoo_summary
 from mole.zoo.spec import ZooSpec
@@ -32,10 +32,11 @@ def zoo_build(
     spec: str,
     *,
     out: str | None = None,
-    num_shards: int = 1,
-    shard_index: int = 0,
+    num_shards: int | None = None,
+    shard_index: int | None = None,
     accelerator: Literal["auto", "cpu", "cuda"] = "cpu",
     progress: bool = True,
+    processes: int | None = None,
 ) -> int:
     """Build or resume a zoo from a sweep spec.
 
@@ -45,15 +46,21 @@ def zoo_build(
     Args:
         spec: sweep spec YAML (see configs/zoo/)
         out: zoo folder (default: checkpoints_zoo/<name>)
-        num_shards: split the sweep across this many processes
-        shard_index: which part this process builds (0-based)
+        num_shards: split the sweep across this many processes (default: from torchrun's WORLD_SIZE, srun's
+            SLURM_STEP_NUM_TASKS or a SLURM array's SLURM_ARRAY_TASK_COUNT, else 1)
+        shard_index: which part this process builds, 0-based (default: from RANK, SLURM_PROCID or
+            SLURM_ARRAY_TASK_ID, else 0)
         accelerator: where to train
         progress: show a progress bar
+        processes: CPU processes training each group's members, 1 thread each; the zoo is the same for any
+            value (default: one per core, shared among torchrun's local ranks)
     """
     sweep = ZooSpec.from_yaml(spec)
     out_dir = Path(out) if out else DEFAULT_ZOO_ROOT / sweep.name
+    num_shards, shard_index = resolve_shards(num_shards, shard_index)
+    processes = default_processes() if processes is None else processes
     # off a terminal the line below is the summary (a bar's last frame would only repeat it)
-    result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress and on_terminal())
+    result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress and on_terminal(), processes)
     print(
         f"zoo {sweep.name}: built {len(result.built)} shard(s), skipped {len(result.skipped)} already done, "
         f"{result.seconds:.1f} s -> {result.zoo}"

@@ -11,7 +11,7 @@ from torch import nn
 
 from mole.errors import ConfigError
 from mole.nets.base import Architecture, Params
-from mole.nets.functional import POOL, channels_to_members, members_to_channels, stacked_conv, stacked_linear
+from mole.nets.functional import POOL, members_last_to_flat, stacked_conv, stacked_linear, stacked_pool
 
 CONV_MODULES = {1: nn.Conv1d, 2: nn.Conv2d}  # spatial dims -> module
 
@@ -138,12 +138,11 @@ class CNNArchitecture(Architecture):
             params: stacked parameters, each (K, *shape).
             x: (B, C, *S) shared by all members, or (K, B, C, *S) one batch per member.
         """
-        k = params["convs.0.weight"].shape[0]
-        h = members_to_channels(x) if x.dim() == len(self.input_shape) + 2 else x  # (B, K*C | C, *S)
+        h = x.movedim(-len(self.input_shape), -1)  # (K, B | B, *S, C): channels-last view
         for i in range(len(self.channels)):
             h = stacked_conv(h, params[f"convs.{i}.weight"], params[f"convs.{i}.bias"], self.kernel_size // 2)
-            h = POOL[self.dims](F.relu(h), 2)  # (B, K*O, *S/2)
-        return channels_to_members(h, k)
+            h = stacked_pool(F.relu(h))  # (K, B, *S/2, O)
+        return members_last_to_flat(h)
 
     def forward_stacked(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         h = self.features_stacked(params, x)  # (K, B, flat)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,59 @@ def resolve_device(accelerator: str) -> torch.device:
     if accelerator not in ("cpu", "cuda"):
         raise StoreError(f"accelerator: unknown {accelerator!r}; valid: auto, cpu, cuda")
     return torch.device(accelerator)
+
+
+def launcher_shards(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(num_shards, shard_index) of this process from the launcher's variables; (1, 0) when none are set.
+
+    - torchrun: WORLD_SIZE and RANK.
+    - srun (several tasks in one step): SLURM_STEP_NUM_TASKS and SLURM_PROCID. Not SLURM_NTASKS: a
+      batch script sees SLURM_NTASKS=n with SLURM_PROCID=0 and would build only part 0 of n.
+    - a SLURM job array: SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_ID (less SLURM_ARRAY_TASK_MIN,
+      over SLURM_ARRAY_TASK_STEP), so `--array=1-4` and `--array=0-6:2` work.
+
+    An array of multi-process tasks splits twice: task t of T, process r of R is part t*R + r of T*R.
+    """
+    inner = (1, 0)
+    if "WORLD_SIZE" in environ or "RANK" in environ:
+        inner = (_env_int(environ, "WORLD_SIZE"), _env_int(environ, "RANK"))
+    elif "SLURM_STEP_NUM_TASKS" in environ:
+        inner = (_env_int(environ, "SLURM_STEP_NUM_TASKS"), _env_int(environ, "SLURM_PROCID"))
+    outer = (1, 0)
+    if "SLURM_ARRAY_TASK_ID" in environ:
+        task = _env_int(environ, "SLURM_ARRAY_TASK_ID") - int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP", 1))
+        outer = (_env_int(environ, "SLURM_ARRAY_TASK_COUNT"), task // step)
+    num = outer[0] * inner[0]
+    index = outer[1] * inner[0] + inner[1]
+    if not 0 <= index < num:
+        raise ConfigError(
+            "shard_index", f"launcher variables give part {index} of {num}; pass --num-shards/--shard-index"
+        )
+    return num, index
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int:
+    try:
+        return int(environ[name])
+    except (KeyError, ValueError):
+        raise ConfigError(
+            "shard_index", f"launcher variable {name}={environ.get(name)!r} is not an integer"
+        ) from None
+
+
+def resolve_shards(
+    num_shards: int | None, shard_index: int | None, environ: Mapping[str, str] = os.environ
+) -> tuple[int, int]:
+    """Explicit values win; what is left unset comes from the launcher (see launcher_shards)."""
+    env_num, env_index = launcher_shards(environ)
+    return (env_num if num_shards is None else num_shards, env_index if shard_index is None else shard_index)
+
+
+def default_processes(environ: Mapping[str, str] = os.environ) -> int:
+    """One training process per core this process may use, the cores shared by torchrun's local ranks."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
 def prepare(spec: ZooSpec) -> tuple[TaskData, Architecture, list[Variant]]:
@@ -90,6 +145,7 @@ def build_zoo(
     shard_index: int = 0,
     accelerator: str = "cpu",
     progress: bool = True,
+    processes: int = 1,
 ) -> BuildResult:
     """Build (or resume) the zoo of `spec` in `out`; only this process's shards are built.
 
@@ -99,9 +155,12 @@ def build_zoo(
         num_shards, shard_index: split the sweep's groups round-robin across processes or machines.
         accelerator: "cpu", "cuda" or "auto". CPU builds are bitwise reproducible.
         progress: show a progress bar.
+        processes: CPU worker processes for each group's dense training (bitwise the same zoo as 1).
     """
     t0 = time.perf_counter()
     out = Path(out)
+    if processes < 1:
+        raise ConfigError("processes", f"must be >= 1, got {processes}")
     groups = plan_groups(spec)
     mine = select_shards(groups, num_shards, shard_index)
     data, arch, variants = prepare(spec)  # validates everything before anything is written
@@ -120,7 +179,7 @@ def build_zoo(
     with _progress(progress) as bar:
         shards_task = bar.add_task(f"zoo {spec.name}: shards", total=len(pending)) if bar else None
         for group in pending:
-            ctx = GroupContext(spec, spec_hash, arch, data, group)
+            ctx = GroupContext(spec, spec_hash, arch, data, group, processes=processes)
             if bar:
                 total = ctx.total_steps + sum(v.extra_steps(ctx, c) for v in variants for c in v.configs())
                 steps_task = bar.add_task(f"  shard {group.shard}: {len(group.members)} members", total=total)

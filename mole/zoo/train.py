@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +66,13 @@ def train_stacked(
     on_snapshot: Callable[[int, Params], None] | None = None,
     after_step: Callable[[Params], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    processes: int = 1,
 ) -> Params:
     """Train K members together with mini-batch SGD/Adam; each member sees its own data order.
+
+    With `processes` > 1 (CPU only), forked workers each train a contiguous slice of the members with
+    one thread. A member's computation does not depend on which other members share its batch, so
+    the result is bitwise the same as one process (tests/zoo/test_train.py pins it).
 
     Args:
         forward: computes logits (K, B, classes) from params and per-member inputs (K, B, C, H, W).
@@ -76,7 +82,9 @@ def train_stacked(
         snapshot_steps: steps at which `on_snapshot(step, params)` is called (0 = before training).
         on_snapshot: receives a step and the live params (copy what you keep).
         after_step: called after each optimizer step (e.g. to re-apply pruning masks).
-        on_progress: called with 1 after every step (drives a progress bar).
+        on_progress: called with the number of steps done since its last call (drives a progress bar).
+        processes: worker processes; 1 trains here with torch's threads. With workers, `on_snapshot`
+            is called for each kept step after training and `after_step` is not allowed.
 
     Returns:
         The trained params (the same tensors, detached).
@@ -92,6 +100,21 @@ def train_stacked(
     spe = steps_per_epoch(n, bs)
     if spe == 0:
         raise ValueError(f"batch_size {bs} exceeds the {n} training examples")
+    workers = min(processes, len(members)) if data.x_train.device.type == "cpu" else 1
+    if workers > 1:
+        if after_step is not None:
+            raise ValueError("after_step sees all members at once: train with processes=1")
+        return train_in_workers(
+            forward, params, data, members, workers, snapshot_steps, on_snapshot, on_progress
+        )
+    return _train(forward, params, data, members, snapshot_steps, on_snapshot, after_step, on_progress)
+
+
+def _train(forward, params, data, members, snapshot_steps, on_snapshot, after_step, on_progress) -> Params:
+    """train_stacked's loop, in this process."""
+    first = members[0]
+    n, bs = len(data.y_train), first.batch_size
+    spe = steps_per_epoch(n, bs)
     device = data.x_train.device
     params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     opt = StackedOptimizer(
@@ -125,3 +148,91 @@ def train_stacked(
             if on_snapshot and step in keep:
                 on_snapshot(step, params)
     return {k: v.detach() for k, v in params.items()}
+
+
+# ---------------------------------------------------------------------------- worker processes
+def train_in_workers(
+    forward: Forward,
+    params: Params,
+    data: TaskData,
+    members: Sequence[MemberPlan],
+    workers: int,
+    snapshot_steps: Sequence[int] = (),
+    on_snapshot: Callable[[int, Params], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Params:
+    """train_stacked split across `workers` forked processes of one thread, each a slice of the members.
+
+    Workers write their slice of every kept snapshot and of the final params straight into tensors in
+    shared memory (nothing is pickled); this process then hands the snapshots to `on_snapshot` in
+    step order and copies the final params into `params`.
+    """
+    first = members[0]
+    total = first.epochs * steps_per_epoch(len(data.y_train), first.batch_size)
+    keep = sorted({s for s in snapshot_steps if 0 <= s <= total}) if on_snapshot else []
+    slots = {
+        name: torch.empty(len(keep) + 1, *p.shape, dtype=p.dtype).share_memory_()
+        for name, p in params.items()
+    }
+    bounds = [i * len(members) // workers for i in range(workers + 1)]  # contiguous member slices
+    mp = torch.multiprocessing.get_context("fork")  # children inherit forward, data and slots as they are
+    steps_done = mp.RawValue("q", 0)  # written by worker 0 only: every worker runs the same steps
+    procs = [
+        mp.Process(
+            target=_worker,
+            args=(forward, params, data, members, keep, slots, lo, hi, steps_done if i == 0 else None),
+            daemon=True,
+        )
+        for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]))
+    ]
+    for p in procs:
+        p.start()
+    reported = 0
+    try:
+        while any(p.is_alive() for p in procs):
+            wait([p.sentinel for p in procs if p.is_alive()], timeout=0.2)
+            failed = [p for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(
+                    f"a training worker failed (exit code {failed[0].exitcode}); see its traceback above"
+                )
+            if on_progress and steps_done.value > reported:
+                on_progress(steps_done.value - reported)
+                reported = steps_done.value
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    for j, step in enumerate(keep):
+        on_snapshot(step, {name: s[j] for name, s in slots.items()})
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(slots[name][-1])
+    return {k: v.detach() for k, v in params.items()}
+
+
+def _worker(forward, params, data, members, keep, slots, lo, hi, steps_done) -> None:
+    """One worker: members[lo:hi] with one thread, writing its rows of `slots`."""
+    torch.set_num_threads(1)
+    where = {step: j for j, step in enumerate(keep)}
+
+    def write(step: int, p: Params) -> None:
+        for name, s in slots.items():
+            s[where[step], lo:hi] = p[name].detach()
+
+    def count(n: int) -> None:
+        steps_done.value += n
+
+    final = _train(
+        forward,
+        {name: p[lo:hi].clone() for name, p in params.items()},
+        data,
+        members[lo:hi],
+        keep,
+        write if keep else None,
+        None,
+        count if steps_done is not None else None,
+    )
+    for name, s in slots.items():
+        s[-1, lo:hi] = final[name]

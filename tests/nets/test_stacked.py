@@ -25,10 +25,28 @@ def test_stacked_equals_plain_modules(name, shape, options):
     out_shared = arch.forward_stacked(params, shared)  # (K, B, C)
     out_member = arch.forward_stacked(params, per_member)
     assert out_shared.shape == (k, b, 10)
+    # Tight, not exact: the stacked CNN is im2col + batched matmul, nn.Conv* sums in another order.
     for i in range(k):
         module = arch.to_module(params, index=i)
         torch.testing.assert_close(out_shared[i], module(shared), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(out_member[i], module(per_member[i]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,shape,options", CASES)
+def test_stacked_gradients_equal_plain_modules(name, shape, options):
+    arch = build_architecture(name, shape, 10, **options)
+    k, b = 3, 6
+    params = {n: p.requires_grad_(True) for n, p in arch.init_stacked(range(k)).items()}
+    x, y = torch.rand(k, b, *shape), torch.randint(0, 10, (k, b))
+    loss = sum(
+        torch.nn.functional.cross_entropy(out, t) for out, t in zip(arch.forward_stacked(params, x), y)
+    )
+    grads = torch.autograd.grad(loss, list(params.values()))
+    for i in range(k):
+        module = arch.to_module(params, index=i)
+        torch.nn.functional.cross_entropy(module(x[i]), y[i]).backward()
+        for g, (n, p) in zip(grads, module.named_parameters()):
+            torch.testing.assert_close(g[i], p.grad, rtol=1e-5, atol=1e-6, msg=n)
 
 
 @pytest.mark.parametrize("name,shape,options", CASES)

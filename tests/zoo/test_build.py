@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mole.errors import StoreError
+from mole.errors import ConfigError, StoreError
 from mole.io import atomic_path, is_temporary
 from mole.zoo import store
-from mole.zoo.build import build_zoo
+from mole.zoo.build import build_zoo, default_processes, launcher_shards, resolve_shards
 from mole.zoo.export import module_from_row
 from mole.zoo.spec import ZooSpec, plan_groups
 from tests.conftest import TINY_ZOO, write_spec
@@ -283,3 +283,91 @@ def test_repeated_variant_level_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"variants\[1\]: repeats level 'dense' of variants\[0\]"):
         build_zoo(tiny(variants=["dense", "dense"]), tmp_path / "z", progress=False)
     assert not (tmp_path / "z").exists()
+
+
+def test_worker_processes_build_the_same_zoo(built, tmp_path):
+    build_zoo(tiny(), tmp_path / "w", progress=False, processes=3)
+    assert files_of(tmp_path / "w") == files_of(built)
+
+
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        ({}, (1, 0)),
+        ({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_WORLD_SIZE": "2"}, (4, 3)),  # torchrun
+        ({"SLURM_STEP_NUM_TASKS": "3", "SLURM_PROCID": "2", "SLURM_NTASKS": "3"}, (3, 2)),  # srun
+        ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0"}, (1, 0)),  # a batch script, outside srun: not split
+        ({"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "2"}, (4, 2)),  # --array=0-3
+        ({"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "3"}, (4, 2)),
+        (  # --array=1-7:2 -> tasks 1, 3, 5, 7
+            {"SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1",
+             "SLURM_ARRAY_TASK_STEP": "2"},
+            (4, 2),
+        ),
+        (  # array task 1 of 3, each running torchrun with 2 ranks: rank 1 is part 1*2+1 of 6
+            {"SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_ID": "1", "WORLD_SIZE": "2", "RANK": "1"},
+            (6, 3),
+        ),
+    ],
+)  # fmt: skip
+def test_launcher_variables_give_the_shard(environ, expected):
+    assert launcher_shards(environ) == expected
+
+
+def test_explicit_flags_beat_launcher_variables():
+    env = {"WORLD_SIZE": "2", "RANK": "1"}
+    assert resolve_shards(None, None, env) == (2, 1)
+    assert resolve_shards(None, 0, env) == (2, 0)
+    assert resolve_shards(3, 2, env) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "environ,needle",
+    [
+        ({"WORLD_SIZE": "2", "RANK": "two"}, "RANK='two' is not an integer"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "part 2 of 2"),
+    ],
+)
+def test_bad_launcher_variables_are_one_line(environ, needle):
+    with pytest.raises(ConfigError, match=needle):
+        launcher_shards(environ)
+
+
+def test_default_processes_share_the_cores_among_local_ranks():
+    assert default_processes({}) >= 1
+    assert default_processes({"LOCAL_WORLD_SIZE": "1000"}) == 1
+
+
+def _cli_build(spec: Path, out: Path, *flags: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", **env}
+    cmd = [sys.executable, "-m", "mole", "zoo", "build", str(spec), "--out", str(out), "--progress", "false"]
+    return subprocess.run([*cmd, *flags], env=environ, capture_output=True, text=True, timeout=300)
+
+
+def test_the_cli_takes_its_shard_from_the_launcher_and_a_flag_wins(tmp_path):
+    spec = write_spec(tmp_path / "tiny.yaml")
+    r = _cli_build(spec, tmp_path / "env", WORLD_SIZE="2", RANK="1")
+    assert r.returncode == 0, r.stderr
+    assert set(store.load_manifest(tmp_path / "env")["shards"]) == {"shard-00001"}
+    r = _cli_build(spec, tmp_path / "flag", "--shard-index", "0", WORLD_SIZE="2", RANK="1")
+    assert r.returncode == 0, r.stderr
+    assert set(store.load_manifest(tmp_path / "flag")["shards"]) == {"shard-00000"}
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_build_the_same_zoo(built, tmp_path):
+    """`torchrun --nproc-per-node 2 -m mole zoo build`: each rank builds its shards; the merge is one build."""
+    spec, out = write_spec(tmp_path / "tiny.yaml"), tmp_path / "torchrun"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "mole", "zoo", "build", str(spec)]
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    r = subprocess.run(
+        [*cmd, "--out", str(out), "--progress", "false"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("built 1 shard(s)") == 2  # one group per rank
+    assert files_of(out) == files_of(built)

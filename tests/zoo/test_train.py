@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -64,3 +65,44 @@ def test_training_learns_digits_and_snapshots_fire(digits):
     assert seen == [0, 10, total]  # a step past the end never fires
     assert (before["test_acc"] < 0.3).all() and (after["test_acc"] > 0.85).all()
     assert (after["train_loss"] < before["train_loss"]).all()
+
+
+@pytest.mark.parametrize(
+    "name,options,optimizer",
+    [("mlp", {"hidden": [16]}, "sgd"), ("cnn", {"channels": [3], "hidden": [8]}, "adam")],
+)
+def test_worker_processes_give_bitwise_the_same_members(digits, name, options, optimizer):
+    """Members split across forked 1-thread workers: same snapshots, same final params, same step count."""
+    arch = build_architecture(name, digits.input_shape, 10, **options)
+    members = _members(5, optimizer=optimizer, epochs=2, batch_size=256)
+    init = arch.init_stacked([m.seed for m in members])
+    runs = []
+    for processes in (1, 3):
+        snaps, progress = [], []
+        final = train_stacked(
+            arch.forward_stacked,
+            {k: v.clone() for k, v in init.items()},
+            digits,
+            members,
+            snapshot_steps=[0, 3, 100],
+            on_snapshot=lambda s, p, snaps=snaps: snaps.append((s, {k: v.clone() for k, v in p.items()})),
+            on_progress=progress.append,
+            processes=processes,
+        )
+        runs.append((final, snaps, sum(progress)))
+    (final1, snaps1, steps1), (final3, snaps3, steps3) = runs
+    assert steps1 == steps3 == 2 * steps_per_epoch(len(digits.y_train), 256)
+    assert [s for s, _ in snaps1] == [s for s, _ in snaps3] == [0, 3]
+    for (_, a), (_, b) in zip(snaps1, snaps3):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(final1[k], final3[k]) for k in final1)
+    assert not torch.equal(final1[arch.weight_names()[0]], init[arch.weight_names()[0]])
+
+
+def test_worker_processes_refuse_a_per_step_hook(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    members = _members(2)
+    with pytest.raises(ValueError, match="after_step"):
+        train_stacked(
+            arch.forward_stacked, arch.init_stacked([1, 2]), digits, members, after_step=print, processes=2
+        )

@@ -79,6 +79,7 @@ class GroupContext:
     data: TaskData
     group: GroupPlan
     on_progress: Any = None
+    processes: int = 1  # worker processes for the dense run (bitwise the same members as 1)
     _dense: DenseRun | None = field(default=None, repr=False)
 
     @property
@@ -139,6 +140,7 @@ class GroupContext:
                 snapshot_steps=sorted(shared | set(drawn)),
                 on_snapshot=keep,
                 on_progress=self.on_progress,
+                processes=self.processes,
             )
             self._dense = DenseRun(init, snaps, extra)
         return self._dense
