@@ -60,7 +60,9 @@ def zoo_build(
     num_shards, shard_index = resolve_shards(num_shards, shard_index)
     processes = default_processes() if processes is None else processes
     # off a terminal the line below is the summary (a bar's last frame would only repeat it)
-    result = build_zoo(sweep, out_dir, num_shards, shard_index, accelerator, progress and on_terminal(), processes)
+    result = build_zoo(
+        sweep, out_dir, num_shards, shard_index, accelerator, progress and on_terminal(), processes
+    )
     print(
         f"zoo {sweep.name}: built {len(result.built)} shard(s), skipped {len(result.skipped)} already done, "
         f"{result.seconds:.1f} s -> {result.zoo}"
