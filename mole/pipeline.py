@@ -52,7 +52,7 @@ from mole.quiet import chatter_to
 from mole.theory.io import write_csv
 from mole.theory.npp import npp_experiment, plot_npp
 from mole.theory.rss import plot_rss, rss_experiment
-from mole.zoo.build import build_zoo
+from mole.zoo.build import build_zoo, default_processes
 from mole.zoo.spec import ZooSpec
 from mole.zoo.train import train_stacked
 
@@ -243,7 +243,8 @@ def _run_stages(
     """The stages of `run_quickstart` (same arguments, `progress` meaning bars on this terminal)."""
     stage = Stages(out, preset_name, log)
 
-    zoo = stage("zoo", lambda: build_zoo(ZooSpec.from_dict(r.zoo), out / "zoo", progress=progress).zoo)
+    zoo = stage("zoo", lambda: build_zoo(ZooSpec.from_dict(r.zoo), out / "zoo", progress=progress,
+                                         processes=default_processes()).zoo)  # fmt: skip
     rows = load_rows(zoo, final_only=False)
     finals = [r for r in rows if r["final"]]
     dense = [r for r in finals if r["variant"] == "dense"]

@@ -51,7 +51,7 @@ from mole.eval.run import evaluate_zoos
 from mole.io import read_json, write_json
 from mole.pipeline import merged, rows_of_members, train_model
 from mole.quiet import chatter_to
-from mole.zoo.build import build_zoo
+from mole.zoo.build import build_zoo, default_processes
 from mole.zoo.spec import ZooSpec
 
 WANDB_MODES = ("offline", "online", "disabled")
@@ -216,7 +216,9 @@ def run_seed(m: Matrix, cell: Cell, seed: int, folder: Path, zoo: Path, pruning:
 def run_cell(m: Matrix, cell: Cell, folder: Path, wandb: str, progress: bool,
              log: Callable[[str], None]) -> list[dict]:  # fmt: skip
     """Build the cell's zoo and pruning baselines, then run every training seed; its matrix rows."""
-    built = build_zoo(ZooSpec.from_dict(cell.zoo), folder / "zoo", progress=progress)
+    built = build_zoo(
+        ZooSpec.from_dict(cell.zoo), folder / "zoo", progress=progress, processes=default_processes()
+    )
     log(f"[{cell.name}] zoo: {len(built.built)} shard(s) built, {len(built.skipped)} done before")
     rows = load_rows(built.zoo, final_only=False)
     sgd = [r for r in rows if r["final"] and r["variant"] == "dense"]
