@@ -178,6 +178,12 @@ def test_ledger_rows_cite_commits_and_files_of_those_commits():
     )
 
 
+def test_ledger_ids_are_unique():
+    """Notes and rows cite each other by id (R6, X1): two rows under one id make those citations ambiguous."""
+    ids = re.findall(r"^\| ([A-Z]\d+) \|", LEDGER.read_text(), flags=re.M)
+    assert len(ids) >= 50 and len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
 def test_readme_is_a_short_front_door():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; the rest belongs in docs/"
