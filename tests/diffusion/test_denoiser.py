@@ -178,7 +178,9 @@ def test_context_skip_copies_the_gated_start_and_leaves_other_models_alone(tmp_p
     c = model.embed_conditions(cond, B, None) + model.t_embedder(t)
     gated = model.context_out(c).unsqueeze(1) * ctx * valid[..., None]
     gate, model.context_out = model.context_out, None
-    assert torch.allclose(out - model(x, t, cond, ids, valid, ctx), gated, atol=1e-6)  # exactly the gated copy
+    assert torch.allclose(
+        out - model(x, t, cond, ids, valid, ctx), gated, atol=1e-6
+    )  # exactly the gated copy
     model.context_out = gate
     model.save_pretrained(tmp_path / "denoiser")
     again = Denoiser.from_pretrained(tmp_path / "denoiser", low_cpu_mem_usage=False).eval()
