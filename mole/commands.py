@@ -294,7 +294,7 @@ def sample(
     Draw networks from a trained denoiser (DDIM, classifier-free guidance), project them onto the
     prompted sparsity / bits / rank and write them as a zoo (variant 'generated'). A pairs model
     (G.pt, trained with data mode pairs) updates a start: --start ZOO:MEMBER@STEP or --start_init SEED,
-    prompted e.g. with --conditions test_loss=0.3; its start's test loss and accuracy are measured, and
+    prompted e.g. with --conditions.test_loss 0.3; its start's test loss and accuracy are measured, and
     every row records its start in extra["start"].
 
     Args:
