@@ -139,10 +139,11 @@ def verdict(summary: dict, updates: list[int]) -> dict:
             [summary[f"{kind}/K={k}"]["loss"]["rel_error_mean"] for k in updates],
             not worse,
         )
-    good = summary["mid_good/K=1"]
+    good = summary["mid_good/K=1"]  # closer to its start only counts while the prompt is met
+    close, rel = good["closer_to_start_share"], good["loss"]["rel_error_mean"]
     out["good_start_closer_than_any_member"] = (
-        good["closer_to_start_share"],
-        good["closer_to_start_share"] == 1.0,
+        [close, rel],
+        close == 1.0 and rel <= TARGETS["init_loss_rel_error"],
     )
     return {name: {"value": v, "met": bool(m)} for name, (v, m) in out.items()}  # fmt: skip
 
