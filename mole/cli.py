@@ -22,7 +22,17 @@ from typing import Any, get_type_hints
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from mole.baselines.commands import run_command, subset_sum_command
-from mole.commands import bench_matrix, evaluate, quickstart, sample, train, zoo_build, zoo_export, zoo_info
+from mole.commands import (
+    bench_learn,
+    bench_matrix,
+    evaluate,
+    quickstart,
+    sample,
+    train,
+    zoo_build,
+    zoo_export,
+    zoo_info,
+)
 from mole.errors import MoleError
 from mole.theory.commands import npp_command, rss_command
 
@@ -38,7 +48,7 @@ COMMANDS: dict[str, Any] = {
     "eval": evaluate,
     "train": train,
     "sample": sample,
-    "bench": {"_help": "Benchmarks over many runs.", "matrix": bench_matrix},
+    "bench": {"_help": "Benchmarks over many runs.", "matrix": bench_matrix, "learn": bench_learn},
     "theory": {
         "_help": "Random subset sum and number partitioning experiments.\n\nExperiments behind the strong "
         "lottery ticket proofs: random subset sum (Lueker 1998, Pensia et al. 2020) and the number "

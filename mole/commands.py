@@ -10,16 +10,18 @@ from json import dumps
 from pathlib import Path
 from typing import Any, Literal
 
+from mole.bench.learn import learn_table, run_learn
 from mole.bench.matrix import run_matrix
 from mole.diffusion.generated import generate_zoo
+from mole.diffusion.model_dir import read_meta
 from mole.diffusion.options import SampleOptions
+from mole.diffusion.update import fresh_init, load_start, update_zoo
 from mole.errors import ConfigError
 from mole.eval.run import evaluate_zoos
 from mole.pipeline import LOG, report_from_run, run_quickstart
 from mole.progress import StageProgress, on_terminal
-from mole.tokenizer import MemberTensors
 from mole.zoo.build import build_zoo, default_processes, resolve_shards
-from mole.zoo.export import export_member, find_member_rows
+from mole.zoo.export import export_member
 from mole.zoo.info import plot_summary, print_summary, zoo_summary
 from mole.zoo.spec import ZooSpec
 
@@ -171,6 +173,53 @@ def bench_matrix(
     return 0
 
 
+def bench_learn(
+    zoo: str = "configs/ltl/digits_mlp_zoo.yaml",
+    model: str = "configs/ltl/digits_mlp_pairs.yaml",
+    *,
+    out: str = "runs/ltl/digits_mlp",
+    inits: int = 32,
+    mids: int = 32,
+    prompts: int = 8,
+    updates: list[int] | None = None,
+    steps: int = 20,
+    seed: int = 0,
+    sgd_steps: int = 1000,
+    sgd_every: int = 10,
+    wandb: WandbMode = "disabled",
+    progress: bool = False,
+) -> int:
+    """Run benchmark B9, learning to learn: updates of unseen starts by a G.pt pairs model.
+
+    Build the learning-to-learn zoo and train the pairs model (both resumed), then update unseen random
+    inits and unseen mid-training snapshots at target test losses across the zoo's range, K times;
+    report achieved against prompted loss and accuracy, the SGD steps an update is worth and the
+    distance moved from the start against the nearest training member. Writes OUT/learn.json and
+    OUT/plots/b9_*.png.
+
+    Args:
+        zoo: the learning-to-learn zoo spec (configs/ltl/*_zoo.yaml)
+        model: the pairs model's `mole train` config (configs/ltl/*_pairs.yaml)
+        out: run folder
+        inits: fresh random inits as starts (seeds no zoo member used)
+        mids: mid-training snapshots of members the model never trained on, as starts
+        prompts: target test losses per start, log-spaced over the training rows' range
+        updates: the K reported (default [1, 2, 4]); the chain runs to the largest
+        steps: DDIM steps per update
+        seed: sampling seed (update k uses seed + k - 1)
+        sgd_steps: SGD from each start runs this many steps (the zoo's median hyperparameters)
+        sgd_every: its test loss is read every this many steps
+        wandb: W&B for training: offline, online or disabled
+        progress: show progress bars
+    """
+    path = run_learn(
+        zoo, model, out, inits, mids, prompts, tuple(updates or (1, 2, 4)),
+        SampleOptions(steps=steps, seed=seed, batch_size=512), sgd_steps, sgd_every, wandb, progress,
+    )  # fmt: skip
+    print(learn_table(path))
+    return 0
+
+
 def evaluate(
     *,
     generated: list[str] | None = None,
@@ -249,6 +298,9 @@ def sample(
     conditions: dict[str, Any] | None = None,
     num: int = 16,
     project: dict[str, Any] | None = None,
+    start: str | None = None,
+    start_init: int | None = None,
+    updates: int = 1,
     init_zoo: str | None = None,
     init_member: str | None = None,
     progress: bool = True,
@@ -256,7 +308,10 @@ def sample(
     """Generate networks: mole sample MODEL_DIR --out ZOO.
 
     Draw networks from a trained denoiser (DDIM, classifier-free guidance), project them onto the
-    prompted sparsity / bits / rank and write them as a zoo (variant 'generated').
+    prompted sparsity / bits / rank and write them as a zoo (variant 'generated'). A pairs model
+    (G.pt, trained with data mode pairs) updates a start: --start ZOO:MEMBER@STEP or --start_init SEED,
+    prompted e.g. with --conditions.test_loss 0.3; its start's test loss and accuracy are measured, and
+    every row records its start in extra["start"].
 
     Args:
         model: model folder (a `mole train` run's model/)
@@ -266,20 +321,46 @@ def sample(
         num: networks to draw
         project: sparsity / bits / rank to project onto without conditioning on them (a model that never
             saw them, e.g. '{"sparsity": 0.8}' on a dense-only model: its nets pruned by magnitude)
-        init_zoo: mask models: zoo holding the frozen init
-        init_member: mask models: member id whose init_params to use
+        start: the starting network, ZOO:MEMBER@STEP (that member's snapshot; without @STEP its final
+            one): a pairs model updates it, a mask model takes its frozen init
+        start_init: pairs models: start from a fresh init of the architecture drawn from this seed (its
+            own initialiser; a training member's seed is refused)
+        updates: pairs models: apply the model this many times, each from its own last output; every
+            update is written (its step is the update's number)
+        init_zoo: the starting network's zoo, with --init_member (the same as --start ZOO:MEMBER)
+        init_member: the starting network's member id, with --init_zoo (its final snapshot)
         progress: show a progress bar
     """
     if (init_zoo is None) != (init_member is None):
         raise ConfigError("init_member", "--init_zoo and --init_member come together")
-    context, ref = None, None
     if init_zoo is not None:
-        row = find_member_rows(Path(init_zoo), init_member)[-1]
-        context, ref = MemberTensors.from_row(row), f"{init_zoo}:{init_member}"
+        if start is not None:
+            raise ConfigError("start", "give --start or --init_zoo / --init_member, not both")
+        start = f"{init_zoo}:{init_member}"
+    if start is not None and start_init is not None:
+        raise ConfigError("start_init", "give --start or --start_init, not both")
+    meta = read_meta(model) if start is not None or start_init is not None or updates != 1 else {}
+    pairs = meta.get("mode") == "pairs" and meta.get("target") != "mask"
+    if not pairs and start_init is not None:
+        raise ConfigError("start_init", "needs a pairs model (trained with data mode pairs)")
+    if updates != 1 and not (pairs and (start is not None or start_init is not None)):
+        raise ConfigError("updates", "needs a pairs model and a start (--start or --start_init)")
+    if start is not None and meta.get("target") != "mask" and not pairs:
+        raise ConfigError(
+            "start", "the model was trained on single checkpoints (data mode checkpoints): it takes no start"
+        )
+    if pairs and project:
+        raise ConfigError("project", "an update is not projected: leave it out with a start")
     with StageProgress("sampling", unit="denoising steps", enabled=progress) as on_step:
-        zoo, sampled = generate_zoo(
-            model, out, conditions or {}, num, options, context=context, context_ref=ref,
-            project=project or {}, on_step=on_step,
-        )  # fmt: skip
-    print(f"{'sampled' if sampled else 'already there:'} {num} network(s) -> {zoo}")
+        if pairs:  # a G.pt update of the start
+            first = load_start(start) if start is not None else fresh_init(meta, start_init)
+            zoo, sampled = update_zoo(model, out, [first], conditions or {}, num, updates, options, on_step)
+        else:
+            context = None if start is None else load_start(start).member
+            zoo, sampled = generate_zoo(
+                model, out, conditions or {}, num, options, context=context, context_ref=start,
+                project=project or {}, on_step=on_step,
+            )  # fmt: skip
+    what = f"{num} network(s)" + (f" x {updates} updates" if updates > 1 else "")
+    print(f"{'sampled' if sampled else 'already there:'} {what} -> {zoo}")
     return 0

@@ -104,6 +104,9 @@ class Denoiser(ModelMixin, ConfigMixin):
         global_rank: r > 0 adds a global low-rank linear path (see GlobalPath):
             out += U ((1 + gain(c)) * V x + shift(c)) over the whole flattened sequence, next to the
             transformer.
+        context_skip: add a condition-gated copy of the context to the output, out += g(c) * context
+            (needs context_dim == token_dim; g starts at zero): a G.pt update that moves its start
+            a little need not push the whole start through the `width`-channel bottleneck.
     """
 
     @register_to_config
@@ -121,12 +124,17 @@ class Denoiser(ModelMixin, ConfigMixin):
         position_embedding: bool = True,
         num_frequencies: int = 8,
         global_rank: int = 0,
+        context_skip: bool = False,
     ):
         super().__init__()
         if width % heads:
             raise ConfigError("denoiser.heads", f"width {width} is not divisible by {heads} heads")
         if global_rank < 0:
             raise ConfigError("denoiser.global_rank", f"must be >= 0, got {global_rank}")
+        if context_skip and context_dim != token_dim:
+            raise ConfigError(
+                "denoiser.context_skip", f"needs context_dim == token_dim, got {context_dim} and {token_dim}"
+            )
         # Built in this order: seeded inits draw from the RNG module by module.
         self.x_embed = nn.Linear(token_dim, width)
         self.context_embed = nn.Linear(context_dim, width) if context_dim else None
@@ -141,7 +149,12 @@ class Denoiser(ModelMixin, ConfigMixin):
         # `width` < token_dim channels cannot do; g(c) depends on the timestep, so it can.
         self.skip = nn.Linear(width, token_dim)
         self.global_path = GlobalPath(max_tokens * token_dim, global_rank, width) if global_rank else None
+        self.context_out = None
         self.initialize_weights()
+        if context_skip:  # built after the random inits, so every other weight draws as without it
+            self.context_out = nn.Linear(width, token_dim)
+            nn.init.zeros_(self.context_out.weight)
+            nn.init.zeros_(self.context_out.bias)
 
     def initialize_weights(self) -> None:
         """DiT's init (init_dit, zero_dit); the skip and the global path's up-projection at zero, so
@@ -154,6 +167,9 @@ class Denoiser(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.skip.bias)
         if self.global_path is not None:
             self.global_path.reset_parameters()
+        if self.context_out is not None:
+            nn.init.zeros_(self.context_out.weight)
+            nn.init.zeros_(self.context_out.bias)
 
     def embed_conditions(
         self, cond: dict[str, torch.Tensor], batch: int, drop: torch.Tensor | dict | None
@@ -204,6 +220,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         if self.global_path is not None:
             xv = x if token_valid is None else x * token_valid[..., None]
             out = out + self.global_path(xv, c)
+        if self.context_out is not None and context is not None:
+            out = out + self.context_out(c).unsqueeze(1) * context  # (B, T, D): the start, gated
         if token_valid is not None:
             out = out * token_valid[..., None]  # padding tokens predict exactly zero
         return out

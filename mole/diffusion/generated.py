@@ -78,7 +78,7 @@ def records(
             extra["layer_sparsity"] = {n: float(v[0]) for n, v in pruning.layer_sparsity(masks).items()}
         if m.factors is not None:
             extra["factor_shapes"] = row["factor_shapes"]
-        for key in ("init_seed", "sampling_seconds"):
+        for key in ("init_seed", "sampling_seconds", "update", "start"):
             if key in m.extra:
                 extra[key] = m.extra[key]
         bits = wanted.get("bits") if m.codes is not None else None
@@ -97,7 +97,7 @@ def records(
                 "architecture": m.architecture,
                 "arch_options": row["arch_options"],
                 "seed": int(description.get("seed", 0)),
-                "step": 0,
+                "step": int(m.extra.get("update", 0)),  # a pairs model's update number
                 "final": True,
                 **{k: float(v[i]) for k, v in metrics.items()},
                 "num_params": int(row["params"].size),

@@ -161,3 +161,29 @@ def test_global_path_starts_as_the_plain_dit_and_round_trips(tmp_path):
     assert again.config.global_rank == 3 and torch.equal(again(x, t, cond, ids, valid), out)
     with pytest.raises(ConfigError, match="^denoiser.global_rank: must be >= 0"):
         tiny(global_rank=-1)
+
+
+def test_context_skip_copies_the_gated_start_and_leaves_other_models_alone(tmp_path):
+    x, t, cond, ids, valid = inputs()
+    ctx = torch.randn(B, T, D, generator=torch.Generator().manual_seed(5))  # (B, T, D) a start's tokens
+    torch.manual_seed(0)
+    plain = tiny(context_dim=D)
+    torch.manual_seed(0)
+    model = tiny(context_dim=D, context_skip=True)
+    for name, p in plain.state_dict().items():  # built last: every other weight draws as before
+        assert torch.equal(model.state_dict()[name], p), name
+    assert torch.count_nonzero(model(x, t, cond, ids, valid, ctx)) == 0  # its gate starts at zero
+    model = perturbed(model)
+    out = model(x, t, cond, ids, valid, ctx)
+    c = model.embed_conditions(cond, B, None) + model.t_embedder(t)
+    gated = model.context_out(c).unsqueeze(1) * ctx * valid[..., None]
+    gate, model.context_out = model.context_out, None
+    assert torch.allclose(
+        out - model(x, t, cond, ids, valid, ctx), gated, atol=1e-6
+    )  # exactly the gated copy
+    model.context_out = gate
+    model.save_pretrained(tmp_path / "denoiser")
+    again = Denoiser.from_pretrained(tmp_path / "denoiser", low_cpu_mem_usage=False).eval()
+    assert again.config.context_skip and torch.equal(again(x, t, cond, ids, valid, ctx), out)
+    with pytest.raises(ConfigError, match="^denoiser.context_skip: needs context_dim == token_dim"):
+        tiny(context_dim=0, context_skip=True)

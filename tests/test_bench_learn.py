@@ -1,0 +1,47 @@
+"""`mole bench learn` (B9) end to end on a tiny zoo and a few training steps: every figure is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mole.bench.learn import run_learn
+from mole.cli import main
+from mole.errors import ConfigError
+from tests.conftest import TINY_ZOO
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # builds a zoo, trains 10 steps, updates 8 starts 4 times
+def test_bench_learn_writes_every_b9_figure(tmp_path, capsys):
+    spec = {**TINY_ZOO, "members": 16, "group_size": 16, "snapshots": {"random": 6, "include_init": True}}
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(spec))
+    config = yaml.safe_load((ROOT / "configs" / "ltl" / "digits_mlp_pairs.yaml").read_text())
+    config["trainer"].update(max_steps=10, val_check_interval=10)
+    config["data"]["fractions"] = [0.5, 0.25, 0.25]
+    (tmp_path / "pairs.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    argv = ["bench", "learn", "--zoo", str(tmp_path / "zoo.yaml"), "--model", str(tmp_path / "pairs.yaml"),
+            "--out", str(out), "--inits", "4", "--mids", "4", "--prompts", "2", "--steps", "2",
+            "--sgd_steps", "40", "--sgd_every", "10"]  # fmt: skip
+    assert main(argv) == 0
+    assert "| init | 1 |" in capsys.readouterr().out
+    result = json.loads((out / "learn.json").read_text())
+    assert set(result["summary"]) == {f"{k}/K={n}" for k in ("init", "mid", "mid_good") for n in (1, 2, 4)}
+    assert set(result["targets"]) == {
+        "init_loss_rel_error", "init_acc_mae", "init_loss_spearman", "sgd_steps", "init_K_not_worse",
+        "mid_K_not_worse", "good_start_closer_than_any_member",
+    }  # fmt: skip
+    records = [r for r in result["records"] if r["kind"] != "mid_good"]
+    assert len(records) == 8 * 2 * 3  # starts x prompts x K
+    assert len({r["start"] for r in records if r["kind"] == "init"}) == 4
+    assert all(r["start"].startswith("init:") for r in records if r["kind"] == "init")
+    assert all(Path(p).is_file() for p in result["plots"])
+    with pytest.raises(ConfigError, match="^mids: only"):
+        run_learn(
+            str(tmp_path / "zoo.yaml"), str(tmp_path / "pairs.yaml"), out, inits=1, mids=10**4, prompts=2
+        )
