@@ -98,10 +98,14 @@ def test_matching_keeps_outputs_inverts_and_undoes_a_shuffle(arch, kind, seed):
     # Matched to itself, a shuffled copy comes back in the reference's own order.
     shuffled = apply_permutation(m, random_perms(m, seed + 1))
     back = match_order(shuffled, m.params)[0]
-    assert all(torch.equal(back.params[n], m.params[n]) for n in m.params)
+    for a, b in zip(outputs(m, x), outputs(back, x)):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
     # Units with the same incoming weights (a supermask's fully masked neurons: params 0, inits not)
-    # are interchangeable to a match on params; otherwise the other tensors come back too.
-    assert tied(m) or back.equal(m)
+    # are interchangeable to a match on params. When a whole layer is masked to zero, coordinate
+    # ascent can settle with that layer and the next permuted together (a local optimum: the same
+    # function, another order), so only an untied member must come back exactly, every tensor.
+    if not tied(m):
+        assert all(torch.equal(back.params[n], m.params[n]) for n in m.params) and back.equal(m)
 
 
 def test_matching_aligns_trained_members_better_than_sorting(tmp_path_factory):
