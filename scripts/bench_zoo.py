@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.data import load_task
+from mole.io import write_json  # atomic: a temporary name, then rename
 from mole.nets import build_architecture
 from mole.zoo.build import default_processes
 from mole.zoo.plan import MemberPlan
@@ -332,19 +331,6 @@ def summarise(name: str, repeats: list[dict]) -> dict:
     return res
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write the results to")
@@ -373,7 +359,7 @@ def main(argv=None) -> dict:
     for r in range(args.repeats):
         print(f"B1 repeat {r + 1}/{args.repeats} (load average {os.getloadavg()[0]:.2f})")
         repeats.append({name: bench_arch(name, data, args, cores, device) for name in args.arch})
-        write_json_atomic(args.out, {"repeats": repeats, "partial": True})  # kept should a later step fail
+        write_json(args.out, {"repeats": repeats, "partial": True})  # kept should a later step fail
     summary = {name: summarise(name, [rep[name] for rep in repeats]) for name in args.arch}
     res = {
         "config": dict(members=args.members, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -395,7 +381,7 @@ def main(argv=None) -> dict:
             verdict = {True: "ok", False: "MISS", None: "not measured (over --budget)"}[s["met"][key]]
             shown = "-" if s[key] is None else f"{s[key]:.3f}"
             print(f"  {key:<20}{shown:>10}   target {cmp} {target}: {verdict}")
-    write_json_atomic(args.out, res)
+    write_json(args.out, res)
     print(f"wrote {args.out}")
     return res
 

@@ -13,7 +13,6 @@ training too (IMP rounds, supermasks), as the progress bar does.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
+from mole.io import write_json  # atomic: a temporary name, then rename
 from mole.zoo.build import build_zoo, default_processes, prepare
 from mole.zoo.spec import ZooSpec, plan_groups
 from mole.zoo.variants import GroupContext
@@ -67,19 +67,6 @@ def measure(spec: ZooSpec, processes: int, threads: int | None = None) -> dict:
         if p.exitcode != 0:
             raise RuntimeError(f"build of {spec.name} with {processes} processes failed (exit {p.exitcode})")
         return queue.get()
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv=None) -> dict:
@@ -127,7 +114,7 @@ def main(argv=None) -> dict:
                     f"peak {m['peak_mb']:.0f} MB, workers {m['worker_peak_mb']:.0f} MB"
                 )
     res["load_average_after"] = os.getloadavg()
-    write_json_atomic(args.out, res)
+    write_json(args.out, res)
     print(f"wrote {args.out}")
     return res
 
