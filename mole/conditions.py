@@ -27,6 +27,9 @@ class Condition:
             0: full); None: a null stays missing.
         integer: the column holds integers (items carry them as int64).
         start: read from the starting snapshot of a G.pt pair (data mode "pairs" only).
+        better: which way the condition improves ("higher" accuracy, "lower" loss), the side a
+            prompt may go past the trained range with the sampler's opt-in `extrapolate`; None: never.
+        bound: the value no member can pass on that side (accuracy 1, loss 0).
     """
 
     name: str
@@ -35,6 +38,8 @@ class Condition:
     null: float | int | None = None
     integer: bool = False
     start: bool = False
+    better: str | None = None
+    bound: float | None = None
 
     def value(self, row: dict):
         """The condition's value in a zoo row (the column, its null filled in)."""
@@ -44,8 +49,8 @@ class Condition:
 
 # The order is the order of the models' condition specs (and of their dropout draws): keep it.
 CONDITIONS: tuple[Condition, ...] = (
-    Condition("test_acc", "continuous", "test_acc"),
-    Condition("test_loss", "continuous", "test_loss"),
+    Condition("test_acc", "continuous", "test_acc", better="higher", bound=1.0),
+    Condition("test_loss", "continuous", "test_loss", better="lower", bound=0.0),
     Condition("sparsity", "continuous", "sparsity", null=0.0),
     Condition("bits", "continuous", "bits", null=FLOAT32_BITS, integer=True),
     Condition("rank", "continuous", "rank", null=FULL_RANK, integer=True),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mole.conditions import BY_NAME
 from mole.conditions import conditions as item_conditions
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors
@@ -101,7 +102,9 @@ def model_args(dm) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- prompts
-def encode_conditions(meta: Mapping, conditions: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def encode_conditions(
+    meta: Mapping, conditions: Mapping[str, Any], extrapolate: bool = False
+) -> dict[str, torch.Tensor]:
     """Validate prompted conditions against a trained model's metadata and turn them into tensors.
 
     Scalars and lists mix: a scalar is repeated to the longest list. Conditions left out get their
@@ -110,6 +113,9 @@ def encode_conditions(meta: Mapping, conditions: Mapping[str, Any]) -> dict[str,
     Args:
         meta: mole.json of a model folder (or anything with its "conditions" specs).
         conditions: name -> value(s); categorical values by name (e.g. variant="supermask").
+        extrapolate: let a condition with a `better` side (mole.conditions: accuracy above, loss
+            below) go past the trained range on that side, up to its bound (accuracy 1, loss 0).
+            The model never saw such a value: what it gives there is measured (B12), not promised.
 
     Returns:
         name -> (B,) tensors: float32 for continuous, int64 ids for categorical.
@@ -130,14 +136,12 @@ def encode_conditions(meta: Mapping, conditions: Mapping[str, Any]) -> dict[str,
                     )
             out[name] = [vocab.index(v) for v in values]
         else:
-            lo, hi = float(spec["min"]), float(spec["max"])
+            lo, hi = allowed_range(name, spec, extrapolate)
             slack = RANGE_SLACK * max(1.0, abs(lo), abs(hi))
             for v in values:
                 v = float(v)
                 if not math.isfinite(v) or v < lo - slack or v > hi + slack:
-                    raise ConfigError(
-                        f"conditions.{name}", f"{v:g} is outside the trained range [{lo:.4g}, {hi:.4g}]"
-                    )
+                    raise ConfigError(f"conditions.{name}", out_of_range(v, name, spec, extrapolate))
             out[name] = [float(v) for v in values]
     sizes = {len(v) for v in out.values()} - {1}
     if len(sizes) > 1:
@@ -150,6 +154,30 @@ def encode_conditions(meta: Mapping, conditions: Mapping[str, Any]) -> dict[str,
         )
         for name, v in out.items()
     }
+
+
+def allowed_range(name: str, spec: Mapping, extrapolate: bool) -> tuple[float, float]:
+    """[lo, hi] a prompt of a continuous condition may take: the trained range, widened to the
+    condition's bound on its `better` side under `extrapolate`."""
+    lo, hi = float(spec["min"]), float(spec["max"])
+    c = BY_NAME.get(name)
+    if extrapolate and c is not None and c.better is not None:
+        lo, hi = (lo, max(hi, c.bound)) if c.better == "higher" else (min(lo, c.bound), hi)
+    return lo, hi
+
+
+def out_of_range(v: float, name: str, spec: Mapping, extrapolate: bool) -> str:
+    """The one-line message of a refused continuous prompt, saying how to opt in where one may."""
+    lo, hi = allowed_range(name, spec, extrapolate)
+    what = (
+        "the trained range" if (lo, hi) == (float(spec["min"]), float(spec["max"])) else "the allowed range"
+    )
+    msg = f"{v:g} is outside {what} [{lo:.4g}, {hi:.4g}]"
+    c = BY_NAME.get(name)
+    beyond = c is not None and c.better is not None and (v > hi if c.better == "higher" else v < lo)
+    if beyond and not extrapolate and (v <= c.bound if c.better == "higher" else v >= c.bound):
+        msg += " (past the zoo's best: opt in with --extrapolate true)"
+    return msg
 
 
 # ---------------------------------------------------------------------------- training

@@ -62,7 +62,11 @@ def records(
 ) -> list[dict]:
     """One zoo row per generated member (see mole.zoo.store.SCHEMA)."""
     digest = store.description_hash(description)
-    run = {k: description[k] for k in ("guidance", "steps", "seed", "temperature") if k in description}
+    run = {
+        k: description[k]
+        for k in ("guidance", "steps", "seed", "temperature", "extrapolate")
+        if k in description
+    }
     out = []
     for i, m in enumerate(members):
         row, prompt, project = m.to_row(), m.extra.get("prompt", {}), m.extra.get("project", {})
@@ -183,6 +187,7 @@ def generate_zoo(
         **(
             {"temperature": options.temperature} if options.temperature != 1.0 else {}
         ),  # 1.0: as before it existed
+        **({"extrapolate": True} if options.extrapolate else {}),  # the same: as before it existed
         **({"project": dict(project)} if project else {}),
         "scope": options.scope,
         "init": context_ref or (options.init_scheme if meta.get("target") == "mask" else None),

@@ -37,6 +37,8 @@ class SampleOptions:
             (layerwise for masks, as edge-popup; global for weights, as the zoo's magnitude variant).
         init_scheme: frozen init drawn per network for a mask model when no context members are given
             (mole.zoo.variants.supermask.INITS).
+        extrapolate: allow accuracy prompts above the trained range (up to 1) and loss prompts below
+            it (down to 0): past the zoo's best, where the model saw no member (B12 measures it).
     """
 
     steps: int = 50
@@ -46,6 +48,7 @@ class SampleOptions:
     temperature: float = 1.0
     scope: str | None = None
     init_scheme: str = "signed_constant"
+    extrapolate: bool = False
 
     def __post_init__(self):
         _positive_int(self.steps, "steps")
@@ -58,5 +61,7 @@ class SampleOptions:
             raise ConfigError("temperature", f"must be a number in [0, 2], got {self.temperature!r}")
         if self.scope is not None and self.scope not in SCOPES:
             raise ConfigError("scope", f"unknown {self.scope!r}; valid: {', '.join(SCOPES)}")
+        if not isinstance(self.extrapolate, bool):
+            raise ConfigError("extrapolate", f"must be true or false, got {self.extrapolate!r}")
         if self.init_scheme not in INITS:
             raise ConfigError("init_scheme", f"unknown {self.init_scheme!r}; valid: {', '.join(INITS)}")

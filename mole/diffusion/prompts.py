@@ -89,13 +89,14 @@ def fill_constants(meta: Mapping, per_net: list[dict]) -> None:
                 p.setdefault(name, known[0])
 
 
-def encode_prompts(meta: Mapping, per_net: list[dict]) -> dict[str, torch.Tensor]:
+def encode_prompts(meta: Mapping, per_net: list[dict], extrapolate: bool = False) -> dict[str, torch.Tensor]:
     """The model's condition tensors, each (num,), validated against its trained vocabularies and
-    ranges (unknown or out-of-range -> ConfigError naming the condition)."""
+    ranges (unknown or out-of-range -> ConfigError naming the condition; `extrapolate`: see
+    conditioning.encode_conditions)."""
     names = list(dict.fromkeys(n for p in per_net for n in p))
     # "ternary" is stored (and conditioned) as 2 bits; the projection keeps the ternary grid.
     values = {n: [2 if (n == "bits" and p[n] == TERNARY) else p[n] for p in per_net] for n in names}
-    encoded = encode_conditions(meta, values) if values else {}
+    encoded = encode_conditions(meta, values, extrapolate) if values else {}
     return {n: t.expand(len(per_net)).clone() for n, t in encoded.items()}
 
 

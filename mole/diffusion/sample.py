@@ -88,7 +88,7 @@ def sample(
     one_pass = meta["target"] == "mask"
     arch = MemberTensors(meta["architecture"], meta["arch_config"], {}).arch
     fill_constants(meta, per_net)
-    cond = encode_prompts(meta, per_net)
+    cond = encode_prompts(meta, per_net, options.extrapolate)
     wanted = [{**p, **q} for p, q in zip(per_net, per_proj)]  # what each net is projected onto
     for q, w in zip(per_proj, wanted):  # every level is checked before any model call
         check_levels(arch, *levels_of(q), prefix="project")  # a bad --project value names project.*

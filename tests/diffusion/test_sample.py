@@ -226,6 +226,18 @@ def test_bad_conditions_are_one_line_errors(model, tmp_path, capsys, conditions,
     assert not (tmp_path / "gen").exists()
 
 
+def test_extrapolation_needs_the_opt_in(model, tmp_path, capsys):
+    prompt = ["--conditions", '{"test_acc": 1.0, "variant": "dense"}', "--num", 2, "--steps", 2]
+    code, _, err = run(capsys, "sample", model, *prompt, "--out", tmp_path / "no", "--progress", "false")
+    assert code == 2 and err.endswith("(past the zoo's best: opt in with --extrapolate true)\n"), err
+    assert not (tmp_path / "no").exists()
+    args = [*prompt, "--extrapolate", "true", "--out", tmp_path / "yes", "--progress", "false"]
+    code, _, err = run(capsys, "sample", model, *args)
+    rows = store.read_zoo(tmp_path / "yes").to_pylist()
+    assert code == 0 and [json.loads(r["variant_config"])["test_acc"] for r in rows] == [1.0, 1.0]
+    assert all(json.loads(r["variant_config"])["extrapolate"] for r in rows)  # the opt-in is recorded
+
+
 def test_missing_model_folder_is_one_line_error(tmp_path, capsys):
     code, _, err = run(capsys, "sample", tmp_path / "nope", "--out", tmp_path / "gen")
     assert code == 2 and err.count("\n") == 1 and "not a mole model folder" in err

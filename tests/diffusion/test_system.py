@@ -144,7 +144,9 @@ def test_encode_conditions_validates_prompts():
     assert torch.equal(out["variant"], torch.tensor([1, 1])) and out["test_acc"].dtype == torch.float32
     assert out["bits"].tolist() == [4.0, 4.0] and encode_conditions(meta, {}) == {}
     with pytest.raises(
-        ConfigError, match=r"^conditions\.test_acc: 0\.999 is outside the trained range \[0\.12, 0\.98\]$"
+        ConfigError,
+        match=r"^conditions\.test_acc: 0\.999 is outside the trained range \[0\.12, 0\.98\] "
+        r"\(past the zoo's best: opt in with --extrapolate true\)$",
     ):
         encode_conditions(meta, {"test_acc": 0.999})
     with pytest.raises(
@@ -159,3 +161,30 @@ def test_encode_conditions_validates_prompts():
         encode_conditions(meta, {"bits": float("nan")})
     with pytest.raises(ConfigError, match="^conditions: lists of different lengths"):
         encode_conditions(meta, {"test_acc": [0.5, 0.6], "bits": [4, 8, 8]})
+
+
+def test_extrapolation_is_an_opt_in_on_the_better_side_only():
+    meta = {
+        "conditions": {
+            "test_acc": {"kind": "continuous", "min": 0.12, "max": 0.98},
+            "test_loss": {"kind": "continuous", "min": 0.05, "max": 2.3},
+            "bits": {"kind": "continuous", "min": 2, "max": 32},
+        }
+    }
+    out = encode_conditions(meta, {"test_acc": [0.99, 1.0], "test_loss": 0.01}, extrapolate=True)
+    assert out["test_acc"].tolist() == pytest.approx([0.99, 1.0])
+    assert out["test_loss"].tolist() == pytest.approx([0.01, 0.01])
+    with pytest.raises(
+        ConfigError,
+        match=r"^conditions\.test_loss: 0\.01 is outside the trained range .*--extrapolate true\)$",
+    ):
+        encode_conditions(meta, {"test_loss": 0.01})
+    refused = [  # the worse side, past the bound, and a condition with no better side stay refused
+        ({"test_acc": 0.05}, r"^conditions\.test_acc: 0\.05 is outside the allowed range \[0\.12, 1\]$"),
+        ({"test_acc": 1.01}, r"^conditions\.test_acc: 1\.01 is outside the allowed range \[0\.12, 1\]$"),
+        ({"test_loss": 2.5}, r"^conditions\.test_loss: 2\.5 is outside the allowed range \[0, 2\.3\]$"),
+        ({"bits": 64}, r"^conditions\.bits: 64 is outside the trained range \[2, 32\]$"),
+    ]
+    for prompt, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            encode_conditions(meta, prompt, extrapolate=True)
