@@ -25,6 +25,7 @@ from mole.baselines.commands import run_command, subset_sum_command
 from mole.commands import (
     bench_learn,
     bench_matrix,
+    bench_prompts,
     evaluate,
     quickstart,
     sample,
@@ -48,7 +49,12 @@ COMMANDS: dict[str, Any] = {
     "eval": evaluate,
     "train": train,
     "sample": sample,
-    "bench": {"_help": "Benchmarks over many runs.", "matrix": bench_matrix, "learn": bench_learn},
+    "bench": {
+        "_help": "Benchmarks over many runs.",
+        "matrix": bench_matrix,
+        "learn": bench_learn,
+        "prompts": bench_prompts,
+    },
     "theory": {
         "_help": "Random subset sum and number partitioning experiments.\n\nExperiments behind the strong "
         "lottery ticket proofs: random subset sum (Lueker 1998, Pensia et al. 2020) and the number "

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from mole.bench.learn import learn_table, run_learn
 from mole.bench.matrix import run_matrix
+from mole.bench.prompts import prompts_table, run_prompts
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.model_dir import read_meta
 from mole.diffusion.options import SampleOptions
@@ -286,6 +287,41 @@ def train(*argv: str) -> int:
     from mole.diffusion.train import cli_main  # Lightning takes seconds to import; only `mole train` needs it
 
     cli_main(list(argv))
+    return 0
+
+
+def bench_prompts(
+    model: str,
+    *,
+    out: str,
+    options: SampleOptions,
+    condition: Literal["test_acc", "test_loss"] = "test_acc",
+    prompts: int = 8,
+    per_prompt: int = 4,
+    beyond: int = 3,
+    num: int = 16,
+    progress: bool = True,
+) -> int:
+    """Measure how a weights model follows a prompted accuracy or loss, inside its range and past the best.
+
+    Inside the range the model trained on: Spearman, MAE and monotonicity of achieved against prompted
+    (B3 for any condition). Past the zoo's best (the --extrapolate opt-in, up to accuracy 1 or loss 0):
+    the best and the mean of --num draws per prompt against the zoo's best member and 90th percentile
+    (B12). Writes OUT/prompts_CONDITION.json and OUT/plots/prompts_CONDITION.png.
+
+    Args:
+        model: model folder (a `mole train` run's model/, a weights model of single checkpoints)
+        out: folder for the JSON and the plot
+        options: how to draw (its fields are flags of their own; --extrapolate is set where needed)
+        condition: the prompted condition
+        prompts: prompts evenly spaced over the trained range
+        per_prompt: draws per prompt inside the range
+        beyond: prompts past the trained edge, evenly spaced up to the bound (0: none)
+        num: draws per prompt at the edge and past it
+        progress: show a progress bar
+    """
+    path = run_prompts(model, out, condition, prompts, per_prompt, beyond, num, options, progress)
+    print(prompts_table(path))
     return 0
 
 
