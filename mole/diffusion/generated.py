@@ -82,7 +82,7 @@ def records(
             extra["layer_sparsity"] = {n: float(v[0]) for n, v in pruning.layer_sparsity(masks).items()}
         if m.factors is not None:
             extra["factor_shapes"] = row["factor_shapes"]
-        for key in ("init_seed", "sampling_seconds", "update", "start"):
+        for key in ("init_seed", "sampling_seconds", "update", "start", "structure"):
             if key in m.extra:
                 extra[key] = m.extra[key]
         bits = wanted.get("bits") if m.codes is not None else None
@@ -188,6 +188,7 @@ def generate_zoo(
             {"temperature": options.temperature} if options.temperature != 1.0 else {}
         ),  # 1.0: as before it existed
         **({"extrapolate": True} if options.extrapolate else {}),  # the same: as before it existed
+        **({"native": False} if not options.native else {}),  # the same
         **({"project": dict(project)} if project else {}),
         "scope": options.scope,
         "init": context_ref or (options.init_scheme if meta.get("target") == "mask" else None),

@@ -9,6 +9,8 @@ trained one (mole.zoo.store's variant column contract):
     bits      per-output-channel symmetric codes + scales (or ternary); mole.zoo.quant. Weights are
               exactly code * scale, codes within the grid. Combined with sparsity, pruning comes
               first: removed weights get code 0, so the member stays exactly as sparse.
+              Generated codes and scales (a model trained on quantized members) are snapped onto the
+              grid instead: the codes are the model's, not recomputed from the weights.
     rank      truncated SVD of every linear weight (U V, Eckart-Young); conv kernels stay whole;
               mole.zoo.lowrank. Cannot be combined with sparsity or bits (a product of factors is
               neither sparse nor on a grid).
@@ -29,7 +31,7 @@ from mole.nets import Architecture, Params
 from mole.tokenizer import MemberTensors
 from mole.zoo import pruning
 from mole.zoo.lowrank import flat_factors, from_factors, plan_layers, to_factors
-from mole.zoo.quant import LEVELS, TERNARY, level_bits, quantize_params
+from mole.zoo.quant import LEVELS, TERNARY, codes_onto_grid, level_bits, quantize_params
 
 
 @dataclass
@@ -142,6 +144,7 @@ def project(
     scope: str = "global",
     scores: Params | None = None,
     init: Params | None = None,
+    codes: tuple[Params, Params] | None = None,
 ) -> Projected:
     """Project K stacked members onto one set of levels.
 
@@ -154,6 +157,8 @@ def project(
         scope: "global" or "layerwise" ranking for sparsity.
         scores: ranking of the weights for sparsity (mask logits); None: |w|.
         init: frozen weights (K, ...) to mask instead of `params` (mask models); stored as init_params.
+        codes: generated (code values, scales) per weight, (K, *shape) and (K, out), snapped onto the
+            bit grid instead of quantizing the weights (None: post-training quantization of `params`).
     """
     s, b, r = check_levels(arch, sparsity, bits, rank, prefix="projection")
     base = {n: t.detach().float() for n, t in (init if init is not None else params).items()}  # (K, ...)
@@ -165,7 +170,12 @@ def project(
         out.mask = pruning.full_mask(arch, masks)
         out.sparsity = pruning.sparsity_of(masks)
     if b != FLOAT32_BITS:
-        q = quantize_params(arch, out.params, b)
+        keep = None if out.mask is None else {n: masks[n] for n in arch.weight_names()}
+        q = (
+            quantize_params(arch, out.params, b)
+            if codes is None
+            else codes_onto_grid(arch, out.params, *codes, b, keep)
+        )
         out.params, out.codes, out.scales = q.params, q.codes, q.scales
     if r != FULL_RANK:
         out.params, out.factors, out.factor_shapes = truncate_rank(arch, base, r)
@@ -190,20 +200,22 @@ def project_members(
     bits=None,
     rank=None,
     scope: str = "global",
-    scores: Sequence[Params] | None = None,
+    scores: Sequence[Params | None] | None = None,
     inits: Sequence[Params] | None = None,
+    codes: Sequence[tuple[Params, Params] | None] | None = None,
 ) -> list[MemberTensors]:
     """Project members (one architecture) onto levels given per member or once for all.
 
-    Members sharing levels are projected together (stacked); the output keeps the input order and
-    each member's `extra`.
+    Members sharing levels (and whether they bring scores / codes) are projected together (stacked);
+    the output keeps the input order and each member's `extra`.
 
     Args:
         members: generated members.
         sparsity, bits, rank: a scalar, or a sequence with one value per member.
         scope: "global" or "layerwise".
-        scores: per member {weight name: scores} (mask logits), or None for |w|.
+        scores: per member {weight name: scores} (mask logits, a mask channel) or None for |w|.
         inits: per member frozen weights {name: tensor} to mask (mask models), or None.
+        codes: per member generated (codes, scales) {weight name: tensor} or None (see `project`).
     """
     n = len(members)
 
@@ -213,15 +225,24 @@ def project_members(
             raise ConfigError("projection", f"{len(values)} levels for {n} members")
         return values
 
-    levels = list(zip(each(sparsity), each(bits), each(rank)))
+    scores, codes = scores or [None] * n, codes or [None] * n
+    keys = [
+        (*lv, scores[i] is None, codes[i] is None)
+        for i, lv in enumerate(zip(each(sparsity), each(bits), each(rank)))
+    ]
     arch, _ = stack(members)
     out: list[MemberTensors | None] = [None] * n
-    for level in dict.fromkeys(levels):  # distinct levels, first-seen order
-        idx = [i for i in range(n) if levels[i] == level]
+
+    def stacked(items: list) -> Params | None:
+        return None if items[0] is None else {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+    for key in dict.fromkeys(keys):  # distinct groups, first-seen order
+        idx = [i for i in range(n) if keys[i] == key]
         _, params = stack([members[i] for i in idx])
-        sc = None if scores is None else {k: torch.stack([scores[i][k] for i in idx]) for k in scores[idx[0]]}
-        init = None if inits is None else {k: torch.stack([inits[i][k] for i in idx]) for k in inits[idx[0]]}
-        projected = project(arch, params, *level, scope=scope, scores=sc, init=init).members(arch)
+        sc = stacked([scores[i] for i in idx])
+        init = None if inits is None else stacked([inits[i] for i in idx])
+        cs = None if key[4] else tuple(stacked([codes[i][j] for i in idx]) for j in (0, 1))
+        projected = project(arch, params, *key[:3], scope=scope, scores=sc, init=init, codes=cs).members(arch)
         for i, m in zip(idx, projected):
             m.extra = dict(members[i].extra)
             out[i] = m

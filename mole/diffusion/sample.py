@@ -7,6 +7,13 @@ tokens are denormalised with the tokenizer's statistics and detokenized into par
 the model's architecture. Mask models take one pass over frozen inits (mole.masks.sample). Either way
 the members are then projected onto the prompted sparsity / bit grid / rank (mole.diffusion.project).
 
+Native structure: a weights model trained on sparse or quantized members (its tokenizer gives token
+space to masks or codes) generates them in their own channels. A net prompted with a sparsity is then
+pruned by its generated mask channel (top-k of the scores, exactly the sparsity), and one prompted with
+bits takes its generated codes and scales, snapped onto the grid; `options.native=False` projects the
+dense draw instead (magnitude pruning, post-training quantization), the comparison row. Each net
+records which in extra["structure"].
+
 Prompts are validated against the model's trained vocabularies and ranges (mole.diffusion.conditioning);
 conditions the model only ever saw with one value (task, architecture, sparsity 0 in a dense zoo)
 are filled in at that value (see prompts.fill_constants), the others left out get their null embedding.
@@ -25,6 +32,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler
 
+from mole.conditions import FLOAT32_BITS
 from mole.diffusion.model_dir import Model, load_model
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.project import check_levels, project_members
@@ -104,14 +112,47 @@ def sample(
     if one_pass:
         members, scores, inits = masks.sample_masks(net, tok, meta, cond, per_net, options, context, tick)
         scope = options.scope or masks.SCOPE
+        codes = None
     else:
-        members = sample_weights(net, scheduler, tok, meta, cond, num, options, context, tick)
-        scores = inits = None
+        fields = [native_fields(tok, meta, p) if options.native else [] for p in per_net]
+        members, channels = sample_weights(
+            net, scheduler, tok, meta, cond, num, options, context, tick, fields
+        )
+        weights = arch.weight_names()
+        scores = [None if ch["mask"] is None else {n: ch["mask"][n] for n in weights} for ch in channels]
+        codes = [None if ch["codes"] is None else (ch["codes"], ch["scales"]) for ch in channels]
+        inits = None
         scope = options.scope or SCOPE
+        for m, f, p in zip(members, fields, per_net):
+            how = structure_of(p, f)
+            if how:
+                m.extra["structure"] = how
     for m, p, q in zip(members, per_net, per_proj):
         m.extra = {**m.extra, "prompt": p, **({"project": q} if q else {})}
     levels = list(zip(*(levels_of(w) for w in wanted)))
-    return project_members(members, *levels, scope=scope, scores=scores, inits=inits)
+    return project_members(members, *levels, scope=scope, scores=scores, inits=inits, codes=codes)
+
+
+def structure_of(prompt: Mapping, fields: list[str]) -> dict[str, str]:
+    """How each prompted (non-neutral) level of a net was met: "native" (its own generated channel)
+    or "projected" (of the dense draw)."""
+    sparsity, bits, rank = levels_of(prompt)
+    asked = {"sparsity": bool(sparsity), "bits": bits not in (None, FLOAT32_BITS), "rank": bool(rank)}
+    channel = {"sparsity": "mask", "bits": "codes", "rank": "factors"}
+    return {k: "native" if channel[k] in fields else "projected" for k, on in asked.items() if on}
+
+
+def native_fields(tok, meta: Mapping, prompt: Mapping) -> list[str]:
+    """The structure channels a weights model generated for `prompt`: "mask" for a prompted sparsity
+    and "codes" for prompted bits, where its tokenizer has the channel and it trained on such members."""
+    have, specs = set(tok.fields or []), meta["conditions"]
+    sparsity, bits, _ = levels_of(prompt)
+    out = []
+    if sparsity and "mask" in have and specs.get("sparsity", {}).get("max", 0) > 0:
+        out.append("mask")
+    if bits not in (None, FLOAT32_BITS) and "codes" in have and specs.get("bits", {}).get("min", 32) < 32:
+        out.append("codes")
+    return out
 
 
 def sample_weights(
@@ -124,8 +165,10 @@ def sample_weights(
     options: SampleOptions,
     context,
     on_step: Callable[[int], None],
-) -> list[MemberTensors]:
-    """DDIM over params-only token grids of the model's architecture -> unprojected members.
+    fields: Sequence[list[str]] | None = None,
+) -> tuple[list[MemberTensors], list[dict]]:
+    """DDIM over token grids of the model's architecture -> unprojected params-only members, and the
+    generated channels of `fields`.
 
     Args:
         denoiser: the Denoiser; scheduler: its saved DDPM scheduler; tok: its tokenizer; meta: mole.json.
@@ -134,8 +177,17 @@ def sample_weights(
         options: steps, guidance, seed, batch_size and temperature are read.
         context: starting checkpoints of a pairs model (one, or one per network), or None.
         on_step: called with 1 after every denoiser step.
+        fields: per network, the structure channels to read ("mask", "codes"; see native_fields):
+            masks and codes are columns of the same tokens, so every net is drawn alike and only
+            read with its own layout. None: none.
+
+    Returns:
+        (members, channels): channels[i] is layout.decode_fields of net i's tokens read with its
+        fields (field -> {name: float32 tensor}, None where not read).
     """
+    fields = fields or [[] for _ in range(num)]
     layout = tok.plan(meta["architecture"], meta["arch_config"], [], None)
+    layouts = {(): layout}
     t_len, d = layout["shape"]
     if denoiser.config.token_dim != d:
         raise ConfigError(
@@ -149,7 +201,7 @@ def sample_weights(
     )  # (N, T, D), all drawn up front
     ids = tok.layer_ids(layout)  # (T,)
     starts = context_members(context, num)
-    out = []
+    out, channels = [], []
     for lo in range(0, num, options.batch_size):
         hi = min(num, lo + options.batch_size)
         b = hi - lo
@@ -167,7 +219,15 @@ def sample_weights(
         for i in range(b):
             tokens = tok.denormalize(x[i], layout) if meta.get("normalized", True) else x[i]
             out.append(tok.detokenize(tokens, layout))
-    return out
+            read = tuple(fields[lo + i])
+            if read not in layouts:
+                layouts[read] = tok.plan(meta["architecture"], meta["arch_config"], list(read), None)
+            if read:  # denormalised with the statistics of the channels it reads
+                full = tok.denormalize(x[i], layouts[read]) if meta.get("normalized", True) else x[i]
+                channels.append(tok.channel_values(full, layouts[read]))
+            else:
+                channels.append(dict.fromkeys(("mask", "codes", "scales")))
+    return out, channels
 
 
 def start_tokens(tok, meta: Mapping, member: MemberTensors) -> torch.Tensor:

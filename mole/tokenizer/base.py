@@ -270,6 +270,18 @@ class Tokenizer(ABC):
             member = apply_permutation(member, invert(layout["perm"]))
         return member
 
+    def channel_values(self, tokens: torch.Tensor, layout: dict) -> dict[str, dict[str, torch.Tensor] | None]:
+        """Every field of (un-normalised) tokens as they hold it, before any cast (mole.tokenizer.layout.
+        decode_fields): a generated mask channel as scores, generated codes as values to snap onto a
+        grid. For layouts from `plan` (a tokenized member's own permutation is not undone here)."""
+        key = self._verified_key(layout)
+        self._check_tokens(tokens, layout)
+        if layout.get("perm"):
+            raise ConfigError(
+                "layout", "channel values are read from planned layouts, not a permuted member's"
+            )
+        return L.decode_fields(tokens.detach().cpu(), layout, self._compiled_for(key))
+
     def layer_ids(self, layout: dict) -> torch.Tensor:
         """(T,) long: each token's segment (layer) index."""
         return self._compiled_for(self._verified_key(layout)).layer_ids.clone()

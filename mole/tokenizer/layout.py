@@ -123,6 +123,20 @@ def encode(member: MemberTensors, layout: dict, compiled: Compiled | None = None
 
 def decode(tokens: torch.Tensor, layout: dict, compiled: Compiled | None = None) -> MemberTensors:
     """Read a member back from (T, D) tokens: floats as float32, masks > 0.5, codes rounded to int8."""
+    fields = decode_fields(tokens, layout, compiled)
+    return MemberTensors(
+        architecture=layout["architecture"],
+        arch_config=layout["arch_config"],
+        **{f: None if t is None else {n: _cast(v, f) for n, v in t.items()} for f, t in fields.items()},
+    )
+
+
+def decode_fields(
+    tokens: torch.Tensor, layout: dict, compiled: Compiled | None = None
+) -> dict[str, dict[str, torch.Tensor] | None]:
+    """Every field of a member as the tokens hold it, before any cast: field -> {name: float32 tensor}
+    in storage order (None: the field is absent). A generated mask channel read this way is a score
+    per weight (higher: kept), generated codes are values to snap onto a grid."""
     compiled = compiled or compile_layout(layout)
     values = tokens.reshape(-1).index_select(0, compiled.index).split(compiled.sizes)  # fresh memory
     fields: dict[str, dict] = {"params": {}}
@@ -131,7 +145,7 @@ def decode(tokens: torch.Tensor, layout: dict, compiled: Compiled | None = None)
     if "codes" in layout["present"]:
         fields["scales"] = {}
     for p, v in zip(layout["placements"], values):
-        fields[p["field"]][p["name"]] = _cast(v.reshape(p["shape"]), p["field"])
+        fields[p["field"]][p["name"]] = v.reshape(p["shape"]).to(TOKEN_DTYPE)
     # Placements follow token order; the member keeps storage order (param_shapes, factor_shapes).
     info = arch_info(layout["architecture"], json.dumps(layout["arch_config"], sort_keys=True))
     order = {f: list(info.shapes) for f in ("params", "mask", "init_params")}
@@ -142,16 +156,7 @@ def decode(tokens: torch.Tensor, layout: dict, compiled: Compiled | None = None)
         if missing:
             raise ConfigError("layout", f"places no {f} for {missing}")
         fields[f] = {n: tensors[n] for n in order[f]}
-    return MemberTensors(
-        architecture=layout["architecture"],
-        arch_config=layout["arch_config"],
-        params=fields["params"],
-        mask=fields.get("mask"),
-        init_params=fields.get("init_params"),
-        codes=fields.get("codes"),
-        scales=fields.get("scales"),
-        factors=fields.get("factors"),
-    )
+    return {f: fields.get(f) for f in ("params", "mask", "init_params", "codes", "scales", "factors")}
 
 
 def _cast(t: torch.Tensor, field: str) -> torch.Tensor:

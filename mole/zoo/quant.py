@@ -134,6 +134,41 @@ def dequantize_params(
     return out
 
 
+def codes_onto_grid(
+    arch: Architecture,
+    params: Params,
+    codes: Params,
+    scales: Params,
+    level: int | str,
+    keep: Params | None = None,
+) -> QuantizedParams:
+    """Generated code values and scales made exact: codes rounded and clamped onto the level's grid
+    (ternary and 2 bits: {-1, 0, 1}), scales made positive (|s|, 1 where 0, as a zero channel's).
+
+    Args:
+        arch: the members' architecture.
+        params: stacked params (K, ...) whose biases are kept.
+        codes: weight name -> (K, *shape) code values, as generated.
+        scales: weight name -> (K, out) scales, as generated.
+        level: 8, 4, 2 or "ternary".
+        keep: weight name -> (K, *shape) bool: weights removed by a mask get code 0 (None: all kept).
+    """
+    q = 1 if level == TERNARY else qmax(int(level))
+    out = {k: v.detach().float().clone() for k, v in params.items()}
+    flat_codes, flat_scales = [], []
+    for name in arch.weight_names():
+        c = torch.clamp(torch.round(codes[name].float()), -q, q)
+        if keep is not None:
+            c = c * keep[name]
+        s = scales[name].float().abs()
+        s = torch.where(s > 0, s, torch.ones_like(s))  # (K, out)
+        c = c.to(torch.int8)
+        out[name] = dequantize_weight(c, s)
+        flat_codes.append(c.flatten(1))  # (K, numel)
+        flat_scales.append(s)
+    return QuantizedParams(torch.cat(flat_codes, 1), torch.cat(flat_scales, 1), out)
+
+
 def weight_error(arch: Architecture, ref: Params, params: Params) -> torch.Tensor:
     """Relative Frobenius error of all weight tensors per member: ||W - Q|| / ||W||, (K,)."""
     num = sum(((ref[n] - params[n]).flatten(1) ** 2).sum(1) for n in arch.weight_names())

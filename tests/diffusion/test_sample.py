@@ -16,13 +16,13 @@ from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.model_dir import export_model, load_model
 from mole.diffusion.options import SampleOptions
-from mole.diffusion.prompts import guided, parse_conditions
-from mole.diffusion.sample import sample
+from mole.diffusion.prompts import encode_prompts, fill_constants, guided, parse_conditions
+from mole.diffusion.sample import sample, sample_weights
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.eval.base import prompt_of
 from mole.tokenizer import MemberTensors
-from mole.zoo import store
+from mole.zoo import pruning, store
 from mole.zoo.build import build_zoo
 from mole.zoo.export import module_from_row
 from mole.zoo.quant import dequantize_params
@@ -119,6 +119,38 @@ def test_sparse_and_low_rank_sampling(model):
     for m in sample(model, {"variant": "lowrank", "rank": 4}, num=2, options=three):
         for w in m.arch.weight_names():
             assert torch.linalg.matrix_rank(m.params[w].double(), rtol=1e-5) <= 4
+
+
+def test_structure_channels_reach_the_written_member(model):
+    """A model trained on sparse and quantized rows generates masks and codes: a net prompted with a
+    sparsity and bits keeps the top-k of its own mask channel and its own codes, snapped onto the grid;
+    native=False projects the same draw by magnitude and quantizes its weights instead."""
+    net, scheduler, tok, meta = load_model(model)
+    assert {"mask", "codes"} <= set(tok.fields)
+    prompt = {"variant": "magnitude", "sparsity": 0.5, "bits": 4}
+    options = SampleOptions(steps=3, seed=2)
+    per_net = [dict(prompt) for _ in range(2)]
+    fill_constants(meta, per_net)
+    cond = encode_prompts(meta, per_net)
+    draws, channels = sample_weights(
+        net, scheduler, tok, meta, cond, 2, options, None, lambda n: None, [["mask", "codes"]] * 2
+    )
+    native = sample(model, prompt, num=2, options=options)
+    projected = sample(model, prompt, num=2, options=replace(options, native=False))
+    for draw, ch, a, b in zip(draws, channels, native, projected):
+        names = a.arch.weight_names()
+        assert a.extra["structure"] == {"sparsity": "native", "bits": "native"}
+        assert b.extra["structure"] == {"sparsity": "projected", "bits": "projected"}
+        scores = {n: ch["mask"][n][None] for n in names}
+        top = pruning.masks_from_scores(scores, 0.5, "global")
+        assert all(torch.equal(a.mask[n], top[n][0]) for n in names)  # the channel's top-k, exactly 50%
+        for n in names:  # its own codes, rounded into the 4-bit grid, zero where removed
+            want = torch.clamp(torch.round(ch["codes"][n]), -7, 7) * a.mask[n]
+            assert torch.equal(a.codes[n], want.to(torch.int8))
+            assert torch.equal(a.scales[n], ch["scales"][n].abs())
+        by_size = pruning.masks_from_scores({n: draw.params[n].abs()[None] for n in names}, 0.5, "global")
+        assert all(torch.equal(b.mask[n], by_size[n][0]) for n in names)  # the same draw, by magnitude
+        assert not all(torch.equal(a.mask[n], b.mask[n]) for n in names)
 
 
 def test_projecting_without_conditioning(model, tmp_path, capsys):

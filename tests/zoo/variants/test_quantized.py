@@ -14,6 +14,7 @@ from mole.zoo.build import build_zoo, prepare
 from mole.zoo.export import arch_from_row, module_from_row
 from mole.zoo.quant import (
     TERNARY,
+    codes_onto_grid,
     dequantize_params,
     fake_quantize,
     level_bits,
@@ -75,6 +76,26 @@ def test_weights_lie_exactly_on_the_grid(level, arch_name):
         assert torch.equal(rebuilt[name], q.params[name])  # weight == code * scale, bitwise
         if name not in arch.weight_names():
             assert torch.equal(q.params[name], params[name])  # biases stay float
+
+
+@pytest.mark.parametrize("level,q", [(8, 127), (4, 7), (2, 1), (TERNARY, 1)])
+def test_generated_codes_are_snapped_onto_the_grid(level, q):
+    arch = build_architecture("mlp", (1, 8, 8), 10, hidden=[8])
+    params = arch.init_stacked([0, 1])  # (2, ...)
+    names = arch.weight_names()
+    codes = {n: 300 * torch.randn(params[n].shape, generator=torch.Generator().manual_seed(1)) for n in names}
+    scales = {n: torch.randn(params[n].shape[:2], generator=torch.Generator().manual_seed(2)) for n in names}
+    scales[names[0]][0, 0] = 0.0  # a zero scale becomes 1, as a zero channel's
+    keep = {n: torch.rand(params[n].shape, generator=torch.Generator().manual_seed(3)) > 0.5 for n in names}
+    out = codes_onto_grid(arch, params, codes, scales, level, keep)
+    flat = torch.cat([codes[n].flatten(1) for n in names], 1)
+    want = torch.clamp(torch.round(flat), -q, q) * torch.cat([keep[n].flatten(1) for n in names], 1)
+    assert torch.equal(out.codes, want.to(torch.int8)) and out.codes.abs().max() == q
+    assert (out.scales > 0).all() and out.scales[0, 0] == 1.0
+    assert torch.equal(out.scales[:, 1:], torch.cat([scales[n] for n in names], 1).abs()[:, 1:])
+    back = dequantize_params(arch, out.codes, out.scales, params)  # code * scale == params, bitwise
+    assert all(torch.equal(back[n], out.params[n]) for n in params)
+    assert all(torch.equal(out.params[n], params[n]) for n in params if n not in names)  # biases kept
 
 
 def test_fake_quantize_passes_gradients_straight_through():
