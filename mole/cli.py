@@ -26,6 +26,7 @@ from mole.commands import (
     bench_learn,
     bench_matrix,
     bench_prompts,
+    bench_structure,
     evaluate,
     quickstart,
     sample,
@@ -54,6 +55,7 @@ COMMANDS: dict[str, Any] = {
         "matrix": bench_matrix,
         "learn": bench_learn,
         "prompts": bench_prompts,
+        "structure": bench_structure,
     },
     "theory": {
         "_help": "Random subset sum and number partitioning experiments.\n\nExperiments behind the strong "

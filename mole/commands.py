@@ -13,6 +13,7 @@ from typing import Any, Literal
 from mole.bench.learn import learn_table, run_learn
 from mole.bench.matrix import run_matrix
 from mole.bench.prompts import prompts_table, run_prompts
+from mole.bench.structure import run_structure, structure_table
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.model_dir import read_meta
 from mole.diffusion.options import SampleOptions
@@ -322,6 +323,41 @@ def bench_prompts(
     """
     path = run_prompts(model, out, condition, prompts, per_prompt, beyond, num, options, progress)
     print(prompts_table(path))
+    return 0
+
+
+def bench_structure(
+    model: str,
+    *,
+    out: str,
+    options: SampleOptions,
+    sparsities: list[float] | None = None,
+    bits: list[int | str] | None = None,
+    num: int = 16,
+    progress: bool = True,
+) -> int:
+    """Measure sparse and quantized nets generated natively against projections and the SGD baselines.
+
+    Every level draws --num nets once, read twice: natively (the mask or the codes from the model's own
+    channels) and projected (the same dense draw pruned by magnitude or quantized post-training). Compared
+    with one-shot magnitude pruning and IMP of the zoo's final dense members at each sparsity (B5), and
+    with the zoo's PTQ / QAT members at each bit-width (B11). Writes OUT/structure.json,
+    OUT/plots/structure.png and the baselines under OUT/baselines.
+
+    Args:
+        model: model folder of a weights model trained on sparse and quantized rows
+        out: folder for the JSON, the plot and the baselines
+        options: how to draw (its fields are flags of their own; --native is set for each row)
+        sparsities: the sparsity levels (default 0.5, 0.8, 0.9; [] for none)
+        bits: the bit-widths (default 8, 4, 2, ternary; [] for none)
+        num: draws per level
+        progress: show progress bars
+    """
+    path = run_structure(
+        model, out, (0.5, 0.8, 0.9) if sparsities is None else sparsities,
+        (8, 4, 2, "ternary") if bits is None else bits, num, options, progress,
+    )  # fmt: skip
+    print(structure_table(path))
     return 0
 
 

@@ -1,0 +1,182 @@
+"""`mole bench structure`: sparse and quantized nets a weights model generates natively, against the
+projection of its dense draws and the SGD side's baselines (B5 natively, B11's quantized half).
+
+    OUT/structure.json        every figure below
+    OUT/baselines/            one-shot magnitude pruning and IMP of the zoo's final dense members
+                              (mole.baselines.run, the quickstart's options; read back when present)
+    OUT/plots/structure.png
+
+Each level draws `num` nets twice from one seed, so both rows are the same draws: natively (the mask or
+codes from the model's own channels, mole.diffusion.sample) and projected (the dense draw pruned by
+magnitude or quantized post-training). A sparsity is prompted with the sparse variant the model knows
+(IMP first, else magnitude) and a bit-width with "quantized"; each with the test accuracy of the best
+training row of that variant at the nearest level (the top of what the model saw there). Baselines per
+level: sparsity, one-shot magnitude pruning of the SGD members at that sparsity and their IMP round
+nearest it (3 rounds to the largest level; its sparsity recorded); bits,
+the zoo's post-training quantized members at that level (and its QAT members where the zoo has them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mole.baselines.run import run_baselines
+from mole.data import load_task
+from mole.diffusion.generated import evaluate
+from mole.diffusion.model_dir import load_model, task_options_of
+from mole.diffusion.options import SampleOptions
+from mole.diffusion.sample import sample
+from mole.errors import ConfigError
+from mole.eval.base import load_rows
+from mole.eval.plots import pyplot, save
+from mole.io import write_json
+from mole.zoo.quant import LEVELS
+from mole.zoo.store import json_column
+
+SPARSE_VARIANTS = ("imp", "magnitude")  # prompted with a sparsity, the first the model knows
+PRUNING = {"magnitude": {"scope": "global"}, "imp": {"rounds": 3}}  # as configs/quickstart/baselines.yaml
+
+
+def level_of(row: Mapping[str, Any]) -> str:
+    """A quantized row's level as prompts name it ("8", "4", "2", "ternary")."""
+    config = json_column(row.get("variant_config"))
+    return "ternary" if config.get("scheme") == "ternary" else str(config.get("bits", row.get("bits")))
+
+
+def top_prompt(rows: list[dict], variant: str, key: str, level: float | str) -> float:
+    """The best test accuracy among `variant` rows at the level nearest `level` (key: sparsity or bits)."""
+    mine = [r for r in rows if r["variant"] == variant]
+    if key == "bits":
+        mine = [r for r in mine if level_of(r) == str(level)]
+    else:
+        nearest = min({round(r["sparsity"], 6) for r in mine}, key=lambda s: abs(s - level))
+        mine = [r for r in mine if round(r["sparsity"], 6) == nearest]
+    if not mine:
+        raise ConfigError("model", f"its zoo has no {variant} row at {key} {level}")
+    return max(r["test_acc"] for r in mine)
+
+
+def run_structure(
+    model: str | Path,
+    out: str | Path,
+    sparsities: Sequence[float] = (0.5, 0.8, 0.9),
+    bits: Sequence[int | str] = LEVELS,
+    num: int = 16,
+    options: SampleOptions | None = None,
+    progress: bool = False,
+) -> Path:
+    """Measure native against projected sparse and quantized draws (module docstring); the JSON's path."""
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ConfigError("num", f"must be a positive integer, got {num!r}")
+    options = options or SampleOptions()
+    loaded = load_model(model)
+    _, _, tok, meta = loaded
+    known = set(meta["conditions"].get("variant", {}).get("vocab", []))
+    sparse = next((v for v in SPARSE_VARIANTS if v in known), None)
+    if sparsities and sparse is None:
+        raise ConfigError(
+            "model", f"it never saw a sparse variant ({', '.join(SPARSE_VARIANTS)}): no sparsity"
+        )
+    if bits and "quantized" not in known:
+        raise ConfigError("model", "it never saw quantized members: no bits")
+    data = load_task(meta["task"], **task_options_of(meta))
+    rows = load_rows(meta["zoo"])
+    out = Path(out)
+
+    def draw(prompt: dict, seed: int) -> dict[str, list[float]]:
+        got = {}
+        for how in (True, False):
+            nets = sample(model, prompt, num, replace(options, seed=seed, native=how), model=loaded)
+            got["native" if how else "projected"] = evaluate(nets, data)["test_acc"].tolist()
+            if how:
+                got["structure"] = nets[0].extra.get("structure")
+        return got
+
+    report: dict[str, Any] = {
+        "model": str(model),
+        "options": {k: getattr(options, k) for k in ("steps", "guidance", "temperature", "seed")},
+        "num": num,
+        "sparsity": [],
+        "bits": [],
+    }
+    if sparsities:
+        dense = [r for r in rows if r["variant"] == "dense"]
+        pruning = {name: {**opts, "sparsity": list(sparsities)} for name, opts in PRUNING.items()}
+        pruning["imp"] = {"rounds": PRUNING["imp"]["rounds"], "target_sparsity": max(sparsities)}
+        base = run_baselines(dense, data, pruning, out / "baselines", progress=progress)
+        for i, s in enumerate(sparsities):
+            prompt = {"variant": sparse, "sparsity": s, "test_acc": top_prompt(rows, sparse, "sparsity", s)}
+            entry = {"level": s, "prompt": prompt, **draw(prompt, options.seed + i)}
+            for name in PRUNING:  # IMP's rounds land near, not on, each level: its nearest round
+                mine = [r for r in base if r["variant"] == name]
+                at = min({round(r["sparsity"], 4) for r in mine}, key=lambda x: abs(x - s))
+                entry[name] = [r["test_acc"] for r in mine if round(r["sparsity"], 4) == at]
+                entry[f"{name}_sparsity"] = at
+            report["sparsity"].append(summarise(entry, ("magnitude", "imp")))
+    for i, b in enumerate(bits):
+        prompt = {"variant": "quantized", "bits": b, "test_acc": top_prompt(rows, "quantized", "bits", b)}
+        entry = {"level": b, "prompt": prompt, **draw(prompt, options.seed + 100 + i)}
+        for mode in ("ptq", "qat"):
+            entry[mode] = [
+                r["test_acc"]
+                for r in rows
+                if r["variant"] == "quantized"
+                and level_of(r) == str(b)
+                and json_column(r.get("variant_config")).get("mode", "ptq") == mode
+            ]
+        report["bits"].append(summarise(entry, ("ptq", "qat")))
+    plot(report, out / "plots" / "structure.png")
+    path = out / "structure.json"
+    write_json(path, report)
+    return path
+
+
+def summarise(entry: dict, baselines: tuple[str, ...]) -> dict:
+    """Means of every row of one level, and whether native beats projection and each baseline."""
+    mean = {
+        k: float(np.mean(entry[k])) if entry.get(k) else None for k in ("native", "projected", *baselines)
+    }
+    entry["mean"] = mean
+    entry["native_beats"] = {
+        k: None if mean[k] is None else bool(mean["native"] >= mean[k]) for k in ("projected", *baselines)
+    }
+    return entry
+
+
+def plot(report: Mapping, path: Path) -> Path:
+    """Mean test accuracy per level: native, projected and the baselines, sparsity and bits side by side."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("sparsity", "bits")):
+        entries = report[key]
+        labels = [str(e["level"]) for e in entries]
+        names = [
+            k
+            for k in (entries[0]["mean"] if entries else {})
+            if any(e["mean"][k] is not None for e in entries)
+        ]
+        width = 0.8 / max(len(names), 1)
+        for j, name in enumerate(names):
+            values = [e["mean"][name] or 0.0 for e in entries]
+            ax.bar(np.arange(len(entries)) + j * width, values, width, label=name)
+        ax.set_xticks(np.arange(len(entries)) + 0.4 - width / 2, labels)
+        ax.set(xlabel=key, ylabel="mean test accuracy", ylim=(0, 1), title=f"generated at a {key}")
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def structure_table(path: str | Path) -> str:
+    """The JSON's figures as printed lines."""
+    r = json.loads(Path(path).read_text())
+    lines = []
+    for key in ("sparsity", "bits"):
+        for e in r[key]:
+            order = ["native", "projected", *sorted(set(e["mean"]) - {"native", "projected"})]
+            means = ", ".join(f"{k} {e['mean'][k]:.4f}" for k in order if e["mean"][k] is not None)
+            lines.append(f"{key} {e['level']}: {means}; native beats {e['native_beats']}")
+    return "\n".join(lines)

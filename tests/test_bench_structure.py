@@ -1,0 +1,66 @@
+"""`mole bench structure`: native against projected sparse and quantized draws, with the SGD baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mole.bench.structure import level_of, run_structure, top_prompt
+from mole.cli import main
+from mole.diffusion.options import SampleOptions
+from mole.errors import ConfigError
+from mole.eval.base import load_rows
+from mole.zoo.build import build_zoo
+from mole.zoo.spec import ZooSpec
+from tests.conftest import TINY_ZOO
+from tests.diffusion.test_sample import VARIANTS, train_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench-structure")
+    spec = {**TINY_ZOO, "name": "tiny-structure", "variants": VARIANTS}
+    build_zoo(ZooSpec.from_dict(spec), root / "zoo", progress=False)
+    return train_model(root / "zoo", root)
+
+
+def test_native_and_projected_rows_with_their_baselines(model, tmp_path):
+    options = SampleOptions(steps=2, seed=3)
+    path = run_structure(model, tmp_path, sparsities=[0.5], bits=[4, "ternary"], num=2, options=options)
+    r = json.loads(path.read_text())
+    (s,) = r["sparsity"]
+    assert s["prompt"]["variant"] == "magnitude" and s["prompt"]["sparsity"] == 0.5  # no IMP in this zoo
+    assert s["structure"] == {"sparsity": "native"} and len(s["native"]) == len(s["projected"]) == 2
+    assert s["native"] != s["projected"]  # the same draws, pruned by their mask channel or by |w|
+    assert s["magnitude"] and s["imp"] and s["mean"]["native"] == pytest.approx(np.mean(s["native"]))
+    assert s["native_beats"]["magnitude"] == (s["mean"]["native"] >= s["mean"]["magnitude"])
+    rows = load_rows(tmp_path / "baselines")
+    assert {row["variant"] for row in rows} == {"magnitude", "imp"}
+    assert [b["level"] for b in r["bits"]] == [4, "ternary"]
+    for b in r["bits"]:
+        assert b["structure"] == {"bits": "native"} and b["ptq"] and b["qat"] == []
+        assert b["mean"]["qat"] is None and b["native_beats"]["qat"] is None
+    assert (tmp_path / "plots" / "structure.png").stat().st_size > 0
+
+
+def test_prompts_take_the_best_row_of_the_nearest_level(model):
+    from mole.diffusion.model_dir import read_meta
+
+    rows = load_rows(read_meta(model)["zoo"])
+    at_half = [row["test_acc"] for row in rows if row["variant"] == "magnitude"]
+    assert top_prompt(rows, "magnitude", "sparsity", 0.9) == max(at_half)  # 0.5 is the nearest level
+    ternary = [
+        row["test_acc"] for row in rows if row["variant"] == "quantized" and level_of(row) == "ternary"
+    ]
+    assert ternary and top_prompt(rows, "quantized", "bits", "ternary") == max(ternary)
+    with pytest.raises(ConfigError, match="^model: its zoo has no quantized row at bits 8$"):
+        top_prompt(rows, "quantized", "bits", 8)
+
+
+def test_command_prints_every_level(model, tmp_path, capsys):
+    args = ["bench", "structure", model, "--out", tmp_path, "--sparsities", "[0.5]", "--bits", "[4]"]
+    code = main([str(a) for a in [*args, "--num", 2, "--steps", 2, "--progress", "false"]])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[0].startswith("sparsity 0.5: native ") and out[1].startswith("bits 4: native ")
