@@ -336,18 +336,18 @@ def bench_structure(
     num: int = 16,
     progress: bool = True,
 ) -> int:
-    """Measure sparse and quantized nets generated natively against projections and the SGD baselines.
+    """Measure sparse and quantized nets from a model told the level against projections and the SGD baselines.
 
-    Every level draws --num nets once, read twice: natively (the mask or the codes from the model's own
-    channels) and projected (the same dense draw pruned by magnitude or quantized post-training). Compared
-    with one-shot magnitude pruning and IMP of the zoo's final dense members at each sparsity (B5), and
-    with the zoo's PTQ / QAT members at each bit-width (B11). Writes OUT/structure.json,
-    OUT/plots/structure.png and the baselines under OUT/baselines.
+    Every level draws --num nets prompted with it, made exact from their weights (magnitude top-k, PTQ)
+    and read from the model's mask or code channels instead, and --num dense draws projected onto the
+    level. Compared with one-shot magnitude pruning and IMP of the zoo's final dense members at each
+    sparsity (B5), and with the zoo's PTQ / QAT members at each bit-width (B11). Writes
+    OUT/structure.json, OUT/plots/structure.png and the baselines under OUT/baselines.
 
     Args:
         model: model folder of a weights model trained on sparse and quantized rows
         out: folder for the JSON, the plot and the baselines
-        options: how to draw (its fields are flags of their own; --native is set for each row)
+        options: how to draw (its fields are flags of their own; --channels is set for each row)
         sparsities: the sparsity levels (default 0.5, 0.8, 0.9; [] for none)
         bits: the bit-widths (default 8, 4, 2, ternary; [] for none)
         num: draws per level

@@ -1,4 +1,4 @@
-"""`mole bench structure`: native against projected sparse and quantized draws, with the SGD baselines."""
+"""`mole bench structure`: sparse and quantized draws of a model told the level, projections, baselines."""
 
 from __future__ import annotations
 
@@ -26,22 +26,26 @@ def model(tmp_path_factory):
     return train_model(root / "zoo", root)
 
 
-def test_native_and_projected_rows_with_their_baselines(model, tmp_path):
+def test_generated_rows_with_their_baselines(model, tmp_path):
     options = SampleOptions(steps=2, seed=3)
     path = run_structure(model, tmp_path, sparsities=[0.5], bits=[4, "ternary"], num=2, options=options)
     r = json.loads(path.read_text())
     (s,) = r["sparsity"]
     assert s["prompt"]["variant"] == "magnitude" and s["prompt"]["sparsity"] == 0.5  # no IMP in this zoo
-    assert s["structure"] == {"sparsity": "native"} and len(s["native"]) == len(s["projected"]) == 2
-    assert s["native"] != s["projected"]  # the same draws, pruned by their mask channel or by |w|
-    assert s["magnitude"] and s["imp"] and s["mean"]["native"] == pytest.approx(np.mean(s["native"]))
-    assert s["native_beats"]["magnitude"] == (s["mean"]["native"] >= s["mean"]["magnitude"])
+    assert s["weights_structure"] == {"sparsity": "weights"} and s["channel_structure"] == {
+        "sparsity": "channel"
+    }
+    assert len(s["weights"]) == len(s["channel"]) == len(s["dense"]) == 2
+    assert s["weights"] != s["channel"]  # the same draws, pruned by |w| or by their mask channel
+    assert s["magnitude"] and s["imp"] and s["mean"]["weights"] == pytest.approx(np.mean(s["weights"]))
+    assert s["reaches"]["weights"]["magnitude"] == (s["mean"]["weights"] >= s["mean"]["magnitude"])
+    assert s["reaches"]["channel"]["dense"] == (s["mean"]["channel"] >= s["mean"]["dense"])
     rows = load_rows(tmp_path / "baselines")
     assert {row["variant"] for row in rows} == {"magnitude", "imp"}
     assert [b["level"] for b in r["bits"]] == [4, "ternary"]
     for b in r["bits"]:
-        assert b["structure"] == {"bits": "native"} and b["ptq"] and b["qat"] == []
-        assert b["mean"]["qat"] is None and b["native_beats"]["qat"] is None
+        assert b["channel_structure"] == {"bits": "channel"} and b["ptq"] and b["qat"] == []
+        assert b["mean"]["qat"] is None and b["reaches"]["weights"]["qat"] is None
     assert (tmp_path / "plots" / "structure.png").stat().st_size > 0
 
 
@@ -63,4 +67,4 @@ def test_command_prints_every_level(model, tmp_path, capsys):
     args = ["bench", "structure", model, "--out", tmp_path, "--sparsities", "[0.5]", "--bits", "[4]"]
     code = main([str(a) for a in [*args, "--num", 2, "--steps", 2, "--progress", "false"]])
     out = capsys.readouterr().out.splitlines()
-    assert code == 0 and out[0].startswith("sparsity 0.5: native ") and out[1].startswith("bits 4: native ")
+    assert code == 0 and out[0].startswith("sparsity 0.5: weights ") and out[1].startswith("bits 4: weights ")

@@ -1,19 +1,23 @@
-"""`mole bench structure`: sparse and quantized nets a weights model generates natively, against the
-projection of its dense draws and the SGD side's baselines (B5 natively, B11's quantized half).
+"""`mole bench structure`: sparse and quantized nets from a weights model told the level, against the
+projection of its dense draws and the SGD side's baselines (B5 with the model told the sparsity, B11's
+quantized half).
 
     OUT/structure.json        every figure below
     OUT/baselines/            one-shot magnitude pruning and IMP of the zoo's final dense members
                               (mole.baselines.run, the quickstart's options; read back when present)
     OUT/plots/structure.png
 
-Each level draws `num` nets twice from one seed, so both rows are the same draws: natively (the mask or
-codes from the model's own channels, mole.diffusion.sample) and projected (the dense draw pruned by
-magnitude or quantized post-training). A sparsity is prompted with the sparse variant the model knows
-(IMP first, else magnitude) and a bit-width with "quantized"; each with the test accuracy of the best
-training row of that variant at the nearest level (the top of what the model saw there). Baselines per
-level: sparsity, one-shot magnitude pruning of the SGD members at that sparsity and their IMP round
-nearest it (3 rounds to the largest level; its sparsity recorded); bits,
-the zoo's post-training quantized members at that level (and its QAT members where the zoo has them).
+Rows per level, each `num` nets from one seed:
+    weights   the model told the level; its generated weights made exact (magnitude top-k, PTQ)
+    channel   the same draws read from the model's mask or code channels (sampling's `channels`)
+    dense     dense draws (variant dense, the top of the dense rows' accuracy) projected onto the
+              level: what a model that never saw the level gives
+A sparsity is prompted with the sparse variant the model knows (IMP first, else magnitude) and a
+bit-width with "quantized"; each with the test accuracy of the best training row of that variant at the
+nearest level (the top of what the model saw there). Baselines per level: sparsity, one-shot magnitude
+pruning of the SGD members at that sparsity and their IMP round nearest it (3 rounds to the largest
+level; its sparsity recorded); bits, the zoo's post-training quantized members at that level (and its
+QAT members where the zoo has them).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def run_structure(
     options: SampleOptions | None = None,
     progress: bool = False,
 ) -> Path:
-    """Measure native against projected sparse and quantized draws (module docstring); the JSON's path."""
+    """Measure the generated rows against the baselines at every level (module docstring); the JSON's path."""
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ConfigError("num", f"must be a positive integer, got {num!r}")
     options = options or SampleOptions()
@@ -89,13 +93,17 @@ def run_structure(
     rows = load_rows(meta["zoo"])
     out = Path(out)
 
-    def draw(prompt: dict, seed: int) -> dict[str, list[float]]:
-        got = {}
-        for how in (True, False):
-            nets = sample(model, prompt, num, replace(options, seed=seed, native=how), model=loaded)
-            got["native" if how else "projected"] = evaluate(nets, data)["test_acc"].tolist()
-            if how:
-                got["structure"] = nets[0].extra.get("structure")
+    top_dense = max(r["test_acc"] for r in rows if r["variant"] == "dense")
+
+    def draw(prompt: dict, key: str, level: float | str, seed: int) -> dict[str, list[float]]:
+        got: dict[str, Any] = {}
+        for row, channels in (("weights", False), ("channel", True)):
+            nets = sample(model, prompt, num, replace(options, seed=seed, channels=channels), model=loaded)
+            got[row] = evaluate(nets, data)["test_acc"].tolist()
+            got[f"{row}_structure"] = nets[0].extra.get("structure")
+        dense = {"variant": "dense", "test_acc": top_dense}
+        nets = sample(model, dense, num, replace(options, seed=seed), project={key: level}, model=loaded)
+        got["dense"] = evaluate(nets, data)["test_acc"].tolist()
         return got
 
     report: dict[str, Any] = {
@@ -112,7 +120,7 @@ def run_structure(
         base = run_baselines(dense, data, pruning, out / "baselines", progress=progress)
         for i, s in enumerate(sparsities):
             prompt = {"variant": sparse, "sparsity": s, "test_acc": top_prompt(rows, sparse, "sparsity", s)}
-            entry = {"level": s, "prompt": prompt, **draw(prompt, options.seed + i)}
+            entry = {"level": s, "prompt": prompt, **draw(prompt, "sparsity", s, options.seed + i)}
             for name in PRUNING:  # IMP's rounds land near, not on, each level: its nearest round
                 mine = [r for r in base if r["variant"] == name]
                 at = min({round(r["sparsity"], 4) for r in mine}, key=lambda x: abs(x - s))
@@ -121,7 +129,7 @@ def run_structure(
             report["sparsity"].append(summarise(entry, ("magnitude", "imp")))
     for i, b in enumerate(bits):
         prompt = {"variant": "quantized", "bits": b, "test_acc": top_prompt(rows, "quantized", "bits", b)}
-        entry = {"level": b, "prompt": prompt, **draw(prompt, options.seed + 100 + i)}
+        entry = {"level": b, "prompt": prompt, **draw(prompt, "bits", b, options.seed + 100 + i)}
         for mode in ("ptq", "qat"):
             entry[mode] = [
                 r["test_acc"]
@@ -137,20 +145,23 @@ def run_structure(
     return path
 
 
+ROWS = ("weights", "channel", "dense")  # the generated rows, in print order
+
+
 def summarise(entry: dict, baselines: tuple[str, ...]) -> dict:
-    """Means of every row of one level, and whether native beats projection and each baseline."""
-    mean = {
-        k: float(np.mean(entry[k])) if entry.get(k) else None for k in ("native", "projected", *baselines)
-    }
+    """Means of every row of one level, and whether each row told the level reaches the dense
+    projection and each baseline (>=; None where the zoo has no such baseline)."""
+    mean = {k: float(np.mean(entry[k])) if entry.get(k) else None for k in (*ROWS, *baselines)}
     entry["mean"] = mean
-    entry["native_beats"] = {
-        k: None if mean[k] is None else bool(mean["native"] >= mean[k]) for k in ("projected", *baselines)
+    entry["reaches"] = {
+        row: {k: None if mean[k] is None else bool(mean[row] >= mean[k]) for k in ("dense", *baselines)}
+        for row in ("weights", "channel")
     }
     return entry
 
 
 def plot(report: Mapping, path: Path) -> Path:
-    """Mean test accuracy per level: native, projected and the baselines, sparsity and bits side by side."""
+    """Mean test accuracy per level: the generated rows and the baselines, sparsity and bits side by side."""
     fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("sparsity", "bits")):
         entries = report[key]
@@ -176,7 +187,8 @@ def structure_table(path: str | Path) -> str:
     lines = []
     for key in ("sparsity", "bits"):
         for e in r[key]:
-            order = ["native", "projected", *sorted(set(e["mean"]) - {"native", "projected"})]
+            order = [*ROWS, *sorted(set(e["mean"]) - set(ROWS))]
             means = ", ".join(f"{k} {e['mean'][k]:.4f}" for k in order if e["mean"][k] is not None)
-            lines.append(f"{key} {e['level']}: {means}; native beats {e['native_beats']}")
+            reach = e["reaches"]["weights"]
+            lines.append(f"{key} {e['level']}: {means}; weights reaches {reach}")
     return "\n".join(lines)

@@ -188,7 +188,7 @@ def generate_zoo(
             {"temperature": options.temperature} if options.temperature != 1.0 else {}
         ),  # 1.0: as before it existed
         **({"extrapolate": True} if options.extrapolate else {}),  # the same: as before it existed
-        **({"native": False} if not options.native else {}),  # the same
+        **({"channels": True} if options.channels else {}),  # the same
         **({"project": dict(project)} if project else {}),
         "scope": options.scope,
         "init": context_ref or (options.init_scheme if meta.get("target") == "mask" else None),

@@ -37,9 +37,10 @@ class SampleOptions:
             (layerwise for masks, as edge-popup; global for weights, as the zoo's magnitude variant).
         init_scheme: frozen init drawn per network for a mask model when no context members are given
             (mole.zoo.variants.supermask.INITS).
-        native: a weights model that generated masks or codes (trained on sparse or quantized members)
-            gives a prompted sparsity or bit-width from them; False projects its dense draw instead
-            (magnitude pruning, post-training quantization): the comparison row.
+        channels: a weights model trained on sparse or quantized rows also generates mask bits and codes
+            + scales; true reads a prompted sparsity or bit-width from those channels (top-k of the mask
+            channel, codes snapped onto the grid). False (default): from its generated weights, made
+            exact by magnitude top-k or post-training quantization, which measured better (ledger C3).
         extrapolate: allow accuracy prompts above the trained range (up to 1) and loss prompts below
             it (down to 0): past the zoo's best, where the model saw no member (B12 measures it).
     """
@@ -51,7 +52,7 @@ class SampleOptions:
     temperature: float = 1.0
     scope: str | None = None
     init_scheme: str = "signed_constant"
-    native: bool = True
+    channels: bool = False
     extrapolate: bool = False
 
     def __post_init__(self):
@@ -65,7 +66,7 @@ class SampleOptions:
             raise ConfigError("temperature", f"must be a number in [0, 2], got {self.temperature!r}")
         if self.scope is not None and self.scope not in SCOPES:
             raise ConfigError("scope", f"unknown {self.scope!r}; valid: {', '.join(SCOPES)}")
-        for name in ("native", "extrapolate"):
+        for name in ("channels", "extrapolate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.init_scheme not in INITS:

@@ -7,19 +7,12 @@ tokens are denormalised with the tokenizer's statistics and detokenized into par
 the model's architecture. Mask models take one pass over frozen inits (mole.masks.sample). Either way
 the members are then projected onto the prompted sparsity / bit grid / rank (mole.diffusion.project).
 
-Native structure: a weights model trained on sparse or quantized members (its tokenizer gives token
-space to masks or codes) generates them in their own channels. A net prompted with a sparsity is then
-pruned by its generated mask channel (top-k of the scores, exactly the sparsity), and one prompted with
-bits takes its generated codes and scales, snapped onto the grid; `options.native=False` projects the
-dense draw instead (magnitude pruning, post-training quantization), the comparison row. Each net
-records which in extra["structure"].
-
-Prompts are validated against the model's trained vocabularies and ranges (mole.diffusion.conditioning);
-conditions the model only ever saw with one value (task, architecture, sparsity 0 in a dense zoo)
-are filled in at that value (see prompts.fill_constants), the others left out get their null embedding.
-
-Everything random is drawn from one torch.Generator seeded with `options.seed`, so a seed gives the
-same networks bit for bit (on one machine); the noise of network i does not depend on the batch size.
+Structure channels: a weights model trained on sparse or quantized rows (its tokenizer gives token
+space to masks and codes) generates them beside the weights. By default a net prompted with a sparsity
+or bits is made exact from its generated weights (magnitude top-k, post-training quantization): the
+model was told the level and generated weights for it. `options.channels=True` reads the level from
+the channels instead: the top-k of the generated mask channel, the generated codes snapped onto the
+grid with the generated scales. Each net records which in extra["structure"] ("weights" or "channel").
 """
 
 from __future__ import annotations
@@ -114,7 +107,7 @@ def sample(
         scope = options.scope or masks.SCOPE
         codes = None
     else:
-        fields = [native_fields(tok, meta, p) if options.native else [] for p in per_net]
+        fields = [structure_fields(tok, meta, p) if options.channels else [] for p in per_net]
         members, channels = sample_weights(
             net, scheduler, tok, meta, cond, num, options, context, tick, fields
         )
@@ -134,15 +127,15 @@ def sample(
 
 
 def structure_of(prompt: Mapping, fields: list[str]) -> dict[str, str]:
-    """How each prompted (non-neutral) level of a net was met: "native" (its own generated channel)
-    or "projected" (of the dense draw)."""
+    """How each prompted (non-neutral) level of a net was met: "channel" (its generated mask or codes)
+    or "weights" (its generated weights made exact)."""
     sparsity, bits, rank = levels_of(prompt)
     asked = {"sparsity": bool(sparsity), "bits": bits not in (None, FLOAT32_BITS), "rank": bool(rank)}
     channel = {"sparsity": "mask", "bits": "codes", "rank": "factors"}
-    return {k: "native" if channel[k] in fields else "projected" for k, on in asked.items() if on}
+    return {k: "channel" if channel[k] in fields else "weights" for k, on in asked.items() if on}
 
 
-def native_fields(tok, meta: Mapping, prompt: Mapping) -> list[str]:
+def structure_fields(tok, meta: Mapping, prompt: Mapping) -> list[str]:
     """The structure channels a weights model generated for `prompt`: "mask" for a prompted sparsity
     and "codes" for prompted bits, where its tokenizer has the channel and it trained on such members."""
     have, specs = set(tok.fields or []), meta["conditions"]
@@ -177,7 +170,7 @@ def sample_weights(
         options: steps, guidance, seed, batch_size and temperature are read.
         context: starting checkpoints of a pairs model (one, or one per network), or None.
         on_step: called with 1 after every denoiser step.
-        fields: per network, the structure channels to read ("mask", "codes"; see native_fields):
+        fields: per network, the structure channels to read ("mask", "codes"; see structure_fields):
             masks and codes are columns of the same tokens, so every net is drawn alike and only
             read with its own layout. None: none.
 

@@ -124,7 +124,7 @@ def test_sparse_and_low_rank_sampling(model):
 def test_structure_channels_reach_the_written_member(model):
     """A model trained on sparse and quantized rows generates masks and codes: a net prompted with a
     sparsity and bits keeps the top-k of its own mask channel and its own codes, snapped onto the grid;
-    native=False projects the same draw by magnitude and quantizes its weights instead."""
+    the default makes the same draw exact from its weights (magnitude top-k, quantized weights)."""
     net, scheduler, tok, meta = load_model(model)
     assert {"mask", "codes"} <= set(tok.fields)
     prompt = {"variant": "magnitude", "sparsity": 0.5, "bits": 4}
@@ -135,12 +135,12 @@ def test_structure_channels_reach_the_written_member(model):
     draws, channels = sample_weights(
         net, scheduler, tok, meta, cond, 2, options, None, lambda n: None, [["mask", "codes"]] * 2
     )
-    native = sample(model, prompt, num=2, options=options)
-    projected = sample(model, prompt, num=2, options=replace(options, native=False))
-    for draw, ch, a, b in zip(draws, channels, native, projected):
+    read = sample(model, prompt, num=2, options=replace(options, channels=True))
+    by_weights = sample(model, prompt, num=2, options=options)
+    for draw, ch, a, b in zip(draws, channels, read, by_weights):
         names = a.arch.weight_names()
-        assert a.extra["structure"] == {"sparsity": "native", "bits": "native"}
-        assert b.extra["structure"] == {"sparsity": "projected", "bits": "projected"}
+        assert a.extra["structure"] == {"sparsity": "channel", "bits": "channel"}
+        assert b.extra["structure"] == {"sparsity": "weights", "bits": "weights"}
         scores = {n: ch["mask"][n][None] for n in names}
         top = pruning.masks_from_scores(scores, 0.5, "global")
         assert all(torch.equal(a.mask[n], top[n][0]) for n in names)  # the channel's top-k, exactly 50%
