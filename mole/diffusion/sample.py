@@ -108,6 +108,14 @@ def sample(
         codes = None
     else:
         fields = [structure_fields(tok, meta, p) if options.channels else [] for p in per_net]
+        for p, f in zip(per_net, fields):
+            missing = [k for k, how in structure_of(p, f).items() if how != "channel" and k != "rank"]
+            if options.channels and missing:
+                raise ConfigError(
+                    "channels",
+                    f"the model generates no channel for {missing[0]} (it never trained on "
+                    "such rows with its tokenizer's mask / codes fields): leave channels false",
+                )
         members, channels = sample_weights(
             net, scheduler, tok, meta, cond, num, options, context, tick, fields
         )

@@ -153,6 +153,21 @@ def test_structure_channels_reach_the_written_member(model):
         assert not all(torch.equal(a.mask[n], b.mask[n]) for n in names)
 
 
+def test_channels_refused_where_the_model_has_none(model):
+    net, scheduler, tok, meta = load_model(model)
+    tok.fields = [f for f in tok.fields if f != "mask"]  # as a model whose tokens carry no mask bits
+    with pytest.raises(ConfigError, match="^channels: the model generates no channel for sparsity "):
+        sample(
+            model,
+            {"variant": "magnitude", "sparsity": 0.5},
+            num=1,
+            options=SampleOptions(steps=1, channels=True),
+            model=(net, scheduler, tok, meta),
+        )
+    dense = sample(model, {"variant": "dense"}, 1, SampleOptions(steps=1, channels=True))  # the real model
+    assert "structure" not in dense[0].extra  # no level asked: nothing to read from a channel
+
+
 def test_projecting_without_conditioning(model, tmp_path, capsys):
     """`project`: a level the nets are projected onto but the model is not told (as for a dense-only
     model): the same draw as without it, then exact global magnitude top-k."""
