@@ -165,6 +165,9 @@ def plot(report: Mapping, path: Path) -> Path:
     fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("sparsity", "bits")):
         entries = report[key]
+        if not entries:  # a level kind not measured (e.g. --sparsities [])
+            ax.set_axis_off()
+            continue
         labels = [str(e["level"]) for e in entries]
         names = [
             k
