@@ -32,10 +32,12 @@ from mole.tokenizer.member import (
     arch_info,
     architecture_family,
     architecture_signature,
+    family_tag,
 )
 from mole.tokenizer.stats import RunningStats, stat_maps
 
 STATS_PER = ("column", "tensor", "element")
+FAMILY_SEP = "::"  # "<family tag>::<field>/<tensor>": statistics keys of a tokenizer of several families
 CANONICAL = ("sort", "match")
 REFERENCE_MEMBERS = 256  # members `fit` aligns to build the matching reference (it is their mean)
 
@@ -80,9 +82,11 @@ class Tokenizer(ABC):
         self.canonical: str | bool = canonical or False
         self.reference: dict[str, torch.Tensor] | None = None  # "match": fitted by `fit`
         self.stats_per = stats_per
-        # Bound by fit / from_dir; other widths of the same layers pass (see check_architecture).
+        # Bound by fit / from_dir: the first member's architecture, and one [name, config] per
+        # architecture family fitted (see check_architecture); other widths of a family pass.
         self.architecture: str | None = None
         self.arch_config: dict | None = None
+        self.families: list[list] = []
         self.stats: dict[str, dict[str, torch.Tensor]] | None = None
         self._reset_caches()
 
@@ -213,16 +217,24 @@ class Tokenizer(ABC):
         return self._compiled[key]
 
     def check_architecture(self, name: str, config: dict, field: str) -> None:
-        """ConfigError naming `field` when the tokenizer is bound to another architecture family
-        (other layers, input shape or classes; other widths of the same layers are fine)."""
+        """ConfigError naming `field` when the member is of no architecture family the tokenizer is
+        bound to (other layers, input shape or classes; other widths of the same layers are fine)."""
         if self.architecture is None or (name, config) == (self.architecture, self.arch_config):
             return
-        if architecture_family(name, config) != architecture_family(self.architecture, self.arch_config):
+        families = self.families or [[self.architecture, self.arch_config]]
+        if architecture_family(name, config) not in {architecture_family(*f) for f in families}:
+            built = ", ".join(architecture_signature(*f) for f in families)
             raise ConfigError(
-                field,
-                f"tokenizer built for {architecture_signature(self.architecture, self.arch_config)}, "
-                f"got {architecture_signature(name, config)}",
+                field, f"tokenizer built for {built}, got {architecture_signature(name, config)}"
             )
+
+    def _stats_prefix(self, layout: Mapping) -> str:
+        """What the statistics keys of a layout's placements start with: its family's tag when the
+        tokenizer was fitted on several families (so an MLP on digits and one on mnist1d never share
+        a column's statistics), else nothing."""
+        if len(self.families) <= 1:
+            return ""
+        return family_tag(layout["architecture"], layout["arch_config"]) + FAMILY_SEP
 
     def _check_tokens(self, tokens: Any, layout: Mapping) -> None:
         t, d = layout["shape"]
@@ -276,14 +288,21 @@ class Tokenizer(ABC):
 
     # ------------------------------------------------------------------ normalisation
     def fit(self, items: Iterable[MemberTensors | Mapping], max_items: int | None = None) -> Tokenizer:
-        """Fit per-layer, per-column mean/std on members or zoo rows; binds the architecture.
+        """Fit per-layer, per-column mean/std on members or zoo rows; binds the architectures.
+
+        Members may mix architecture families (a zoo of MLPs and CNNs, or of two tasks): each
+        family gets statistics of its own (keyed by `family_tag`, see _stats_prefix), and the
+        policy's widths (e.g. the neuron policy's row width) cover them all, so every member
+        tokenizes to the same D.
 
         Args:
             items: MemberTensors or zoo rows (dicts), any iterable (read once).
             max_items: stop after this many.
         """
-        running, seen, count = RunningStats(self.stats_per == "element"), set(), 0
+        running: dict[str, RunningStats] = {}  # family tag -> its statistics
+        seen, count, families = set(), 0, {}
         self.architecture = self.arch_config = None
+        self.families = []
         self._reset_caches()
         members = (m if isinstance(m, MemberTensors) else MemberTensors.from_row(m) for m in items)
         if max_items is not None:
@@ -298,17 +317,14 @@ class Tokenizer(ABC):
         for member in members:
             if count == 0:
                 name, config = member.architecture, member.arch_config
-                family = architecture_family(name, config)
-            elif architecture_family(member.architecture, member.arch_config) != family:
-                raise ConfigError(
-                    "fit",
-                    f"a tokenizer fits one architecture (widths may differ): "
-                    f"{architecture_signature(name, config)} and {member.signature()} are mixed",
-                )
+            tag = family_tag(member.architecture, member.arch_config)
+            if tag not in families:
+                families[tag] = [member.architecture, member.arch_config]
+                running[tag] = RunningStats(self.stats_per == "element")
             if self.canonical:
                 member, _ = self._reorder(member.validate())
             layout = self.layout_for(member.validate())
-            running.update(member, layout["placements"])
+            running[tag].update(member, layout["placements"])
             self._observe(layout)
             seen.update(member.present())
             count += 1
@@ -317,7 +333,15 @@ class Tokenizer(ABC):
         if self.fields is None:
             self.fields = [f for f in OPTIONAL_FIELDS if f in seen]
         self.architecture, self.arch_config = name, config
-        self.stats = running.finalize(self.stats_per)
+        self.families = list(families.values())
+        if len(running) == 1:
+            self.stats = running[tag].finalize(self.stats_per)
+        else:
+            self.stats = {
+                t + FAMILY_SEP + k: v
+                for t, r in running.items()
+                for k, v in r.finalize(self.stats_per).items()
+            }
         self._reset_caches()  # fields (and a policy's widths) may have changed
         return self
 
@@ -330,7 +354,7 @@ class Tokenizer(ABC):
             raise ConfigError("tokenizer", "not fitted: call fit(rows) or load one with Tokenizer.from_dir")
         key = self._verified_key(layout)
         if key not in self._maps:
-            self._maps[key] = stat_maps(self.stats, layout)
+            self._maps[key] = stat_maps(self.stats, layout, self._stats_prefix(layout))
         return self._maps[key]
 
     def normalization(self, layout: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,6 +383,7 @@ class Tokenizer(ABC):
             "architecture": self.architecture,
             "arch_config": self.arch_config,
             "fitted": self.stats is not None,
+            **({"families": self.families} if len(self.families) > 1 else {}),
         }
         return persist.write_tokenizer(Path(path), config, self.stats, self.reference)
 
@@ -379,6 +404,9 @@ class Tokenizer(ABC):
             )
         tok = policy(**config["options"])
         tok.architecture, tok.arch_config = config["architecture"], config["arch_config"]
+        tok.families = config.get("families") or (
+            [[tok.architecture, tok.arch_config]] if tok.architecture else []
+        )
         if config["fitted"]:
             tok.stats = persist.read_stats(path)
             if tok.canonical == "match":
