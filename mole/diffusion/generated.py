@@ -23,7 +23,9 @@ import torch
 from mole.data import TaskData, load_task
 from mole.diffusion.model_dir import load_model, read_meta, task_options_of
 from mole.diffusion.options import SampleOptions
+from mole.diffusion.prompts import expand_prompts
 from mole.diffusion.sample import sample
+from mole.diffusion.structures import one_structure
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors
 from mole.zoo import pruning, store
@@ -171,8 +173,9 @@ def generate_zoo(
     """
     options = options or SampleOptions()
     meta = read_meta(model_dir)
-    task = resolve_task(meta, conditions)
-    task_options = dict(task_options) if task_options is not None else task_options_of(meta)
+    structure = one_structure(meta, expand_prompts(conditions, num))  # of a mixed model: the prompted one
+    task = structure["task"] or resolve_task(meta, conditions)
+    task_options = dict(task_options) if task_options is not None else task_options_of(meta, task)
     description = {  # spec.json: its hash names the zoo, so these keys and values stay as they are
         "model": str(model_dir),
         "conditions": dict(conditions),

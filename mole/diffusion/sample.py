@@ -10,15 +10,19 @@ the members are then projected onto the prompted sparsity / bit grid / rank (mol
 Prompts are validated against the model's trained vocabularies and ranges (mole.diffusion.conditioning);
 conditions the model only ever saw with one value (task, architecture, sparsity 0 in a dense zoo)
 are filled in at that value (see prompts.fill_constants), the others left out get their null embedding.
+Each network's prompt picks the structure (architecture, shape and task) it is drawn as, among those
+the model trained on (mole.diffusion.structures); networks of one structure are drawn together.
 
-Everything random is drawn from one torch.Generator seeded with `options.seed`, so a seed gives the
-same networks bit for bit (on one machine); the noise of network i does not depend on the batch size.
+Everything random is drawn from one torch.Generator per structure, seeded with `options.seed` (a
+hash of it and the structure for a model of several), so a seed gives the same networks bit for bit
+(on one machine); the noise of network i does not depend on the batch size.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from mole.diffusion.prompts import (
     guided,
     levels_of,
 )
+from mole.diffusion.structures import pick, structure_seed, structures_of
 from mole.errors import ConfigError
 from mole.masks import sample as masks
 from mole.tokenizer import MemberTensors
@@ -86,14 +91,20 @@ def sample(
         if name in conditions:
             raise ConfigError(f"project.{name}", "also given as a condition: give it once")
     one_pass = meta["target"] == "mask"
-    arch = MemberTensors(meta["architecture"], meta["arch_config"], {}).arch
+    structures = structures_of(meta)
+    which = [pick(meta, p) for p in per_net]  # each net's structure; fills its architecture and task
+    groups = {s: [i for i in range(num) if which[i] == s] for s in dict.fromkeys(which)}  # prompted order
+    if one_pass and len(structures) > 1:
+        raise ConfigError("model", "a mask model draws one architecture; this one lists several")
+    archs = [MemberTensors(s["architecture"], s["arch_config"], {}).arch for s in structures]
     fill_constants(meta, per_net)
     cond = encode_prompts(meta, per_net)
     wanted = [{**p, **q} for p, q in zip(per_net, per_proj)]  # what each net is projected onto
-    for q, w in zip(per_proj, wanted):  # every level is checked before any model call
-        check_levels(arch, *levels_of(q), prefix="project")  # a bad --project value names project.*
-        check_levels(arch, *levels_of(w))
-    total = -(-num // options.batch_size) * (1 if one_pass else options.steps)  # model calls, all batches
+    for q, w, s in zip(per_proj, wanted, which):  # every level is checked before any model call
+        check_levels(archs[s], *levels_of(q), prefix="project")  # a bad --project value names project.*
+        check_levels(archs[s], *levels_of(w))
+    batches = sum(-(-len(g) // options.batch_size) for g in groups.values())
+    total = batches * (1 if one_pass else options.steps)  # model calls, all batches
     done = [0]
 
     def tick(n: int) -> None:
@@ -105,13 +116,32 @@ def sample(
         members, scores, inits = masks.sample_masks(net, tok, meta, cond, per_net, options, context, tick)
         scope = options.scope or masks.SCOPE
     else:
-        members = sample_weights(net, scheduler, tok, meta, cond, num, options, context, tick)
+        starts = context_members(context, num)
+        members = [None] * num
+        for s, idx in groups.items():
+            seed = structure_seed(options.seed, s, len(structures))
+            drawn = sample_weights(
+                net, scheduler, tok, meta, {n: v[idx] for n, v in cond.items()}, len(idx),
+                replace(options, seed=seed), None if starts is None else [starts[i] for i in idx], tick,
+                structures[s],
+            )  # fmt: skip
+            for i, m in zip(idx, drawn):
+                members[i] = m
         scores = inits = None
         scope = options.scope or SCOPE
     for m, p, q in zip(members, per_net, per_proj):
         m.extra = {**m.extra, "prompt": p, **({"project": q} if q else {})}
-    levels = list(zip(*(levels_of(w) for w in wanted)))
-    return project_members(members, *levels, scope=scope, scores=scores, inits=inits)
+    levels = [levels_of(w) for w in wanted]
+    out = [None] * num
+    for idx in groups.values():  # projection stacks members of one architecture
+        projected = project_members(
+            [members[i] for i in idx], *(list(x) for x in zip(*(levels[i] for i in idx))), scope=scope,
+            scores=None if scores is None else [scores[i] for i in idx],
+            inits=None if inits is None else [inits[i] for i in idx],
+        )  # fmt: skip
+        for i, m in zip(idx, projected):
+            out[i] = m
+    return out
 
 
 def sample_weights(
@@ -124,8 +154,9 @@ def sample_weights(
     options: SampleOptions,
     context,
     on_step: Callable[[int], None],
+    structure: Mapping | None = None,
 ) -> list[MemberTensors]:
-    """DDIM over params-only token grids of the model's architecture -> unprojected members.
+    """DDIM over params-only token grids of one architecture -> unprojected members.
 
     Args:
         denoiser: the Denoiser; scheduler: its saved DDPM scheduler; tok: its tokenizer; meta: mole.json.
@@ -134,8 +165,11 @@ def sample_weights(
         options: steps, guidance, seed, batch_size and temperature are read.
         context: starting checkpoints of a pairs model (one, or one per network), or None.
         on_step: called with 1 after every denoiser step.
+        structure: the architecture and arch_config drawn (mole.diffusion.structures); None: the
+            model's own (meta["architecture"], meta["arch_config"]).
     """
-    layout = tok.plan(meta["architecture"], meta["arch_config"], [], None)
+    structure = structure or meta
+    layout = tok.plan(structure["architecture"], structure["arch_config"], [], None)
     t_len, d = layout["shape"]
     if denoiser.config.token_dim != d:
         raise ConfigError(

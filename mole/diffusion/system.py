@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler
 
-from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss, zoo_task
+from mole.diffusion.function_loss import PerStructure
 from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError
 
@@ -43,7 +42,8 @@ class DiffusionSystem(NetSystem):
         function_loss: weight of the function-space term (mole.diffusion.function_loss: KL from the
             member's outputs to those of the predicted x0 on training inputs), 0: weight MSE only.
             Needs prediction_type "sample" or "v_prediction"; it is built in `setup` from the
-            trainer's ZooDataModule (or set `system.function` yourself).
+            trainer's ZooDataModule (or set `system.function`, a PerStructure, yourself): each row is
+            scored with its own architecture on its own task's inputs (a mixed zoo's rows alike).
         function_inputs: training inputs the functions are compared on (the most, with a budget).
         function_budget: activation elements per network and forward pass the term may write; fewer
             inputs where one costs more (mole.diffusion.function_loss.budgeted_inputs: on the digits
@@ -97,7 +97,7 @@ class DiffusionSystem(NetSystem):
             **{**SCHEDULER_DEFAULTS, **(scheduler or {}), "prediction_type": prediction_type}
         )
         self.ema = ema_of(net, ema_decay)
-        self.function: FunctionLoss | None = None  # built in setup when function_loss > 0
+        self.function: PerStructure | None = None  # built in setup when function_loss > 0
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -107,12 +107,10 @@ class DiffusionSystem(NetSystem):
                 raise ConfigError(
                     "model.function_loss", "needs the trainer's ZooDataModule, or set system.function"
                 )
-            task, options = zoo_task(datamodule)
-            self.function = FunctionLoss.from_datamodule(
+            self.function = PerStructure.from_datamodule(
                 datamodule,
                 self.hparams.function_inputs,
                 sparsities=self.hparams.function_sparsities or (),
-                data=load_task(task, **options),
                 budget=self.hparams.function_budget,
             )
 
@@ -163,5 +161,5 @@ class DiffusionSystem(NetSystem):
             if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
                 ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
-            loss = loss + self.hparams.function_loss * self.function(pred, tokens)
+            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("structure"))
         return loss
