@@ -375,6 +375,10 @@ class ZooDataModule(L.LightningDataModule):
                 raise ConfigError("variants", f"{unknown} not in this zoo; it holds {self.vocab['variant']}")
             rows = {s: r[np.isin(col["variant"][r], self.variants)] for s, r in rows.items()}
         structure = self._structures(col, np.sort(np.concatenate(list(rows.values()))))
+        if self.target == "mask" and len(self.structures) > 1:  # one channel layout, one frozen-init family
+            raise ConfigError(
+                "target", f"mask learns one architecture and task, these rows hold {len(self.structures)}"
+            )
         for s in self.structures:
             self.tokenizer.check_architecture(s["architecture"], s["arch_config"], "tokenizer")
         if self.tokenizer.stats is None:

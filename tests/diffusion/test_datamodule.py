@@ -229,3 +229,11 @@ def test_mixed_items_carry_their_structure_and_pad_to_the_longest(tmp_path_facto
         t = it["tokens"].shape[0]
         assert batch["token_valid"][k].sum() == t and not batch["tokens"][k, t:].any()
     assert model_args(dm)["max_tokens"] == batch["tokens"].shape[1]  # one token width for all of them
+
+
+def test_a_mask_model_refuses_a_mixed_zoo(tmp_path_factory, cache):
+    zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
+    with pytest.raises(
+        ConfigError, match=r"^target: mask learns one architecture and task, these rows hold 4$"
+    ):
+        make(zoos, cache, target="mask", variants=["dense", "neuron_pruned"])
