@@ -45,7 +45,8 @@ ROW_COLUMNS = [
     "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task",
 ]  # fmt: skip
 TENSOR_COLUMNS = {"params", "mask", "init_params", "codes", "scales", "factors"}
-BALANCE_COLUMNS = ("test_acc", "test_loss")  # what `balance` may even out
+BALANCE_COLUMNS = ("test_acc", "test_loss")  # the columns `balance` may even out
+BALANCE = (*BALANCE_COLUMNS, "structure")  # ... or the rows' structures (a mixed zoo)
 BALANCE_BINS = 10
 
 
@@ -281,6 +282,7 @@ class ZooDataModule(L.LightningDataModule):
         cache_items: encoded rows each split keeps in memory (per process), 0: none; a few KB each.
         balance: "test_acc" or "test_loss": draw train rows (with replacement, an epoch's worth)
             weighted by `balance_weights` of that column, so sparse parts of its range are seen more;
+            "structure": each structure of a mixed zoo equally often, whatever its rows;
             None: every row once per epoch, shuffled.
     """
 
@@ -332,8 +334,8 @@ class ZooDataModule(L.LightningDataModule):
         if cache_items < 0:
             raise ConfigError("cache_items", f"must be >= 0, got {cache_items}")
         self.cache_items = cache_items
-        if balance is not None and balance not in BALANCE_COLUMNS:
-            raise ConfigError("balance", f"unknown {balance!r}; valid: {', '.join(BALANCE_COLUMNS)}")
+        if balance is not None and balance not in BALANCE:
+            raise ConfigError("balance", f"unknown {balance!r}; valid: {', '.join(BALANCE)}")
         if balance is not None and mode != "checkpoints":
             raise ConfigError("balance", "draws single checkpoints: use mode checkpoints")
         self.balance = balance
@@ -391,7 +393,10 @@ class ZooDataModule(L.LightningDataModule):
                 f"mask needs rows with masks over frozen inits; the tokenizer's fields are "
                 f"{self.tokenizer.fields} (variants {self.variants})",
             )
-        if self.balance is not None:
+        if self.balance == "structure":
+            mine = structure[rows["train"]]
+            self.train_weights = torch.from_numpy(1.0 / np.bincount(mine)[mine])
+        elif self.balance is not None:
             self.train_weights = balance_weights(ds.data.column(self.balance).to_numpy()[rows["train"]])
         self.datasets = {}
         for split, r in rows.items():

@@ -196,7 +196,8 @@ def sample_weights(
             predict = functools.partial(  # cond -> the denoiser's prediction at x_t
                 denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx
             )
-            x = ddim.step(guided(predict, c, options.guidance), t, x, generator=gen).prev_sample  # (B, T, D)
+            pred = guided(predict, c, options.guidance, meta.get("cond_drop_keep", ()))
+            x = ddim.step(pred, t, x, generator=gen).prev_sample  # (B, T, D)
             on_step(1)
         for i in range(b):
             tokens = tok.denormalize(x[i], layout) if meta.get("normalized", True) else x[i]

@@ -39,6 +39,11 @@ class DiffusionSystem(NetSystem):
         warmup_steps: linear learning-rate warm-up.
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
+        cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
+            guidance contrasts with is told them (sampling keeps them in its unconditional pass too:
+            mole.json's "cond_drop_keep"). A mixed model (mole.diffusion.structures) keeps
+            [architecture, task]: its unconditional prediction is otherwise a blend of every
+            architecture's, and guidance pushes away from it into no architecture at all.
         function_loss: weight of the function-space term (mole.diffusion.function_loss: KL from the
             member's outputs to those of the predicted x0 on training inputs), 0: weight MSE only.
             Needs prediction_type "sample" or "v_prediction"; it is built in `setup` from the
@@ -65,6 +70,7 @@ class DiffusionSystem(NetSystem):
         warmup_steps: int = 0,
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
+        cond_drop_keep: list[str] | None = None,
         function_loss: float = 0.0,
         function_inputs: int = 256,
         function_sparsities: list[float] | None = None,
@@ -78,6 +84,12 @@ class DiffusionSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
+        unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
+        if unknown:
+            raise ConfigError(
+                "model.cond_drop_keep",
+                f"{unknown} are not conditions of the net: {', '.join(net.config.conditions or {})}",
+            )
         if function_budget is not None and (
             isinstance(function_budget, bool) or not isinstance(function_budget, int) or function_budget < 1
         ):
@@ -120,6 +132,7 @@ class DiffusionSystem(NetSystem):
             "target": self.TARGET,
             "prediction_type": self.scheduler.config.prediction_type,
             "context_dim": self.net.config.context_dim,
+            "cond_drop_keep": list(self.hparams.cond_drop_keep or []),
         }
 
     # ------------------------------------------------------------------ loss
@@ -140,8 +153,9 @@ class DiffusionSystem(NetSystem):
         cond = self.conditions(batch)
         names = list(self.net.config.conditions or {})
         dropped = drop_conditions(
-            names, b, self.hparams.cond_drop_prob if drop else 0.0, tokens.device, generator
-        )
+            names, b, self.hparams.cond_drop_prob if drop else 0.0, tokens.device, generator,
+            self.hparams.cond_drop_keep or (),
+        )  # fmt: skip
         noise = torch.randn(tokens.shape, device=tokens.device, generator=generator)
         t = torch.randint(
             0, self.scheduler.config.num_train_timesteps, (b,), device=tokens.device, generator=generator

@@ -237,3 +237,14 @@ def test_a_mask_model_refuses_a_mixed_zoo(tmp_path_factory, cache):
         ConfigError, match=r"^target: mask learns one architecture and task, these rows hold 4$"
     ):
         make(zoos, cache, target="mask", variants=["dense", "neuron_pruned"])
+
+
+def test_balance_by_structure_draws_each_structure_equally(tmp_path_factory, cache):
+    zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
+    dm = make(zoos, cache, fractions=(1.0, 0.0, 0.0), balance="structure")
+    ds = dm.datasets["train"]
+    mine = np.array([ds.structure[r] for r in ds.rows])
+    counts = np.bincount(mine)
+    assert counts.max() > 2 * counts.min()  # the zoos' structures hold very different row counts
+    share = np.bincount(mine, weights=dm.train_weights.numpy()) / dm.train_weights.sum().item()
+    np.testing.assert_allclose(share, 1 / len(counts))

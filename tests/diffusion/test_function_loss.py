@@ -166,6 +166,10 @@ def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
     target = collate([{"tokens": t} for t in clean])["tokens"]
     structure = torch.arange(6) % 3
 
+    for i, m in enumerate(members):  # each structure's plan decodes its own rows to their networks
+        fn = losses[i % 3]
+        decoded = fn.arch.forward_stacked(fn.params(clean[i][None]), x)[0]
+        torch.testing.assert_close(decoded, m.arch.to_module(m.params).eval()(x), atol=1e-4, rtol=1e-4)
     got = PerStructure(losses)(pred, target, structure)
     alone = [losses[i % 3](noisy[i][None], clean[i][None]) for i in range(6)]  # each row on its own
     torch.testing.assert_close(got, torch.stack(alone).mean(), rtol=1e-5, atol=1e-7)

@@ -177,6 +177,12 @@ def test_guidance_is_uncond_plus_g_times_the_difference():
     assert torch.equal(guided(predict, cond, 1.0), predict(cond)) and len(calls) == 2  # one pass at g = 1
     calls.clear()
     assert torch.equal(guided(predict, {}, 3.0), torch.ones(2, 3, 4)) and len(calls) == 1  # nothing to guide
+    calls.clear()
+    told = {**cond, "architecture": torch.tensor([1, 1])}
+    guided(
+        predict, told, 3.0, keep=["architecture", "task"]
+    )  # a mixed model's: uncond keeps the architecture
+    assert calls[1] == {"architecture": told["architecture"]}
 
 
 def test_parse_conditions():
