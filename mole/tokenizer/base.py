@@ -53,9 +53,9 @@ class Tokenizer(ABC):
         canonical: reorder hidden neurons before encoding (mole.tokenizer.canonical); the
             permutation goes into the layout, so detokenize still returns the original member.
             "sort" (or True): a canonical sort per member; "match": weight matching to a reference
-            that `fit` builds (the mean of the aligned members of the most common widths), so
-            that neurons doing the same job in different members share a token position; members
-            of other widths are sorted; False: as stored.
+            that `fit` builds (the mean of the aligned members of the most common widths, one per
+            architecture family), so that neurons doing the same job in different members share a
+            token position; members of other widths are sorted; False: as stored.
         stats_per: "column" (mean/std per layer and column), "tensor" (per layer only) or "element"
             (per weight, with canonical="match": see mole.tokenizer.stats).
     """
@@ -269,6 +269,9 @@ class Tokenizer(ABC):
         if self.reference is None:
             raise ConfigError("tokenizer", "canonical='match' needs a reference: call fit(rows) first")
         ref = self.reference
+        if any(FAMILY_SEP in k for k in ref):  # one reference per family: this member's
+            prefix = family_tag(member.architecture, member.arch_config) + FAMILY_SEP
+            ref = {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)}
         if any(n not in ref or ref[n].shape != t.shape for n, t in member.params.items()):
             return canonical_order(member)  # another width (e.g. neuron_pruned): no reference to match
         return match_order(member, ref)
@@ -307,13 +310,11 @@ class Tokenizer(ABC):
         members = (m if isinstance(m, MemberTensors) else MemberTensors.from_row(m) for m in items)
         if max_items is not None:
             members = itertools.islice(members, max_items)
-        if self.canonical == "match":  # two passes: build the reference, then the statistics
+        if self.canonical == "match":  # two passes: build the references, then the statistics
             members = list(members)
             if not members:
                 raise ConfigError("fit", "no members to fit on")
-            widest = collections.Counter(m.signature() for m in members).most_common(1)[0][0]
-            same = [m.validate() for m in members if m.signature() == widest]
-            self.reference = match_reference(same[:REFERENCE_MEMBERS])
+            self.reference = self._references(members)
         for member in members:
             if count == 0:
                 name, config = member.architecture, member.arch_config
@@ -344,6 +345,22 @@ class Tokenizer(ABC):
             }
         self._reset_caches()  # fields (and a policy's widths) may have changed
         return self
+
+    @staticmethod
+    def _references(members: list[MemberTensors]) -> dict[str, torch.Tensor]:
+        """canonical="match": the mean of the aligned members of each family's most common width;
+        keyed "<family tag>::<param>" when the members span several families."""
+        by_family: dict[str, list[MemberTensors]] = collections.defaultdict(list)
+        for m in members:
+            by_family[family_tag(m.architecture, m.arch_config)].append(m)
+        refs = {}
+        for tag, group in by_family.items():
+            widest = collections.Counter(m.signature() for m in group).most_common(1)[0][0]
+            same = [m.validate() for m in group if m.signature() == widest]
+            refs[tag] = match_reference(same[:REFERENCE_MEMBERS])
+        if len(refs) == 1:
+            return refs[tag]
+        return {t + FAMILY_SEP + n: v for t, ref in refs.items() for n, v in ref.items()}
 
     def _observe(self, layout: dict) -> None:
         """Hook: a policy may record structure seen during fit (e.g. the widest factor row)."""

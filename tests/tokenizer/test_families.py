@@ -66,3 +66,18 @@ def test_saved_and_reloaded_with_every_family(mixed, tmp_path):
 def test_one_family_keeps_plain_statistics_keys():
     tok = build_tokenizer("neuron").fit([random_member(MLP, "dense", s) for s in range(3)])
     assert len(tok.families) == 1 and all("::" not in k for k in tok.stats)
+
+
+def test_match_aligns_each_family_to_its_own_reference(tmp_path):
+    mlps = [random_member(MLP, "dense", s) for s in range(3)]
+    cnns = [random_member(CNN, "dense", 10 + s) for s in range(3)]
+    tok = build_tokenizer("neuron", canonical="match").fit(mlps + cnns)
+    tags = {family_tag(m.architecture, m.arch_config) for m in (mlps[0], cnns[0])}
+    assert {k.split("::")[0] for k in tok.reference} == tags  # one reference per family
+    again = Tokenizer.from_dir(tok.save(tmp_path / "tok"))
+    for m in (mlps[1], cnns[1]):
+        raw, layout = tok.tokenize(m)
+        assert tok.detokenize(raw, layout).equal(m)
+        assert layout["perm"] == again.tokenize(m)[1]["perm"]
+        alone = build_tokenizer("neuron", canonical="match").fit(mlps if m is mlps[1] else cnns)
+        assert layout["perm"] == alone.tokenize(m)[1]["perm"]  # matched as a tokenizer of its family alone
