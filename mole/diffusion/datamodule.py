@@ -324,7 +324,7 @@ class ZooDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ConfigError("batch_size", f"must be positive, got {batch_size}")
         if not isinstance(zoo, (str, Path)) and not zoo:
-            raise ConfigError("data.zoo", "an empty list of zoos")
+            raise ConfigError("zoo", "an empty list of zoos")
         self.zoos = [Path(zoo)] if isinstance(zoo, (str, Path)) else [Path(z) for z in zoo]
         # one folder as given; a mixed zoo as its list (mole.json's "zoo")
         self.zoo: Path | list[Path] = self.zoos[0] if isinstance(zoo, (str, Path)) else list(self.zoos)

@@ -207,6 +207,8 @@ def test_a_mixed_zoo_is_split_by_member_zoo_by_zoo(tmp_path_factory, cache):
     assert sum(len(ds) for ds in dm.datasets.values()) == len(rows)
     again = make([str(z) for z in zoos], cache, fractions=(0.5, 0.25, 0.25))
     again.load_state_dict(dm.state_dict())  # the same zoos and seed: the same [zoo, member] split
+    with pytest.raises(ConfigError, match="^zoo: an empty list of zoos$"):
+        ZooDataModule([])
 
 
 def test_mixed_items_carry_their_structure_and_pad_to_the_longest(tmp_path_factory, cache):
