@@ -5,8 +5,8 @@ dedicated models of the same cells when given.
         [--dedicated '{"mlp {\"hidden\": [32, 32]} on digits": runs/digits_mlp/model, ...}']
         [--run runs/bench/mixed] [--steps 5] [--guidance 6] [--seed 1] [--prompts 8] [--per_prompt 4]
 
-A cell is a structure the model trained on (mole.diffusion.structures: architecture, shape and task;
-named as `describe` names it). Per cell, from the zoos the model lists in mole.json:
+A cell is one (architecture, shape, task) the model trained on (mole.diffusion.cells; named as
+`describe` names it). Per cell, from the zoos the model lists in mole.json:
     b2          one net per final SGD member of the cell (its variant), prompted with its accuracy
                 (clamped to the model's range): mean test accuracy / the members' mean (B2's
                 definition, mole.eval.benchmarks.acc_ratio)
@@ -32,10 +32,10 @@ import torch
 from jsonargparse import auto_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
+from mole.diffusion.cells import TASK_FREE, cells_of, describe  # noqa: E402
 from mole.diffusion.generated import generate_zoo  # noqa: E402
 from mole.diffusion.model_dir import read_meta  # noqa: E402
 from mole.diffusion.options import SampleOptions  # noqa: E402
-from mole.diffusion.structures import TASK_FREE, describe, structures_of  # noqa: E402
 from mole.errors import ConfigError  # noqa: E402
 from mole.eval import load_rows  # noqa: E402
 from mole.eval.benchmarks import acc_ratio, prompt_alignment  # noqa: E402
@@ -44,16 +44,15 @@ from mole.io import write_json  # noqa: E402
 B10 = 0.98  # design.md section 5: per cell, B2 >= 0.98 x the dedicated model's
 
 
-def cell_rows(zoos: list[str], structure: dict, final_only: bool) -> list[dict]:
-    """The rows of a structure (its architecture, shape, task and variants) in the model's zoos."""
-    options = json.dumps(structure["arch_config"], sort_keys=True)
+def cell_rows(zoos: list[str], cell: dict, final_only: bool) -> list[dict]:
+    """The rows of a cell (its architecture, shape, task and variants) in the model's zoos."""
+    options = json.dumps(cell["arch_config"], sort_keys=True)
     return [
         r
         for z in zoos
         for r in load_rows(z, final_only=final_only)
-        if (r["architecture"], r["arch_options"], r["task"])
-        == (structure["architecture"], options, structure["task"])
-        and r["variant"] in (structure["variants"] or [r["variant"]])
+        if (r["architecture"], r["arch_options"], r["task"]) == (cell["architecture"], options, cell["task"])
+        and r["variant"] in (cell["variants"] or [r["variant"]])
     ]
 
 
@@ -72,9 +71,9 @@ def main(
     """Draw every cell's B2 and B3 sets from a mixed model (and B2's from dedicated models), write the figures.
 
     Args:
-        model: the mixed model folder (its mole.json lists the structures and zoos).
+        model: the mixed model folder (its mole.json lists the cells and zoos).
         out: JSON file to write.
-        dedicated: cell name (as printed: describe(structure)) -> a model folder trained on that cell alone.
+        dedicated: cell name (as printed: describe(cell)) -> a model folder trained on that cell alone.
         run: folder for the generated zoos.
         steps, guidance, seed: sampling options (B3's sweep uses seed + 1).
         prompts, per_prompt: B3's sweep: accuracy levels, nets per level.
@@ -82,14 +81,14 @@ def main(
     meta = read_meta(model)
     zoos = meta["zoo"] if isinstance(meta["zoo"], list) else [meta["zoo"]]
     lo, hi = meta["conditions"]["test_acc"]["min"], meta["conditions"]["test_acc"]["max"]
-    structures = structures_of(meta)
-    names = [describe(s) for s in structures]
+    known = cells_of(meta)
+    names = [describe(s) for s in known]
     unknown = sorted(set(dedicated or {}) - set(names))
     if unknown:
         raise ConfigError("dedicated", f"no cell {unknown[0]!r}; the model's cells: {'; '.join(names)}")
     folder, cells = Path(run), {}
     t0 = time.perf_counter()
-    for i, (s, name) in enumerate(zip(structures, names)):
+    for i, (s, name) in enumerate(zip(known, names)):
         sgd = cell_rows(zoos, s, final_only=True)
         every = cell_rows(zoos, s, final_only=False)
         shape = {k: v for k, v in s["arch_config"].items() if k not in TASK_FREE}

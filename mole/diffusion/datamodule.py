@@ -9,10 +9,10 @@ A mixed zoo (one denoiser for several architectures and tasks) is given as a lis
 `data.zoo: [zoos/digits_mlp, zoos/digits_cnn, zoos/mnist1d_mlp]`: their rows are read together
 (`datasets.concatenate_datasets`), and each zoo's members are split on their own with the same
 fractions and seed (member indices restart in every zoo, so a pair (zoo, member) names a member).
-Every row belongs to a *structure*, its (architecture, arch_options, task, task_options): items
-carry its id ("structure", into `ZooDataModule.structures`), so the function-space loss runs each row
-with its own network on its own task's inputs, and the exported model lists the structures it saw,
-which sampling picks from (mole.diffusion.structures).
+Every row belongs to a *cell*, its (architecture, arch_options, task, task_options): items
+carry its id ("cell", into `ZooDataModule.cells`), so the function-space loss runs each row
+with its own network on its own task's inputs, and the exported model lists the cells it saw,
+which sampling picks from (mole.diffusion.cells).
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from mole.zoo.store import load_zoo_dataset, write_json
 MODES = ("checkpoints", "pairs")
 TARGETS = ("weights", "mask")  # what the rows train: the denoiser (all tokens) or the mask model
 MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights (target "mask")
-STRUCTURE_COLUMNS = ("architecture", "arch_options", "task", "task_options")  # what a structure is
+CELL_COLUMNS = ("architecture", "arch_options", "task", "task_options")  # what a cell is
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
     "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task",
 ]  # fmt: skip
 TENSOR_COLUMNS = {"params", "mask", "init_params", "codes", "scales", "factors"}
 BALANCE_COLUMNS = ("test_acc", "test_loss")  # the columns `balance` may even out
-BALANCE = (*BALANCE_COLUMNS, "structure")  # ... or the rows' structures (a mixed zoo)
+BALANCE = (*BALANCE_COLUMNS, "cell")  # ... or the rows' cells (a mixed zoo)
 BALANCE_BINS = 10
 
 
@@ -89,8 +89,8 @@ class ZooTokens(Dataset):
         cache_items: keep up to this many encoded rows in memory (per process; 0: none). Encoding
             is deterministic, and neuron alignment costs milliseconds per row (weight matching:
             ~4 ms for a 64-64-64-10 MLP), more than a small denoiser's step per item.
-        structure: (rows of the dataset,) int64 structure id of every dataset row (items then carry
-            "structure"), or None.
+        cell: (rows of the dataset,) int64 cell id of every dataset row (items then carry
+            "cell"), or None.
     """
 
     def __init__(
@@ -102,13 +102,13 @@ class ZooTokens(Dataset):
         normalize: bool = True,
         raw: bool = False,
         cache_items: int = 0,
-        structure: np.ndarray | None = None,
+        cell: np.ndarray | None = None,
     ):
         self.dataset = dataset  # as load_zoo_dataset gives it: no indices mapping, rows by position
         self.rows = np.asarray(rows, dtype=np.int64)
         self.tokenizer, self.vocab, self.normalize, self.raw = tokenizer, vocab, normalize, raw
         self.cache_items = cache_items
-        self.structure = structure
+        self.cell = cell
         self._cache: dict[int, tuple] = {}
         self._table = None
         self._valid: dict[str, torch.Tensor] = {}  # structure -> (T, D) entry_valid
@@ -178,9 +178,9 @@ class ZooTokens(Dataset):
                 cond[c.name] = (np.int64 if c.integer else np.float32)(c.value(row))
         return cond
 
-    def structure_of(self, index: int) -> dict:
-        """{"structure": the structure id of zoo row `index`} when structures are known, else {}."""
-        return {} if self.structure is None else {"structure": np.int64(self.structure[int(index)])}
+    def cell_of(self, index: int) -> dict:
+        """{"cell": the cell id of zoo row `index`} when cells are known, else {}."""
+        return {} if self.cell is None else {"cell": np.int64(self.cell[int(index)])}
 
     def __getitem__(self, idx: int) -> dict:
         tokens, ids, cond, extras = self._encode(self.rows[idx])
@@ -189,7 +189,7 @@ class ZooTokens(Dataset):
             "layer_ids": ids,
             "cond": cond,
             **extras,
-            **self.structure_of(self.rows[idx]),
+            **self.cell_of(self.rows[idx]),
         }
 
 
@@ -212,12 +212,10 @@ class ZooPairs(ZooTokens):
         vocab: dict,
         normalize: bool = True,
         cache_items: int = 0,
-        structure: np.ndarray | None = None,
+        cell: np.ndarray | None = None,
     ):
         rows = np.concatenate(runs) if runs else np.zeros(0)
-        super().__init__(
-            dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, structure=structure
-        )
+        super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
         self.runs = runs
         self.offsets = np.cumsum([0] + [len(r) * (len(r) - 1) // 2 for r in runs])
 
@@ -235,7 +233,7 @@ class ZooPairs(ZooTokens):
             if c.start:  # the starting snapshot's value of the same column
                 cond[c.name] = start_cond[c.column]
         out = {"tokens": end, "start_tokens": start, "layer_ids": ids, "cond": cond}
-        return {**out, **self.structure_of(self.runs[run][j])}
+        return {**out, **self.cell_of(self.runs[run][j])}
 
 
 def collate(items: list[dict]) -> dict:
@@ -282,7 +280,7 @@ class ZooDataModule(L.LightningDataModule):
         cache_items: encoded rows each split keeps in memory (per process), 0: none; a few KB each.
         balance: "test_acc" or "test_loss": draw train rows (with replacement, an epoch's worth)
             weighted by `balance_weights` of that column, so sparse parts of its range are seen more;
-            "structure": each structure of a mixed zoo equally often, whatever its rows;
+            "cell": each cell of a mixed zoo equally often, whatever its rows;
             None: every row once per epoch, shuffled.
     """
 
@@ -349,7 +347,7 @@ class ZooDataModule(L.LightningDataModule):
         self.splits: dict[str, np.ndarray] = {}  # member indices; (n, 2) [zoo, member] of a mixed zoo
         self.vocab: dict[str, list[str]] = {}
         # the (architecture, arch_config, task, task_options) of the kept rows, with their variants
-        self.structures: list[dict] = []
+        self.cells: list[dict] = []
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
@@ -366,7 +364,7 @@ class ZooDataModule(L.LightningDataModule):
         ds = parts[0] if len(parts) == 1 else load_zoo_dataset(self.zoos, cache_dir=self.cache_dir)
         col = {
             c: ds.data.column(c).to_numpy(zero_copy_only=False)
-            for c in ("member_index", "member_id", "step", "variant", *STRUCTURE_COLUMNS)
+            for c in ("member_index", "member_id", "step", "variant", *CELL_COLUMNS)
         }
         self.vocab = {c: sorted(set(ds.data.column(c).to_pylist())) for c in CATEGORICAL}
         zoo_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts])  # (rows,) which zoo
@@ -376,16 +374,16 @@ class ZooDataModule(L.LightningDataModule):
             if unknown:
                 raise ConfigError("variants", f"{unknown} not in this zoo; it holds {self.vocab['variant']}")
             rows = {s: r[np.isin(col["variant"][r], self.variants)] for s, r in rows.items()}
-        structure = self._structures(col, np.sort(np.concatenate(list(rows.values()))))
-        if self.target == "mask" and len(self.structures) > 1:  # one channel layout, one frozen-init family
+        cell = self._cells(col, np.sort(np.concatenate(list(rows.values()))))
+        if self.target == "mask" and len(self.cells) > 1:  # one channel layout, one frozen-init family
             raise ConfigError(
-                "target", f"mask learns one architecture and task, these rows hold {len(self.structures)}"
+                "target", f"mask learns one architecture and task, these rows hold {len(self.cells)}"
             )
-        for s in self.structures:
+        for s in self.cells:
             self.tokenizer.check_architecture(s["architecture"], s["arch_config"], "tokenizer")
         if self.tokenizer.stats is None:
             reader = ZooTokens(ds, rows["train"], self.tokenizer, self.vocab, normalize=False)
-            picked = self._fit_sample(ds, rows["train"], structure)
+            picked = self._fit_sample(ds, rows["train"], cell)
             self.tokenizer.fit(MemberTensors.from_row(reader.row(i)) for i in picked)
         if self.target == "mask" and not {"mask", "init_params"} <= set(self.tokenizer.fields or []):
             raise ConfigError(
@@ -393,8 +391,8 @@ class ZooDataModule(L.LightningDataModule):
                 f"mask needs rows with masks over frozen inits; the tokenizer's fields are "
                 f"{self.tokenizer.fields} (variants {self.variants})",
             )
-        if self.balance == "structure":
-            mine = structure[rows["train"]]
+        if self.balance == "cell":
+            mine = cell[rows["train"]]
             self.train_weights = torch.from_numpy(1.0 / np.bincount(mine)[mine])
         elif self.balance is not None:
             self.train_weights = balance_weights(ds.data.column(self.balance).to_numpy()[rows["train"]])
@@ -403,12 +401,12 @@ class ZooDataModule(L.LightningDataModule):
             if self.mode == "checkpoints":
                 self.datasets[split] = ZooTokens(
                     ds, r, self.tokenizer, self.vocab, self.normalize, self.target == "mask", self.cache_items,
-                    structure,
+                    cell,
                 )  # fmt: skip
             else:
                 self.datasets[split] = ZooPairs(
                     ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items,
-                    structure,
+                    cell,
                 )  # fmt: skip
 
     def _split(self, member_index: np.ndarray, zoo_of: np.ndarray) -> dict[str, np.ndarray]:
@@ -426,15 +424,15 @@ class ZooDataModule(L.LightningDataModule):
         self.splits = {s: np.concatenate(p).astype(np.int64) for s, p in pairs.items()}
         return {s: np.concatenate(r) for s, r in rows.items()}
 
-    def _structures(self, col: dict, kept: np.ndarray) -> np.ndarray:
-        """Set self.structures from the kept rows; (rows,) each row's structure id (-1: not kept)."""
-        keys = np.array(["\0".join(str(col[c][r]) for c in STRUCTURE_COLUMNS) for r in kept], dtype=object)
+    def _cells(self, col: dict, kept: np.ndarray) -> np.ndarray:
+        """Set self.cells from the kept rows; (rows,) each row's cell id (-1: not kept)."""
+        keys = np.array(["\0".join(str(col[c][r]) for c in CELL_COLUMNS) for r in kept], dtype=object)
         unique, inverse = np.unique(keys, return_inverse=True) if len(kept) else (np.array([]), np.array([]))
-        self.structures = []
+        self.cells = []
         for i, key in enumerate(unique):
             arch, options, task, task_options = key.split("\0")
             variants = sorted(set(col["variant"][kept[inverse == i]]))
-            self.structures.append(
+            self.cells.append(
                 {
                     "architecture": arch,
                     "arch_config": json.loads(options),
@@ -443,19 +441,19 @@ class ZooDataModule(L.LightningDataModule):
                     "variants": [str(v) for v in variants],
                 }
             )
-        structure = np.full(len(col["variant"]), -1, dtype=np.int64)
-        structure[kept] = inverse
-        return structure
+        cell = np.full(len(col["variant"]), -1, dtype=np.int64)
+        cell[kept] = inverse
+        return cell
 
-    def _fit_sample(self, ds, rows: np.ndarray, structure: np.ndarray) -> np.ndarray:
-        """Evenly spaced train rows, an equal share from each (variant, variant_config, structure)."""
+    def _fit_sample(self, ds, rows: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """Evenly spaced train rows, an equal share from each (variant, variant_config, cell)."""
         if len(rows) == 0:
             raise ConfigError("fractions", "the train split holds no member to fit the tokenizer on")
         if self.fit_rows is None:
             return rows
         variant = ds.data.column("variant").to_numpy(zero_copy_only=False)[rows]
         config = ds.data.column("variant_config").to_numpy(zero_copy_only=False)[rows]
-        keys = np.char.add(np.char.add(variant.astype(str), config.astype(str)), structure[rows].astype(str))
+        keys = np.char.add(np.char.add(variant.astype(str), config.astype(str)), cell[rows].astype(str))
         groups = [rows[keys == k] for k in np.unique(keys)]
         share = max(1, self.fit_rows // len(groups))
         picked = [g[np.unique(np.linspace(0, len(g) - 1, min(share, len(g))).astype(int))] for g in groups]

@@ -11,9 +11,9 @@ knowledge distillation; the members' own logits are the teacher, the labels are 
 Tokens are decoded to params inside the graph (the tokenizer's affine de-normalisation and the
 layout's gather), so the term is differentiable in the prediction. A FunctionLoss reads one
 architecture (the params-only plan of its architecture, whatever other fields the rows hold) and runs
-it on one task's inputs; `PerStructure` scores a batch that mixes architectures, shapes and tasks
+it on one task's inputs; `PerCell` scores a batch that mixes architectures, shapes and tasks
 (a mixed zoo, or neuron_pruned members narrower than the rest), each row with the FunctionLoss of its
-own structure: its own plan over its own first T tokens (never a wider net's layout over padding),
+own cell: its own plan over its own first T tokens (never a wider net's layout over padding),
 its own forward and its own task's inputs. It needs the x0 prediction ("sample") or v-prediction
 (x0 is affine in v and x_t); epsilon's x0 divides by sqrt(alpha_bar), which explodes at high noise,
 and is refused.
@@ -119,11 +119,11 @@ class FunctionLoss(nn.Module):
         per network and forward pass, which cap the inputs (`budgeted_inputs`); None: no cap."""
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
-        if len(getattr(datamodule, "structures", [])) > 1:
+        if len(getattr(datamodule, "cells", [])) > 1:
             raise ConfigError(
                 "function_loss",
-                f"reads one architecture and task, this zoo mixes {len(datamodule.structures)} "
-                "(PerStructure scores each row with its own)",
+                f"reads one architecture and task, this zoo mixes {len(datamodule.cells)} "
+                "(PerCell scores each row with its own)",
             )
         task, options = zoo_task(datamodule)
         data = data or load_task(task, **options)
@@ -236,35 +236,35 @@ class FunctionLoss(nn.Module):
         return {k: v * masks[k] if k in masks else v for k, v in params.items()}
 
 
-class PerStructure(nn.Module):
-    """The function-space term of a batch whose rows may be of different structures (architecture,
-    arch_config, task): each row is scored by the FunctionLoss of its own structure, on the first T
+class PerCell(nn.Module):
+    """The function-space term of a batch whose rows may be of different cells (architecture,
+    arch_config, task): each row is scored by the FunctionLoss of its own cell, on the first T
     tokens of its padded row (T: its own plan's), and the KL is averaged over rows (each row's the mean
     over its task's inputs), as if every row were scored alone.
 
     Args:
-        losses: one FunctionLoss per structure id (the data module's `structures` order).
+        losses: one FunctionLoss per cell id (the data module's `cells` order).
     """
 
     def __init__(self, losses: list[FunctionLoss]):
         super().__init__()
         if not losses:
-            raise ConfigError("function_loss", "needs at least one structure")
+            raise ConfigError("function_loss", "needs at least one cell")
         self.losses = nn.ModuleList(losses)
 
     @classmethod
     def from_datamodule(
         cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=(), budget: int | None = None
-    ) -> PerStructure:
-        """One FunctionLoss per structure of a set-up ZooDataModule: `num_inputs` training inputs of
-        the structure's task drawn with `seed` (fewer where `budget`, activation elements per network
+    ) -> PerCell:
+        """One FunctionLoss per cell of a set-up ZooDataModule: `num_inputs` training inputs of
+        the cell's task drawn with `seed` (fewer where `budget`, activation elements per network
         and forward pass, allows fewer: budgeted_inputs), its own architecture's plan."""
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
         datamodule.setup()
         tasks: dict[str, TaskData] = {}  # one load per (task, options)
         losses = []
-        for s in datamodule.structures:
+        for s in datamodule.cells:
             key = json.dumps([s["task"], s["task_options"]], sort_keys=True)
             if key not in tasks:
                 tasks[key] = load_task(s["task"], **s["task_options"])
@@ -282,27 +282,25 @@ class PerStructure(nn.Module):
             losses.append(loss)
         return cls(losses)
 
-    def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, structure: torch.Tensor | None
-    ) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
         """The mean over rows of each row's KL (a scalar).
 
         Args:
             pred: (B, T, D) predicted clean tokens, rows zero-padded to the batch's longest.
             target: (B, T, D) the clean tokens.
-            structure: (B,) long structure id of each row (None: every row is of structure 0).
+            cell: (B,) long cell id of each row (None: every row is of cell 0).
         """
-        if structure is None:
-            structure = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
-        ids = sorted(set(structure.tolist()))
+        if cell is None:
+            cell = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
+        ids = sorted(set(cell.tolist()))
         if ids[-1] >= len(self.losses) or ids[0] < 0:
-            raise ConfigError("function_loss", f"structure ids {ids}, the term knows {len(self.losses)}")
+            raise ConfigError("function_loss", f"cell ids {ids}, the term knows {len(self.losses)}")
         if len(ids) == 1:  # the whole batch: no reweighting
             fn = self.losses[ids[0]]
             return fn(pred[:, : fn.shape[0]], target[:, : fn.shape[0]])
         total = pred.new_zeros(())
         for i in ids:
-            rows, fn = structure == i, self.losses[i]
+            rows, fn = cell == i, self.losses[i]
             total = total + fn(pred[rows, : fn.shape[0]], target[rows, : fn.shape[0]]) * rows.sum()
         return total / pred.shape[0]
 

@@ -4,9 +4,9 @@
     scheduler/   the DDPM scheduler (weights models only)
     tokenizer/   the fitted tokenizer (Tokenizer.save)
     mole.json    what sampling needs besides the weights: "target" (the kind: MODEL_KINDS), the
-                 conditions and their ranges, the zoo's architecture and task, the structures it
-                 trained on ("structures": each (architecture, arch_config, task, task_options) with
-                 its variants; sampling picks one per network, mole.diffusion.structures), the
+                 conditions and their ranges, the zoo's architecture and task, the cells it
+                 trained on ("cells": each (architecture, arch_config, task, task_options) with
+                 its variants; sampling picks one per network, mole.diffusion.cells), the
                  tokenizer, and the system's own entries (prediction type; channel groups and mask prior)
 
 The folder is written into a temporary folder and renamed into place (mole.io.atomic_dir).
@@ -73,7 +73,7 @@ def model_meta(system, datamodule) -> dict[str, Any]:
         "token_dim": cfg.token_dim,
         "max_tokens": cfg.max_tokens,
         "variants": datamodule.variants,
-        "structures": list(datamodule.structures),
+        "cells": list(datamodule.cells),
         "zoo": str(datamodule.zoo) if len(datamodule.zoos) == 1 else [str(z) for z in datamodule.zoos],
         **system.model_meta(),  # "target" and the system's own entries
     }
@@ -136,9 +136,9 @@ def load_model(path: str | Path) -> Model:
 
 
 def task_options_of(meta: dict[str, Any], task: str | None = None) -> dict:
-    """The task options of the zoo a model was trained on: those its structures list for `task` (or
+    """The task options of the zoo a model was trained on: those its cells list for `task` (or
     for its one task), else the zoo's spec.json; {} when unreadable."""
-    known = {s["task"]: s.get("task_options", {}) for s in meta.get("structures") or []}
+    known = {s["task"]: s.get("task_options", {}) for s in meta.get("cells") or []}
     if task in known or (task is None and len(known) == 1):
         return dict(known[task] if task in known else next(iter(known.values())))
     zoo = meta.get("zoo")

@@ -10,11 +10,11 @@ the members are then projected onto the prompted sparsity / bit grid / rank (mol
 Prompts are validated against the model's trained vocabularies and ranges (mole.diffusion.conditioning);
 conditions the model only ever saw with one value (task, architecture, sparsity 0 in a dense zoo)
 are filled in at that value (see prompts.fill_constants), the others left out get their null embedding.
-Each network's prompt picks the structure (architecture, shape and task) it is drawn as, among those
-the model trained on (mole.diffusion.structures); networks of one structure are drawn together.
+Each network's prompt picks the cell (architecture, shape and task) it is drawn as, among those
+the model trained on (mole.diffusion.cells); networks of one cell are drawn together.
 
-Everything random is drawn from one torch.Generator per structure, seeded with `options.seed` (a
-hash of it and the structure for a model of several), so a seed gives the same networks bit for bit
+Everything random is drawn from one torch.Generator per cell, seeded with `options.seed` (a
+hash of it and the cell for a model of several), so a seed gives the same networks bit for bit
 (on one machine); the noise of network i does not depend on the batch size.
 """
 
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler
 
+from mole.diffusion.cells import cell_seed, cells_of, pick
 from mole.diffusion.model_dir import Model, load_model
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.project import check_levels, project_members
@@ -41,7 +42,6 @@ from mole.diffusion.prompts import (
     guided,
     levels_of,
 )
-from mole.diffusion.structures import pick, structure_seed, structures_of
 from mole.errors import ConfigError
 from mole.masks import sample as masks
 from mole.tokenizer import MemberTensors
@@ -91,12 +91,12 @@ def sample(
         if name in conditions:
             raise ConfigError(f"project.{name}", "also given as a condition: give it once")
     one_pass = meta["target"] == "mask"
-    structures = structures_of(meta)
-    which = [pick(meta, p) for p in per_net]  # each net's structure; fills its architecture and task
+    cells = cells_of(meta)
+    which = [pick(meta, p) for p in per_net]  # each net's cell; fills its architecture and task
     groups = {s: [i for i in range(num) if which[i] == s] for s in dict.fromkeys(which)}  # prompted order
-    if one_pass and len(structures) > 1:
+    if one_pass and len(cells) > 1:
         raise ConfigError("model", "a mask model draws one architecture; this one lists several")
-    archs = [MemberTensors(s["architecture"], s["arch_config"], {}).arch for s in structures]
+    archs = [MemberTensors(s["architecture"], s["arch_config"], {}).arch for s in cells]
     fill_constants(meta, per_net)
     cond = encode_prompts(meta, per_net)
     wanted = [{**p, **q} for p, q in zip(per_net, per_proj)]  # what each net is projected onto
@@ -119,11 +119,11 @@ def sample(
         starts = context_members(context, num)
         members = [None] * num
         for s, idx in groups.items():
-            seed = structure_seed(options.seed, s, len(structures))
+            seed = cell_seed(options.seed, s, len(cells))
             drawn = sample_weights(
                 net, scheduler, tok, meta, {n: v[idx] for n, v in cond.items()}, len(idx),
                 replace(options, seed=seed), None if starts is None else [starts[i] for i in idx], tick,
-                structures[s],
+                cells[s],
             )  # fmt: skip
             for i, m in zip(idx, drawn):
                 members[i] = m
@@ -154,7 +154,7 @@ def sample_weights(
     options: SampleOptions,
     context,
     on_step: Callable[[int], None],
-    structure: Mapping | None = None,
+    cell: Mapping | None = None,
 ) -> list[MemberTensors]:
     """DDIM over params-only token grids of one architecture -> unprojected members.
 
@@ -165,11 +165,11 @@ def sample_weights(
         options: steps, guidance, seed, batch_size and temperature are read.
         context: starting checkpoints of a pairs model (one, or one per network), or None.
         on_step: called with 1 after every denoiser step.
-        structure: the architecture and arch_config drawn (mole.diffusion.structures); None: the
+        cell: the architecture and arch_config drawn (mole.diffusion.cells); None: the
             model's own (meta["architecture"], meta["arch_config"]).
     """
-    structure = structure or meta
-    layout = tok.plan(structure["architecture"], structure["arch_config"], [], None)
+    cell = cell or meta
+    layout = tok.plan(cell["architecture"], cell["arch_config"], [], None)
     t_len, d = layout["shape"]
     if denoiser.config.token_dim != d:
         raise ConfigError(

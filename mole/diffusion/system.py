@@ -15,7 +15,7 @@ from diffusers import DDPMScheduler
 
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import PerStructure
+from mole.diffusion.function_loss import PerCell
 from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError
 
@@ -41,13 +41,13 @@ class DiffusionSystem(NetSystem):
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
         cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
             guidance contrasts with is told them (sampling keeps them in its unconditional pass too:
-            mole.json's "cond_drop_keep"). A mixed model (mole.diffusion.structures) keeps
+            mole.json's "cond_drop_keep"). A mixed model (mole.diffusion.cells) keeps
             [architecture, task]: its unconditional prediction is otherwise a blend of every
             architecture's, and guidance pushes away from it into no architecture at all.
         function_loss: weight of the function-space term (mole.diffusion.function_loss: KL from the
             member's outputs to those of the predicted x0 on training inputs), 0: weight MSE only.
             Needs prediction_type "sample" or "v_prediction"; it is built in `setup` from the
-            trainer's ZooDataModule (or set `system.function`, a PerStructure, yourself): each row is
+            trainer's ZooDataModule (or set `system.function`, a PerCell, yourself): each row is
             scored with its own architecture on its own task's inputs (a mixed zoo's rows alike).
         function_inputs: training inputs the functions are compared on (the most, with a budget).
         function_budget: activation elements per network and forward pass the term may write; fewer
@@ -109,7 +109,7 @@ class DiffusionSystem(NetSystem):
             **{**SCHEDULER_DEFAULTS, **(scheduler or {}), "prediction_type": prediction_type}
         )
         self.ema = ema_of(net, ema_decay)
-        self.function: PerStructure | None = None  # built in setup when function_loss > 0
+        self.function: PerCell | None = None  # built in setup when function_loss > 0
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -119,7 +119,7 @@ class DiffusionSystem(NetSystem):
                 raise ConfigError(
                     "model.function_loss", "needs the trainer's ZooDataModule, or set system.function"
                 )
-            self.function = PerStructure.from_datamodule(
+            self.function = PerCell.from_datamodule(
                 datamodule,
                 self.hparams.function_inputs,
                 sparsities=self.hparams.function_sparsities or (),
@@ -175,5 +175,5 @@ class DiffusionSystem(NetSystem):
             if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
                 ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
-            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("structure"))
+            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"))
         return loss

@@ -12,7 +12,7 @@ import torch
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import PerStructure
+from mole.diffusion.function_loss import PerCell
 from mole.diffusion.model_dir import export_model
 from mole.diffusion.system import DiffusionSystem
 from mole.zoo.build import build_zoo
@@ -54,7 +54,7 @@ def mixed_zoos(tmp_path_factory) -> list[Path]:
 def train_tiny(zoo, out: Path, steps: int = 12, function_loss: float = 0.0) -> Path:
     """A tiny denoiser (1 block, width 32) trained `steps` steps at batch 16 through the training side's
     API, on a zoo folder or on a list of them read together (a mixed zoo: `function_loss` > 0 scores
-    each row with its own structure); its exported model folder (out/model)."""
+    each row with its own cell); its exported model folder (out/model)."""
     torch.manual_seed(0)
     zoo = str(zoo) if isinstance(zoo, (str, Path)) else [str(z) for z in zoo]
     dm = ZooDataModule(zoo, batch_size=16, fractions=(1.0, 0.0, 0.0), cache_dir=str(out / "cache"))
@@ -65,7 +65,7 @@ def train_tiny(zoo, out: Path, steps: int = 12, function_loss: float = 0.0) -> P
         function_loss=function_loss,
     )
     if function_loss:
-        system.function = PerStructure.from_datamodule(dm, 16)
+        system.function = PerCell.from_datamodule(dm, 16)
     opt = system.configure_optimizers()["optimizer"]
     batches = iter(())
     for _ in range(steps):

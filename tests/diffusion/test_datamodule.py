@@ -211,20 +211,20 @@ def test_a_mixed_zoo_is_split_by_member_zoo_by_zoo(tmp_path_factory, cache):
         ZooDataModule([])
 
 
-def test_mixed_items_carry_their_structure_and_pad_to_the_longest(tmp_path_factory, cache):
+def test_mixed_items_carry_their_cell_and_pad_to_the_longest(tmp_path_factory, cache):
     zoos = mixed_zoos(tmp_path_factory)
     dm = make([str(z) for z in zoos], cache, fractions=(1.0, 0.0, 0.0))
-    described = {(s["architecture"], tuple(s["arch_config"]["hidden"]), s["task"]) for s in dm.structures}
+    described = {(s["architecture"], tuple(s["arch_config"]["hidden"]), s["task"]) for s in dm.cells}
     assert described == {("cnn", (4,), "digits"), ("mlp", (16,), "digits"), ("mlp", (8,), "digits"),
                          ("mlp", (8, 8), "mnist1d")}  # fmt: skip
-    narrow = next(s for s in dm.structures if s["arch_config"]["hidden"] == [8] and s["task"] == "digits")
+    narrow = next(s for s in dm.cells if s["arch_config"]["hidden"] == [8] and s["task"] == "digits")
     assert narrow["variants"] == ["neuron_pruned"]
     ds = dm.datasets["train"]
     items = [ds[i] for i in range(len(ds))]
     batch = collate(items)
     assert batch["tokens"].shape[1] == max(it["tokens"].shape[0] for it in items)
     for k, it in enumerate(items):
-        s = dm.structures[int(it["structure"])]
+        s = dm.cells[int(it["cell"])]
         row = ds.row(ds.rows[k])
         assert (s["architecture"], s["task"]) == (row["architecture"], row["task"])
         assert s["arch_config"] == json.loads(row["arch_options"])
@@ -241,12 +241,12 @@ def test_a_mask_model_refuses_a_mixed_zoo(tmp_path_factory, cache):
         make(zoos, cache, target="mask", variants=["dense", "neuron_pruned"])
 
 
-def test_balance_by_structure_draws_each_structure_equally(tmp_path_factory, cache):
+def test_balance_by_cell_draws_each_cell_equally(tmp_path_factory, cache):
     zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
-    dm = make(zoos, cache, fractions=(1.0, 0.0, 0.0), balance="structure")
+    dm = make(zoos, cache, fractions=(1.0, 0.0, 0.0), balance="cell")
     ds = dm.datasets["train"]
-    mine = np.array([ds.structure[r] for r in ds.rows])
+    mine = np.array([ds.cell[r] for r in ds.rows])
     counts = np.bincount(mine)
-    assert counts.max() > 2 * counts.min()  # the zoos' structures hold very different row counts
+    assert counts.max() > 2 * counts.min()  # the zoos' cells hold very different row counts
     share = np.bincount(mine, weights=dm.train_weights.numpy()) / dm.train_weights.sum().item()
     np.testing.assert_allclose(share, 1 / len(counts))

@@ -10,7 +10,7 @@ import torch
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss, PerStructure, activation_cost, budgeted_inputs
+from mole.diffusion.function_loss import FunctionLoss, PerCell, activation_cost, budgeted_inputs
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.nets import build_architecture
@@ -155,7 +155,7 @@ def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
     narrow = build_architecture("mlp", (1, 8, 8), 10, hidden=[8])
     cnn = build_architecture("cnn", (1, 8, 8), 10, channels=[2], hidden=[4])
     archs = [wide, narrow, cnn]
-    members = [random_member(a, "dense", seed=s) for s in range(2) for a in archs]  # structure: index % 3
+    members = [random_member(a, "dense", seed=s) for s in range(2) for a in archs]  # cell: index % 3
     tok = NeuronTokenizer().fit(members)
     x = digits.x_train[:32]
     losses = [FunctionLoss(tok, x, architecture=(a.name, a.config())) for a in archs]
@@ -164,16 +164,16 @@ def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
     noisy = [t + 0.3 * torch.randn(t.shape, generator=g) for t in clean]
     pred = collate([{"tokens": t} for t in noisy])["tokens"]  # (6, 26, D), zero-padded
     target = collate([{"tokens": t} for t in clean])["tokens"]
-    structure = torch.arange(6) % 3
+    cell = torch.arange(6) % 3
 
-    for i, m in enumerate(members):  # each structure's plan decodes its own rows to their networks
+    for i, m in enumerate(members):  # each cell's plan decodes its own rows to their networks
         fn = losses[i % 3]
         decoded = fn.arch.forward_stacked(fn.params(clean[i][None]), x)[0]
         torch.testing.assert_close(decoded, m.arch.to_module(m.params).eval()(x), atol=1e-4, rtol=1e-4)
-    got = PerStructure(losses)(pred, target, structure)
+    got = PerCell(losses)(pred, target, cell)
     alone = [losses[i % 3](noisy[i][None], clean[i][None]) for i in range(6)]  # each row on its own
     torch.testing.assert_close(got, torch.stack(alone).mean(), rtol=1e-5, atol=1e-7)
     misread = losses[0](pred, target)  # every row read as the wide MLP: the padded shape fits it
     assert abs(misread.item() - got.item()) > 0.1 * got.item()
-    with pytest.raises(ConfigError, match=r"^function_loss: structure ids \[0, 3\], the term knows 3"):
-        PerStructure(losses)(pred[:2], target[:2], torch.tensor([0, 3]))
+    with pytest.raises(ConfigError, match=r"^function_loss: cell ids \[0, 3\], the term knows 3"):
+        PerCell(losses)(pred[:2], target[:2], torch.tensor([0, 3]))

@@ -264,17 +264,17 @@ def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
     assert code == 2 and "holds another zoo or generation" in err
 
 
-# ---------------------------------------------------------------------------- one model, several structures
+# ---------------------------------------------------------------------------- one model, several cells
 @pytest.fixture(scope="module")
 def mixed_model(tmp_path_factory):
     return train_mixed(mixed_zoos(tmp_path_factory), tmp_path_factory.mktemp("mixed-model"))
 
 
-def test_each_seen_structure_samples_nets_of_its_shape(mixed_model, tmp_path):
+def test_each_seen_cell_samples_nets_of_its_shape(mixed_model, tmp_path):
     meta = load_model(mixed_model).meta
-    assert len(meta["structures"]) == 4 and isinstance(meta["zoo"], list) and len(meta["zoo"]) == 3
+    assert len(meta["cells"]) == 4 and isinstance(meta["zoo"], list) and len(meta["zoo"]) == 3
     fast = SampleOptions(steps=2, seed=3)
-    for s in meta["structures"]:
+    for s in meta["cells"]:
         options = {k: v for k, v in s["arch_config"].items() if k not in ("input_shape", "num_classes")}
         prompt = {"architecture": s["architecture"], "task": s["task"], "variant": s["variants"][0],
                   "arch_options": options}  # fmt: skip
@@ -288,7 +288,7 @@ def test_each_seen_structure_samples_nets_of_its_shape(mixed_model, tmp_path):
         mixed_model, {"architecture": "mlp", "task": "digits", "variant": "neuron_pruned"}, 1, fast
     )
     assert narrow[0].arch_config["hidden"] == [8]  # neuron_pruned members are the narrower shape
-    # one call may mix structures: each net keeps its place, and its draw is the one it gets alone
+    # one call may mix cells: each net keeps its place, and its draw is the one it gets alone
     mixed = sample(mixed_model, {"architecture": ["cnn", "mlp", "cnn"], "task": ["digits", "mnist1d", "digits"]},
                    3, fast)  # fmt: skip
     assert [m.architecture for m in mixed] == ["cnn", "mlp", "cnn"] and mixed[1].arch_config[
@@ -296,7 +296,7 @@ def test_each_seen_structure_samples_nets_of_its_shape(mixed_model, tmp_path):
     ] == [1, 40]
     alone = sample(mixed_model, {"architecture": "cnn"}, 2, fast)
     assert all(torch.equal(a.params[n], b.params[n]) for a, b in zip(alone, mixed[::2]) for n in a.params)
-    out = tmp_path / "gen"  # a generated zoo of one structure, evaluated on its own task
+    out = tmp_path / "gen"  # a generated zoo of one cell, evaluated on its own task
     generate_zoo(mixed_model, out, {"task": "mnist1d", "test_acc": 0.2}, 2, fast)
     rows = store.read_zoo(out).to_pylist()
     assert {r["task"] for r in rows} == {"mnist1d"} and json.loads(rows[0]["task_options"]) == {
@@ -318,7 +318,7 @@ def test_each_seen_structure_samples_nets_of_its_shape(mixed_model, tmp_path):
          "conditions: a generated zoo holds one architecture and task, these prompts pick 2"),
     ],
 )  # fmt: skip
-def test_unknown_unseen_or_ambiguous_structures_are_one_line_errors(
+def test_unknown_unseen_or_ambiguous_cells_are_one_line_errors(
     mixed_model, tmp_path, capsys, conditions, message
 ):
     code, _, err = run(

@@ -208,7 +208,7 @@ def test_each_training_closes_its_wandb_run(zoo, cache, tmp_path, monkeypatch):
 
 
 def test_the_mixed_recipe_trains_on_a_list_of_zoos(tmp_path_factory, cache, tmp_path, capsys):
-    """configs/mixed/weights.yaml with --data.zoo a list: one model over every zoo's structures; a list
+    """configs/mixed/weights.yaml with --data.zoo a list: one model over every zoo's cells; a list
     naming a folder that is no zoo is a one-line error."""
     zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
     config = CONFIG.parents[1] / "mixed" / "weights.yaml"
@@ -218,7 +218,7 @@ def test_the_mixed_recipe_trains_on_a_list_of_zoos(tmp_path_factory, cache, tmp_
     run_dir = tmp_path / "run"
     assert main(command(f"[{', '.join(zoos)}]", cache, run_dir, *tiny, config=config)[3:]) == 0
     meta = load_model(run_dir / "model").meta
-    assert meta["zoo"] == zoos and len(meta["structures"]) == 4
+    assert meta["zoo"] == zoos and len(meta["cells"]) == 4
     assert meta["conditions"]["architecture"]["vocab"] == ["cnn", "mlp"]
     assert (
         main(command(f"[{zoos[0]}, {tmp_path / 'nowhere'}]", cache, tmp_path / "bad", config=config)[3:]) == 2

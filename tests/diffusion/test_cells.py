@@ -1,11 +1,11 @@
-"""Picking the structure (architecture, shape, task) a prompt asks of a mixed model: by architecture,
+"""Picking the cell (architecture, shape, task) a prompt asks of a mixed model: by architecture,
 task, variant or arch_options; unknown, unseen and ambiguous prompts are one-line errors naming them."""
 
 from __future__ import annotations
 
 import pytest
 
-from mole.diffusion.structures import one_structure, pick, structure_seed, structures_of
+from mole.diffusion.cells import cell_seed, cells_of, one_cell, pick
 from mole.errors import ConfigError
 
 DIGITS = {"input_shape": [1, 8, 8], "num_classes": 10}
@@ -17,7 +17,7 @@ META = {
         "task": {"kind": "categorical", "vocab": ["digits", "mnist1d"]},
         "variant": {"kind": "categorical", "vocab": ["dense", "magnitude", "neuron_pruned"]},
     },
-    "structures": [
+    "cells": [
         {"architecture": "cnn", "arch_config": {**DIGITS, "channels": [2], "hidden": [4], "kernel_size": 3},
          "task": "digits", "task_options": {}, "variants": ["dense"]},
         {"architecture": "mlp", "arch_config": {**DIGITS, "hidden": [8]}, "task": "digits",
@@ -32,7 +32,7 @@ META = {
 }  # fmt: skip
 
 
-def test_a_prompt_picks_its_structure_and_is_told_it():
+def test_a_prompt_picks_its_cell_and_is_told_it():
     prompt = {"architecture": "cnn", "test_acc": 0.5}
     assert pick(META, prompt) == 0
     assert prompt == {"architecture": "cnn", "task": "digits", "test_acc": 0.5}  # the task is filled in
@@ -67,26 +67,26 @@ def test_unknown_unseen_and_ambiguous_prompts_are_one_line_errors(prompt, messag
     assert "\n" not in str(error.value)
 
 
-def test_one_generated_zoo_holds_one_structure():
+def test_one_generated_zoo_holds_one_cell():
     assert (
-        one_structure(META, [{"architecture": "cnn"}, {"architecture": "cnn", "test_acc": 0.3}])
-        == (META["structures"][0])
+        one_cell(META, [{"architecture": "cnn"}, {"architecture": "cnn", "test_acc": 0.3}])
+        == (META["cells"][0])
     )
     with pytest.raises(
         ConfigError, match=r"^conditions: a generated zoo holds one architecture and task, these"
     ):
-        one_structure(META, [{"architecture": "cnn"}, {"task": "mnist1d"}])
+        one_cell(META, [{"architecture": "cnn"}, {"task": "mnist1d"}])
 
 
-def test_a_model_of_one_structure_and_an_old_model_folder():
+def test_a_model_of_one_cell_and_an_old_model_folder():
     old = {
         "architecture": "mlp",
         "arch_config": {**DIGITS, "hidden": [16]},
         "task": "digits",
         "conditions": {},
     }
-    assert structures_of(old)[0]["task"] == "digits" and structures_of(old)[0]["variants"] is None
+    assert cells_of(old)[0]["task"] == "digits" and cells_of(old)[0]["variants"] is None
     assert pick(old, {"variant": "anything"}) == 0  # variants unknown: no filter
-    assert structure_seed(7, 0, 1) == 7  # one structure: the seed as given (the same networks as before)
-    seeds = {structure_seed(7, i, 3) for i in range(3)} | {structure_seed(8, 0, 3)}
+    assert cell_seed(7, 0, 1) == 7  # one cell: the seed as given (the same networks as before)
+    seeds = {cell_seed(7, i, 3) for i in range(3)} | {cell_seed(8, 0, 3)}
     assert len(seeds) == 4
