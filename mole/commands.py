@@ -389,7 +389,9 @@ def sample(
         model: model folder (a `mole train` run's model/)
         out: zoo folder to write
         options: how to draw (its fields are flags of their own)
-        conditions: the prompt, e.g. '{"test_acc": 0.95, "variant": "dense"}' or --conditions.test_acc 0.95
+        conditions: the prompt, e.g. '{"test_acc": 0.95, "variant": "dense"}' or --conditions.test_acc 0.95;
+            a model of several architectures and tasks draws the one its architecture, task, variant and
+            arch_options ask for, e.g. '{"architecture": "mlp", "arch_options": {"hidden": [32, 32]}}'
         num: networks to draw
         project: sparsity / bits / rank to project onto without conditioning on them (a model that never
             saw them, e.g. '{"sparsity": 0.8}' on a dense-only model: its nets pruned by magnitude)

@@ -182,7 +182,12 @@ def out_of_range(v: float, name: str, spec: Mapping, extrapolate: bool) -> str:
 
 # ---------------------------------------------------------------------------- training
 def drop_conditions(
-    names: list[str], batch: int, p: float, device: torch.device | None = None, generator=None
+    names: list[str],
+    batch: int,
+    p: float,
+    device: torch.device | None = None,
+    generator=None,
+    keep: tuple[str, ...] | list[str] = (),
 ) -> dict[str, torch.Tensor]:
     """Classifier-free guidance dropout: name -> (B,) bool. Each row drops all conditions at once
     with probability p (the unconditional model guidance needs), and each condition alone with
@@ -193,9 +198,12 @@ def drop_conditions(
         batch: B.
         p: cond_drop_prob.
         device, generator: where and from what to draw.
+        keep: conditions the all-at-once drop leaves in place (still dropped alone): the unconditional
+            model is then told them, e.g. the architecture and task of a mixed model, whose
+            unconditional prediction would otherwise be a blend of every architecture's.
     """
     if p <= 0 or not names:
         return {}
     rand = torch.rand(len(names) + 1, batch, device=device, generator=generator)  # (K + 1, B)
     every = rand[0] < p
-    return {n: every | (rand[i + 1] < p) for i, n in enumerate(names)}
+    return {n: (every & (n not in keep)) | (rand[i + 1] < p) for i, n in enumerate(names)}

@@ -4,6 +4,15 @@ The zoo is opened through `datasets` (Arrow, memory-mapped); every item reads it
 and tokenizes them in `__getitem__`, so memory stays bounded by a batch, not by the zoo. Splits are
 by `member_index`: every snapshot and every variant derived from one base member (pruned, quantized,
 ...) lands in the same split, so no training member leaks into validation or test.
+
+A mixed zoo (one denoiser for several architectures and tasks) is given as a list of zoo folders,
+`data.zoo: [zoos/digits_mlp, zoos/digits_cnn, zoos/mnist1d_mlp]`: their rows are read together
+(`datasets.concatenate_datasets`), and each zoo's members are split on their own with the same
+fractions and seed (member indices restart in every zoo, so a pair (zoo, member) names a member).
+Every row belongs to a *cell*, its (architecture, arch_options, task, task_options): items
+carry its id ("cell", into `ZooDataModule.cells`), so the function-space loss runs each row
+with its own network on its own task's inputs, and the exported model lists the cells it saw,
+which sampling picks from (mole.diffusion.cells).
 """
 
 from __future__ import annotations
@@ -30,12 +39,14 @@ from mole.zoo.store import load_zoo_dataset, write_json
 MODES = ("checkpoints", "pairs")
 TARGETS = ("weights", "mask")  # what the rows train: the denoiser (all tokens) or the mask model
 MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights (target "mask")
+CELL_COLUMNS = ("architecture", "arch_options", "task", "task_options")  # what a cell is
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
     "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task",
 ]  # fmt: skip
 TENSOR_COLUMNS = {"params", "mask", "init_params", "codes", "scales", "factors"}
-BALANCE_COLUMNS = ("test_acc", "test_loss")  # what `balance` may even out
+BALANCE_COLUMNS = ("test_acc", "test_loss")  # the columns `balance` may even out
+BALANCE = (*BALANCE_COLUMNS, "cell")  # ... or the rows' cells (a mixed zoo)
 BALANCE_BINS = 10
 
 
@@ -78,6 +89,8 @@ class ZooTokens(Dataset):
         cache_items: keep up to this many encoded rows in memory (per process; 0: none). Encoding
             is deterministic, and neuron alignment costs milliseconds per row (weight matching:
             ~4 ms for a 64-64-64-10 MLP), more than a small denoiser's step per item.
+        cell: (rows of the dataset,) int64 cell id of every dataset row (items then carry
+            "cell"), or None.
     """
 
     def __init__(
@@ -89,11 +102,13 @@ class ZooTokens(Dataset):
         normalize: bool = True,
         raw: bool = False,
         cache_items: int = 0,
+        cell: np.ndarray | None = None,
     ):
         self.dataset = dataset  # as load_zoo_dataset gives it: no indices mapping, rows by position
         self.rows = np.asarray(rows, dtype=np.int64)
         self.tokenizer, self.vocab, self.normalize, self.raw = tokenizer, vocab, normalize, raw
         self.cache_items = cache_items
+        self.cell = cell
         self._cache: dict[int, tuple] = {}
         self._table = None
         self._valid: dict[str, torch.Tensor] = {}  # structure -> (T, D) entry_valid
@@ -163,9 +178,19 @@ class ZooTokens(Dataset):
                 cond[c.name] = (np.int64 if c.integer else np.float32)(c.value(row))
         return cond
 
+    def cell_of(self, index: int) -> dict:
+        """{"cell": the cell id of zoo row `index`} when cells are known, else {}."""
+        return {} if self.cell is None else {"cell": np.int64(self.cell[int(index)])}
+
     def __getitem__(self, idx: int) -> dict:
         tokens, ids, cond, extras = self._encode(self.rows[idx])
-        return {"tokens": tokens, "layer_ids": ids, "cond": cond, **extras}
+        return {
+            "tokens": tokens,
+            "layer_ids": ids,
+            "cond": cond,
+            **extras,
+            **self.cell_of(self.rows[idx]),
+        }
 
 
 class ZooPairs(ZooTokens):
@@ -187,9 +212,10 @@ class ZooPairs(ZooTokens):
         vocab: dict,
         normalize: bool = True,
         cache_items: int = 0,
+        cell: np.ndarray | None = None,
     ):
         rows = np.concatenate(runs) if runs else np.zeros(0)
-        super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items)
+        super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
         self.runs = runs
         self.offsets = np.cumsum([0] + [len(r) * (len(r) - 1) // 2 for r in runs])
 
@@ -206,7 +232,8 @@ class ZooPairs(ZooTokens):
         for c in item_conditions(pairs=True):
             if c.start:  # the starting snapshot's value of the same column
                 cond[c.name] = start_cond[c.column]
-        return {"tokens": end, "start_tokens": start, "layer_ids": ids, "cond": cond}
+        out = {"tokens": end, "start_tokens": start, "layer_ids": ids, "cond": cond}
+        return {**out, **self.cell_of(self.runs[run][j])}
 
 
 def collate(items: list[dict]) -> dict:
@@ -231,7 +258,8 @@ class ZooDataModule(L.LightningDataModule):
     """Tokens of a zoo's checkpoints (or G.pt pairs of them) with their conditions, split by member.
 
     Args:
-        zoo: the zoo folder (only shards in its manifest are read).
+        zoo: the zoo folder (only shards in its manifest are read), or a list of zoo folders read
+            together (a mixed zoo: see the module docstring; members are split zoo by zoo).
         tokenizer: TOKENIZERS name, used when `tokenizer_dir` is None; fitted on the train split.
         tokenizer_options: options of that tokenizer (e.g. {"chunk_size": 64}).
         tokenizer_dir: a saved tokenizer (Tokenizer.save) to use as is instead.
@@ -252,12 +280,13 @@ class ZooDataModule(L.LightningDataModule):
         cache_items: encoded rows each split keeps in memory (per process), 0: none; a few KB each.
         balance: "test_acc" or "test_loss": draw train rows (with replacement, an epoch's worth)
             weighted by `balance_weights` of that column, so sparse parts of its range are seen more;
+            "cell": each cell of a mixed zoo equally often, whatever its rows;
             None: every row once per epoch, shuffled.
     """
 
     def __init__(
         self,
-        zoo: str,
+        zoo: str | list[str],
         tokenizer: str = "neuron",
         tokenizer_options: dict | None = None,
         tokenizer_dir: str | None = None,
@@ -292,14 +321,19 @@ class ZooDataModule(L.LightningDataModule):
             )
         if batch_size < 1:
             raise ConfigError("batch_size", f"must be positive, got {batch_size}")
-        self.zoo, self.mode, self.batch_size, self.num_workers = Path(zoo), mode, batch_size, num_workers
+        if not isinstance(zoo, (str, Path)) and not zoo:
+            raise ConfigError("zoo", "an empty list of zoos")
+        self.zoos = [Path(zoo)] if isinstance(zoo, (str, Path)) else [Path(z) for z in zoo]
+        # one folder as given; a mixed zoo as its list (mole.json's "zoo")
+        self.zoo: Path | list[Path] = self.zoos[0] if isinstance(zoo, (str, Path)) else list(self.zoos)
+        self.mode, self.batch_size, self.num_workers = mode, batch_size, num_workers
         self.fractions, self.seed, self.normalize, self.fit_rows = tuple(fractions), seed, normalize, fit_rows
         self.cache_dir = cache_dir
         if cache_items < 0:
             raise ConfigError("cache_items", f"must be >= 0, got {cache_items}")
         self.cache_items = cache_items
-        if balance is not None and balance not in BALANCE_COLUMNS:
-            raise ConfigError("balance", f"unknown {balance!r}; valid: {', '.join(BALANCE_COLUMNS)}")
+        if balance is not None and balance not in BALANCE:
+            raise ConfigError("balance", f"unknown {balance!r}; valid: {', '.join(BALANCE)}")
         if balance is not None and mode != "checkpoints":
             raise ConfigError("balance", "draws single checkpoints: use mode checkpoints")
         self.balance = balance
@@ -310,39 +344,46 @@ class ZooDataModule(L.LightningDataModule):
             else build_tokenizer(tokenizer, **(tokenizer_options or {}))
         )
         self.datasets: dict[str, ZooTokens] | None = None
-        self.splits: dict[str, np.ndarray] = {}
+        self.splits: dict[str, np.ndarray] = {}  # member indices; (n, 2) [zoo, member] of a mixed zoo
         self.vocab: dict[str, list[str]] = {}
+        # the (architecture, arch_config, task, task_options) of the kept rows, with their variants
+        self.cells: list[dict] = []
 
     # ------------------------------------------------------------------ setup
     def prepare_data(self) -> None:
         """Convert the zoo's Parquet shards into the `datasets` Arrow cache once (Lightning runs this
         on one process; the conversion holds whole row groups in memory, streaming does not)."""
-        load_zoo_dataset(self.zoo, cache_dir=self.cache_dir)
+        for zoo in self.zoos:
+            load_zoo_dataset(zoo, cache_dir=self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Open the zoo, split members, build the vocabulary, fit the tokenizer if needed (idempotent)."""
         if self.datasets is not None:
             return
-        ds = load_zoo_dataset(self.zoo, cache_dir=self.cache_dir)
+        parts = [load_zoo_dataset(z, cache_dir=self.cache_dir) for z in self.zoos]
+        ds = parts[0] if len(parts) == 1 else load_zoo_dataset(self.zoos, cache_dir=self.cache_dir)
         col = {
             c: ds.data.column(c).to_numpy(zero_copy_only=False)
-            for c in ("member_index", "member_id", "step", "variant")
+            for c in ("member_index", "member_id", "step", "variant", *CELL_COLUMNS)
         }
         self.vocab = {c: sorted(set(ds.data.column(c).to_pylist())) for c in CATEGORICAL}
-        first = ds.select_columns(["architecture", "arch_options"])[0]
-        self.tokenizer.check_architecture(
-            first["architecture"], json.loads(first["arch_options"]), "tokenizer"
-        )
-        self.splits = split_members(np.unique(col["member_index"]), self.fractions, self.seed)
-        rows = {s: np.flatnonzero(np.isin(col["member_index"], m)) for s, m in self.splits.items()}
+        zoo_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts])  # (rows,) which zoo
+        rows = self._split(col["member_index"], zoo_of)
         if self.variants is not None:
             unknown = sorted(set(self.variants) - set(self.vocab["variant"]))
             if unknown:
                 raise ConfigError("variants", f"{unknown} not in this zoo; it holds {self.vocab['variant']}")
             rows = {s: r[np.isin(col["variant"][r], self.variants)] for s, r in rows.items()}
+        cell = self._cells(col, np.sort(np.concatenate(list(rows.values()))))
+        if self.target == "mask" and len(self.cells) > 1:  # one channel layout, one frozen-init family
+            raise ConfigError(
+                "target", f"mask learns one architecture and task, these rows hold {len(self.cells)}"
+            )
+        for s in self.cells:
+            self.tokenizer.check_architecture(s["architecture"], s["arch_config"], "tokenizer")
         if self.tokenizer.stats is None:
             reader = ZooTokens(ds, rows["train"], self.tokenizer, self.vocab, normalize=False)
-            picked = self._fit_sample(ds, rows["train"])
+            picked = self._fit_sample(ds, rows["train"], cell)
             self.tokenizer.fit(MemberTensors.from_row(reader.row(i)) for i in picked)
         if self.target == "mask" and not {"mask", "init_params"} <= set(self.tokenizer.fields or []):
             raise ConfigError(
@@ -350,28 +391,69 @@ class ZooDataModule(L.LightningDataModule):
                 f"mask needs rows with masks over frozen inits; the tokenizer's fields are "
                 f"{self.tokenizer.fields} (variants {self.variants})",
             )
-        if self.balance is not None:
+        if self.balance == "cell":
+            mine = cell[rows["train"]]
+            self.train_weights = torch.from_numpy(1.0 / np.bincount(mine)[mine])
+        elif self.balance is not None:
             self.train_weights = balance_weights(ds.data.column(self.balance).to_numpy()[rows["train"]])
         self.datasets = {}
         for split, r in rows.items():
             if self.mode == "checkpoints":
                 self.datasets[split] = ZooTokens(
-                    ds, r, self.tokenizer, self.vocab, self.normalize, self.target == "mask", self.cache_items
-                )
+                    ds, r, self.tokenizer, self.vocab, self.normalize, self.target == "mask", self.cache_items,
+                    cell,
+                )  # fmt: skip
             else:
                 self.datasets[split] = ZooPairs(
-                    ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items
-                )
+                    ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items,
+                    cell,
+                )  # fmt: skip
 
-    def _fit_sample(self, ds, rows: np.ndarray) -> np.ndarray:
-        """Evenly spaced train rows, an equal share from each (variant, variant_config)."""
+    def _split(self, member_index: np.ndarray, zoo_of: np.ndarray) -> dict[str, np.ndarray]:
+        """Split members zoo by zoo (sets self.splits); the rows of each split."""
+        if len(self.zoos) == 1:
+            self.splits = split_members(np.unique(member_index), self.fractions, self.seed)
+            return {s: np.flatnonzero(np.isin(member_index, m)) for s, m in self.splits.items()}
+        rows = {s: [] for s in ("train", "val", "test")}
+        pairs = {s: [] for s in rows}
+        for z in range(len(self.zoos)):
+            mine = zoo_of == z
+            for s, m in split_members(np.unique(member_index[mine]), self.fractions, self.seed).items():
+                rows[s].append(np.flatnonzero(mine & np.isin(member_index, m)))
+                pairs[s].append(np.stack([np.full(len(m), z), m], 1))  # (n, 2) [zoo, member]
+        self.splits = {s: np.concatenate(p).astype(np.int64) for s, p in pairs.items()}
+        return {s: np.concatenate(r) for s, r in rows.items()}
+
+    def _cells(self, col: dict, kept: np.ndarray) -> np.ndarray:
+        """Set self.cells from the kept rows; (rows,) each row's cell id (-1: not kept)."""
+        keys = np.array(["\0".join(str(col[c][r]) for c in CELL_COLUMNS) for r in kept], dtype=object)
+        unique, inverse = np.unique(keys, return_inverse=True) if len(kept) else (np.array([]), np.array([]))
+        self.cells = []
+        for i, key in enumerate(unique):
+            arch, options, task, task_options = key.split("\0")
+            variants = sorted(set(col["variant"][kept[inverse == i]]))
+            self.cells.append(
+                {
+                    "architecture": arch,
+                    "arch_config": json.loads(options),
+                    "task": task,
+                    "task_options": json.loads(task_options) if task_options else {},
+                    "variants": [str(v) for v in variants],
+                }
+            )
+        cell = np.full(len(col["variant"]), -1, dtype=np.int64)
+        cell[kept] = inverse
+        return cell
+
+    def _fit_sample(self, ds, rows: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """Evenly spaced train rows, an equal share from each (variant, variant_config, cell)."""
         if len(rows) == 0:
             raise ConfigError("fractions", "the train split holds no member to fit the tokenizer on")
         if self.fit_rows is None:
             return rows
         variant = ds.data.column("variant").to_numpy(zero_copy_only=False)[rows]
         config = ds.data.column("variant_config").to_numpy(zero_copy_only=False)[rows]
-        keys = np.char.add(variant.astype(str), config.astype(str))
+        keys = np.char.add(np.char.add(variant.astype(str), config.astype(str)), cell[rows].astype(str))
         groups = [rows[keys == k] for k in np.unique(keys)]
         share = max(1, self.fit_rows // len(groups))
         picked = [g[np.unique(np.linspace(0, len(g) - 1, min(share, len(g))).astype(int))] for g in groups]
@@ -418,7 +500,8 @@ class ZooDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Vocabulary and member split (stored in Lightning checkpoints)."""
+        """Vocabulary and member split (stored in Lightning checkpoints; a mixed zoo's split as
+        [zoo, member] pairs)."""
         return {"vocab": self.vocab, "splits": {s: m.tolist() for s, m in self.splits.items()}}
 
     def load_state_dict(self, state: dict) -> None:

@@ -9,10 +9,14 @@ inputs match the member's: its best prediction at high noise is a network that m
 knowledge distillation; the members' own logits are the teacher, the labels are never read.
 
 Tokens are decoded to params inside the graph (the tokenizer's affine de-normalisation and the
-layout's gather), so the term is differentiable in the prediction. It needs one architecture and
-token structure for the whole batch (the params-only plan of the tokenizer's architecture), the x0
-prediction ("sample") or v-prediction (x0 is affine in v and x_t); epsilon's x0 divides by
-sqrt(alpha_bar), which explodes at high noise, and is refused.
+layout's gather), so the term is differentiable in the prediction. A FunctionLoss reads one
+architecture (the params-only plan of its architecture, whatever other fields the rows hold) and runs
+it on one task's inputs; `PerCell` scores a batch that mixes architectures, shapes and tasks
+(a mixed zoo, or neuron_pruned members narrower than the rest), each row with the FunctionLoss of its
+own cell: its own plan over its own first T tokens (never a wider net's layout over padding),
+its own forward and its own task's inputs. It needs the x0 prediction ("sample") or v-prediction
+(x0 is affine in v and x_t); epsilon's x0 divides by sqrt(alpha_bar), which explodes at high noise,
+and is refused.
 
 With `sparsities`, each prediction is also scored after global magnitude pruning at a sparsity drawn
 per network from that list (biases kept, as `mole sample --project sparsity=...` prunes), against
@@ -34,6 +38,8 @@ the member's but work as well cost nothing.
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 import torch.nn.functional as F
@@ -58,18 +64,27 @@ class FunctionLoss(nn.Module):
         normalized: the tokens are normalised (ZooDataModule's `normalize`).
         sparsities: also score the prediction pruned by global magnitude at one of these (drawn per
             network); () : dense only.
+        architecture: (name, arch_config) of the networks the tokens hold; None: the tokenizer's.
     """
 
-    def __init__(self, tokenizer, inputs: torch.Tensor, normalized: bool = True, sparsities=()):
+    def __init__(
+        self,
+        tokenizer,
+        inputs: torch.Tensor,
+        normalized: bool = True,
+        sparsities=(),
+        architecture: tuple[str, dict] | None = None,
+    ):
         super().__init__()
         self.sparsities = [float(x) for x in sparsities]
         if any(not 0 < x < 1 for x in self.sparsities):
             raise ConfigError("function_sparsities", f"each must be in (0, 1), got {list(sparsities)}")
         if tokenizer.stats is None or tokenizer.architecture is None:
             raise ConfigError("function_loss", "needs a fitted tokenizer")
-        self.arch = architecture_from_config(tokenizer.architecture, tokenizer.arch_config)
+        name, config = architecture or (tokenizer.architecture, tokenizer.arch_config)
+        self.arch = architecture_from_config(name, config)
         self.weights = self.arch.weight_names()
-        layout = tokenizer.plan(tokenizer.architecture, tokenizer.arch_config, [], None)
+        layout = tokenizer.plan(name, config, [], None)
         mean, std = tokenizer.normalization(layout)  # (T, D)
         if not normalized:
             mean, std = torch.zeros_like(mean), torch.ones_like(std)
@@ -104,6 +119,12 @@ class FunctionLoss(nn.Module):
         per network and forward pass, which cap the inputs (`budgeted_inputs`); None: no cap."""
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
+        if len(getattr(datamodule, "cells", [])) > 1:
+            raise ConfigError(
+                "function_loss",
+                f"reads one architecture and task, this zoo mixes {len(datamodule.cells)} "
+                "(PerCell scores each row with its own)",
+            )
         task, options = zoo_task(datamodule)
         data = data or load_task(task, **options)
         if budget is not None:
@@ -213,6 +234,75 @@ class FunctionLoss(nn.Module):
         keep = topk_straight_through(mags, drawn).split([params[w][0].numel() for w in self.weights], 1)
         masks = {w: k.view_as(params[w]) for w, k in zip(self.weights, keep)}
         return {k: v * masks[k] if k in masks else v for k, v in params.items()}
+
+
+class PerCell(nn.Module):
+    """The function-space term of a batch whose rows may be of different cells (architecture,
+    arch_config, task): each row is scored by the FunctionLoss of its own cell, on the first T
+    tokens of its padded row (T: its own plan's), and the KL is averaged over rows (each row's the mean
+    over its task's inputs), as if every row were scored alone.
+
+    Args:
+        losses: one FunctionLoss per cell id (the data module's `cells` order).
+    """
+
+    def __init__(self, losses: list[FunctionLoss]):
+        super().__init__()
+        if not losses:
+            raise ConfigError("function_loss", "needs at least one cell")
+        self.losses = nn.ModuleList(losses)
+
+    @classmethod
+    def from_datamodule(
+        cls, datamodule, num_inputs: int = 256, seed: int = 0, sparsities=(), budget: int | None = None
+    ) -> PerCell:
+        """One FunctionLoss per cell of a set-up ZooDataModule: `num_inputs` training inputs of
+        the cell's task drawn with `seed` (fewer where `budget`, activation elements per network
+        and forward pass, allows fewer: budgeted_inputs), its own architecture's plan."""
+        if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
+            raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
+        datamodule.setup()
+        tasks: dict[str, TaskData] = {}  # one load per (task, options)
+        losses = []
+        for s in datamodule.cells:
+            key = json.dumps([s["task"], s["task_options"]], sort_keys=True)
+            if key not in tasks:
+                tasks[key] = load_task(s["task"], **s["task_options"])
+            arch = architecture_from_config(s["architecture"], s["arch_config"])
+            n = num_inputs if budget is None else budgeted_inputs(arch, num_inputs, budget)
+            inputs, _ = tasks[key].train_sample(n, seed)
+            loss = FunctionLoss(
+                datamodule.tokenizer,
+                inputs,
+                datamodule.normalize,
+                sparsities,
+                (s["architecture"], s["arch_config"]),
+            )
+            loss.task, loss.task_options = s["task"], dict(s["task_options"])
+            losses.append(loss)
+        return cls(losses)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
+        """The mean over rows of each row's KL (a scalar).
+
+        Args:
+            pred: (B, T, D) predicted clean tokens, rows zero-padded to the batch's longest.
+            target: (B, T, D) the clean tokens.
+            cell: (B,) long cell id of each row (None: every row is of cell 0).
+        """
+        if cell is None:
+            cell = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
+        ids = sorted(set(cell.tolist()))
+        if ids[-1] >= len(self.losses) or ids[0] < 0:
+            raise ConfigError("function_loss", f"cell ids {ids}, the term knows {len(self.losses)}")
+        if len(ids) == 1:  # the whole batch: no reweighting
+            fn = self.losses[ids[0]]
+            return fn(pred[:, : fn.shape[0]], target[:, : fn.shape[0]])
+        total = pred.new_zeros(())
+        for i in ids:
+            rows, fn = cell == i, self.losses[i]
+            total = total + fn(pred[rows, : fn.shape[0]], target[rows, : fn.shape[0]]) * rows.sum()
+        return total / pred.shape[0]
 
 
 class _ActivationCounter(TorchDispatchMode):

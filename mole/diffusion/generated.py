@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from mole.data import TaskData, load_task
+from mole.diffusion.cells import one_cell
 from mole.diffusion.model_dir import load_model, read_meta, task_options_of
 from mole.diffusion.options import SampleOptions
+from mole.diffusion.prompts import expand_prompts
 from mole.diffusion.sample import sample
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors
@@ -175,8 +177,9 @@ def generate_zoo(
     """
     options = options or SampleOptions()
     meta = read_meta(model_dir)
-    task = resolve_task(meta, conditions)
-    task_options = dict(task_options) if task_options is not None else task_options_of(meta)
+    cell = one_cell(meta, expand_prompts(conditions, num))  # of a mixed model: the prompted one
+    task = cell["task"] or resolve_task(meta, conditions)
+    task_options = dict(task_options) if task_options is not None else task_options_of(meta, task)
     description = {  # spec.json: its hash names the zoo, so these keys and values stay as they are
         "model": str(model_dir),
         "conditions": dict(conditions),

@@ -4,8 +4,10 @@
     scheduler/   the DDPM scheduler (weights models only)
     tokenizer/   the fitted tokenizer (Tokenizer.save)
     mole.json    what sampling needs besides the weights: "target" (the kind: MODEL_KINDS), the
-                 conditions and their ranges, the zoo's architecture and task, the tokenizer, and
-                 the system's own entries (prediction type; channel groups and mask prior)
+                 conditions and their ranges, the zoo's architecture and task, the cells it
+                 trained on ("cells": each (architecture, arch_config, task, task_options) with
+                 its variants; sampling picks one per network, mole.diffusion.cells), the
+                 tokenizer, and the system's own entries (prediction type; channel groups and mask prior)
 
 The folder is written into a temporary folder and renamed into place (mole.io.atomic_dir).
 """
@@ -71,7 +73,8 @@ def model_meta(system, datamodule) -> dict[str, Any]:
         "token_dim": cfg.token_dim,
         "max_tokens": cfg.max_tokens,
         "variants": datamodule.variants,
-        "zoo": str(datamodule.zoo),
+        "cells": list(datamodule.cells),
+        "zoo": str(datamodule.zoo) if len(datamodule.zoos) == 1 else [str(z) for z in datamodule.zoos],
         **system.model_meta(),  # "target" and the system's own entries
     }
 
@@ -132,9 +135,15 @@ def load_model(path: str | Path) -> Model:
     return Model(net, scheduler, Tokenizer.from_dir(path / "tokenizer"), meta)
 
 
-def task_options_of(meta: dict[str, Any]) -> dict:
-    """The task options of the zoo a model was trained on (its spec.json), {} when unreadable."""
+def task_options_of(meta: dict[str, Any], task: str | None = None) -> dict:
+    """The task options of the zoo a model was trained on: those its cells list for `task` (or
+    for its one task), else the zoo's spec.json; {} when unreadable."""
+    known = {s["task"]: s.get("task_options", {}) for s in meta.get("cells") or []}
+    if task in known or (task is None and len(known) == 1):
+        return dict(known[task] if task in known else next(iter(known.values())))
     zoo = meta.get("zoo")
+    if not isinstance(zoo, str):
+        return {}
     try:
         spec = read_json(Path(zoo) / store.SPEC, "spec") if zoo else {}
     except StoreError:

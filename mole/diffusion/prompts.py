@@ -118,18 +118,23 @@ def context_members(
 
 
 def guided(
-    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor], cond: dict[str, torch.Tensor], guidance: float
+    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    cond: dict[str, torch.Tensor],
+    guidance: float,
+    keep: Sequence[str] = (),
 ) -> torch.Tensor:
     """Classifier-free guidance: uncond + g * (cond - uncond); one pass when g == 1 or no condition.
 
     Args:
         predict: the model's call with everything but the conditions bound: cond -> prediction.
         cond: name -> (B,) condition tensors (the unconditional pass leaves every one out, so each
-            gets its null embedding).
+            gets its null embedding, but those in `keep`).
         guidance: g.
+        keep: conditions the unconditional pass keeps (a model trained with them kept in its
+            all-at-once dropout: mole.json's "cond_drop_keep").
     """
     pred = predict(cond)
     if guidance == 1.0 or not cond:
         return pred
-    uncond = predict({})
+    uncond = predict({n: v for n, v in cond.items() if n in keep})
     return uncond + guidance * (pred - uncond)

@@ -7,6 +7,16 @@ tokens are denormalised with the tokenizer's statistics and detokenized into par
 the model's architecture. Mask models take one pass over frozen inits (mole.masks.sample). Either way
 the members are then projected onto the prompted sparsity / bit grid / rank (mole.diffusion.project).
 
+Prompts are validated against the model's trained vocabularies and ranges (mole.diffusion.conditioning);
+conditions the model only ever saw with one value (task, architecture, sparsity 0 in a dense zoo)
+are filled in at that value (see prompts.fill_constants), the others left out get their null embedding.
+Each network's prompt picks the cell (architecture, shape and task) it is drawn as, among those
+the model trained on (mole.diffusion.cells); networks of one cell are drawn together.
+
+Everything random is drawn from one torch.Generator per cell, seeded with `options.seed` (a
+hash of it and the cell for a model of several), so a seed gives the same networks bit for bit
+(on one machine); the noise of network i does not depend on the batch size.
+
 Structure channels: a weights model trained on sparse or quantized rows (its tokenizer gives token
 space to masks and codes) generates them beside the weights. By default a net prompted with a sparsity
 or bits is made exact from its generated weights (magnitude top-k, post-training quantization): the
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +37,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from mole.conditions import FLOAT32_BITS
+from mole.diffusion.cells import cell_seed, cells_of, pick
 from mole.diffusion.model_dir import Model, load_model
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.project import check_levels, project_members
@@ -87,14 +99,20 @@ def sample(
         if name in conditions:
             raise ConfigError(f"project.{name}", "also given as a condition: give it once")
     one_pass = meta["target"] == "mask"
-    arch = MemberTensors(meta["architecture"], meta["arch_config"], {}).arch
+    cells = cells_of(meta)
+    which = [pick(meta, p) for p in per_net]  # each net's cell; fills its architecture and task
+    groups = {s: [i for i in range(num) if which[i] == s] for s in dict.fromkeys(which)}  # prompted order
+    if one_pass and len(cells) > 1:
+        raise ConfigError("model", "a mask model draws one architecture; this one lists several")
+    archs = [MemberTensors(s["architecture"], s["arch_config"], {}).arch for s in cells]
     fill_constants(meta, per_net)
     cond = encode_prompts(meta, per_net, options.extrapolate)
     wanted = [{**p, **q} for p, q in zip(per_net, per_proj)]  # what each net is projected onto
-    for q, w in zip(per_proj, wanted):  # every level is checked before any model call
-        check_levels(arch, *levels_of(q), prefix="project")  # a bad --project value names project.*
-        check_levels(arch, *levels_of(w))
-    total = -(-num // options.batch_size) * (1 if one_pass else options.steps)  # model calls, all batches
+    for q, w, s in zip(per_proj, wanted, which):  # every level is checked before any model call
+        check_levels(archs[s], *levels_of(q), prefix="project")  # a bad --project value names project.*
+        check_levels(archs[s], *levels_of(w))
+    batches = sum(-(-len(g) // options.batch_size) for g in groups.values())
+    total = batches * (1 if one_pass else options.steps)  # model calls, all batches
     done = [0]
 
     def tick(n: int) -> None:
@@ -116,11 +134,21 @@ def sample(
                     f"the model generates no channel for {missing[0]} (it never trained on "
                     "such rows with its tokenizer's mask / codes fields): leave channels false",
                 )
-        members, channels = sample_weights(
-            net, scheduler, tok, meta, cond, num, options, context, tick, fields
-        )
-        weights = arch.weight_names()
-        scores = [None if ch["mask"] is None else {n: ch["mask"][n] for n in weights} for ch in channels]
+        starts = context_members(context, num)
+        members, channels = [None] * num, [None] * num
+        for s, idx in groups.items():
+            seed = cell_seed(options.seed, s, len(cells))
+            drawn, read = sample_weights(
+                net, scheduler, tok, meta, {n: v[idx] for n, v in cond.items()}, len(idx),
+                replace(options, seed=seed), None if starts is None else [starts[i] for i in idx], tick,
+                [fields[i] for i in idx], cells[s],
+            )  # fmt: skip
+            for i, m, ch in zip(idx, drawn, read):
+                members[i], channels[i] = m, ch
+        weights = [archs[s].weight_names() for s in which]
+        scores = [
+            None if ch["mask"] is None else {n: ch["mask"][n] for n in w} for ch, w in zip(channels, weights)
+        ]
         codes = [None if ch["codes"] is None else (ch["codes"], ch["scales"]) for ch in channels]
         inits = None
         scope = options.scope or SCOPE
@@ -130,8 +158,18 @@ def sample(
                 m.extra["structure"] = how
     for m, p, q in zip(members, per_net, per_proj):
         m.extra = {**m.extra, "prompt": p, **({"project": q} if q else {})}
-    levels = list(zip(*(levels_of(w) for w in wanted)))
-    return project_members(members, *levels, scope=scope, scores=scores, inits=inits, codes=codes)
+    levels = [levels_of(w) for w in wanted]
+    out = [None] * num
+    for idx in groups.values():  # projection stacks members of one architecture
+        projected = project_members(
+            [members[i] for i in idx], *(list(x) for x in zip(*(levels[i] for i in idx))), scope=scope,
+            scores=None if scores is None else [scores[i] for i in idx],
+            inits=None if inits is None else [inits[i] for i in idx],
+            codes=None if codes is None else [codes[i] for i in idx],
+        )  # fmt: skip
+        for i, m in zip(idx, projected):
+            out[i] = m
+    return out
 
 
 def structure_of(prompt: Mapping, fields: list[str]) -> dict[str, str]:
@@ -167,8 +205,9 @@ def sample_weights(
     context,
     on_step: Callable[[int], None],
     fields: Sequence[list[str]] | None = None,
+    cell: Mapping | None = None,
 ) -> tuple[list[MemberTensors], list[dict]]:
-    """DDIM over token grids of the model's architecture -> unprojected params-only members, and the
+    """DDIM over token grids of one architecture -> unprojected params-only members, and the
     generated channels of `fields`.
 
     Args:
@@ -181,13 +220,16 @@ def sample_weights(
         fields: per network, the structure channels to read ("mask", "codes"; see structure_fields):
             masks and codes are columns of the same tokens, so every net is drawn alike and only
             read with its own layout. None: none.
+        cell: the architecture and arch_config drawn (mole.diffusion.cells); None: the
+            model's own (meta["architecture"], meta["arch_config"]).
 
     Returns:
         (members, channels): channels[i] is layout.decode_fields of net i's tokens read with its
         fields (field -> {name: float32 tensor}, None where not read).
     """
     fields = fields or [[] for _ in range(num)]
-    layout = tok.plan(meta["architecture"], meta["arch_config"], [], None)
+    cell = cell or meta
+    layout = tok.plan(cell["architecture"], cell["arch_config"], [], None)
     layouts = {(): layout}
     t_len, d = layout["shape"]
     if denoiser.config.token_dim != d:
@@ -215,14 +257,15 @@ def sample_weights(
             predict = functools.partial(  # cond -> the denoiser's prediction at x_t
                 denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx
             )
-            x = ddim.step(guided(predict, c, options.guidance), t, x, generator=gen).prev_sample  # (B, T, D)
+            pred = guided(predict, c, options.guidance, meta.get("cond_drop_keep", ()))
+            x = ddim.step(pred, t, x, generator=gen).prev_sample  # (B, T, D)
             on_step(1)
         for i in range(b):
             tokens = tok.denormalize(x[i], layout) if meta.get("normalized", True) else x[i]
             out.append(tok.detokenize(tokens, layout))
             read = tuple(fields[lo + i])
             if read not in layouts:
-                layouts[read] = tok.plan(meta["architecture"], meta["arch_config"], list(read), None)
+                layouts[read] = tok.plan(cell["architecture"], cell["arch_config"], list(read), None)
             if read:  # denormalised with the statistics of the channels it reads
                 full = tok.denormalize(x[i], layouts[read]) if meta.get("normalized", True) else x[i]
                 channels.append(tok.channel_values(full, layouts[read]))

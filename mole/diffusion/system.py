@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from diffusers import DDPMScheduler
 
-from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss, zoo_task
+from mole.diffusion.function_loss import PerCell
 from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError
 
@@ -40,10 +39,16 @@ class DiffusionSystem(NetSystem):
         warmup_steps: linear learning-rate warm-up.
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
+        cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
+            guidance contrasts with is told them (sampling keeps them in its unconditional pass too:
+            mole.json's "cond_drop_keep"). A mixed model (mole.diffusion.cells) keeps
+            [architecture, task]: its unconditional prediction is otherwise a blend of every
+            architecture's, and guidance pushes away from it into no architecture at all.
         function_loss: weight of the function-space term (mole.diffusion.function_loss: KL from the
             member's outputs to those of the predicted x0 on training inputs), 0: weight MSE only.
             Needs prediction_type "sample" or "v_prediction"; it is built in `setup` from the
-            trainer's ZooDataModule (or set `system.function` yourself).
+            trainer's ZooDataModule (or set `system.function`, a PerCell, yourself): each row is
+            scored with its own architecture on its own task's inputs (a mixed zoo's rows alike).
         function_inputs: training inputs the functions are compared on (the most, with a budget).
         function_budget: activation elements per network and forward pass the term may write; fewer
             inputs where one costs more (mole.diffusion.function_loss.budgeted_inputs: on the digits
@@ -65,6 +70,7 @@ class DiffusionSystem(NetSystem):
         warmup_steps: int = 0,
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
+        cond_drop_keep: list[str] | None = None,
         function_loss: float = 0.0,
         function_inputs: int = 256,
         function_sparsities: list[float] | None = None,
@@ -78,6 +84,12 @@ class DiffusionSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
+        unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
+        if unknown:
+            raise ConfigError(
+                "model.cond_drop_keep",
+                f"{unknown} are not conditions of the net: {', '.join(net.config.conditions or {})}",
+            )
         if function_budget is not None and (
             isinstance(function_budget, bool) or not isinstance(function_budget, int) or function_budget < 1
         ):
@@ -97,7 +109,7 @@ class DiffusionSystem(NetSystem):
             **{**SCHEDULER_DEFAULTS, **(scheduler or {}), "prediction_type": prediction_type}
         )
         self.ema = ema_of(net, ema_decay)
-        self.function: FunctionLoss | None = None  # built in setup when function_loss > 0
+        self.function: PerCell | None = None  # built in setup when function_loss > 0
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -107,12 +119,10 @@ class DiffusionSystem(NetSystem):
                 raise ConfigError(
                     "model.function_loss", "needs the trainer's ZooDataModule, or set system.function"
                 )
-            task, options = zoo_task(datamodule)
-            self.function = FunctionLoss.from_datamodule(
+            self.function = PerCell.from_datamodule(
                 datamodule,
                 self.hparams.function_inputs,
                 sparsities=self.hparams.function_sparsities or (),
-                data=load_task(task, **options),
                 budget=self.hparams.function_budget,
             )
 
@@ -122,6 +132,7 @@ class DiffusionSystem(NetSystem):
             "target": self.TARGET,
             "prediction_type": self.scheduler.config.prediction_type,
             "context_dim": self.net.config.context_dim,
+            "cond_drop_keep": list(self.hparams.cond_drop_keep or []),
         }
 
     # ------------------------------------------------------------------ loss
@@ -142,8 +153,9 @@ class DiffusionSystem(NetSystem):
         cond = self.conditions(batch)
         names = list(self.net.config.conditions or {})
         dropped = drop_conditions(
-            names, b, self.hparams.cond_drop_prob if drop else 0.0, tokens.device, generator
-        )
+            names, b, self.hparams.cond_drop_prob if drop else 0.0, tokens.device, generator,
+            self.hparams.cond_drop_keep or (),
+        )  # fmt: skip
         noise = torch.randn(tokens.shape, device=tokens.device, generator=generator)
         t = torch.randint(
             0, self.scheduler.config.num_train_timesteps, (b,), device=tokens.device, generator=generator
@@ -163,5 +175,5 @@ class DiffusionSystem(NetSystem):
             if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
                 ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
-            loss = loss + self.hparams.function_loss * self.function(pred, tokens)
+            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"))
         return loss

@@ -96,8 +96,8 @@ class MoleCLI(LightningCLI):
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")  # self.subcommand is set only after this
         zoo = (self.config[sub] if sub else self.config)["data"]["zoo"]
-        if zoo is not None:
-            verify_zoo(Path(zoo))
+        for folder in [zoo] if isinstance(zoo, str) else zoo or []:  # one folder, or a mixed zoo's list
+            verify_zoo(Path(folder))
 
     def before_instantiate_classes(self) -> None:
         """The chosen system must learn from the data module's kind of rows (one-line error)."""

@@ -32,10 +32,12 @@ from mole.tokenizer.member import (
     arch_info,
     architecture_family,
     architecture_signature,
+    family_tag,
 )
 from mole.tokenizer.stats import RunningStats, stat_maps
 
 STATS_PER = ("column", "tensor", "element")
+FAMILY_SEP = "::"  # "<family tag>::<field>/<tensor>": statistics keys of a tokenizer of several families
 CANONICAL = ("sort", "match")
 REFERENCE_MEMBERS = 256  # members `fit` aligns to build the matching reference (it is their mean)
 
@@ -51,9 +53,9 @@ class Tokenizer(ABC):
         canonical: reorder hidden neurons before encoding (mole.tokenizer.canonical); the
             permutation goes into the layout, so detokenize still returns the original member.
             "sort" (or True): a canonical sort per member; "match": weight matching to a reference
-            that `fit` builds (the mean of the aligned members of the most common widths), so
-            that neurons doing the same job in different members share a token position; members
-            of other widths are sorted; False: as stored.
+            that `fit` builds (the mean of the aligned members of the most common widths, one per
+            architecture family), so that neurons doing the same job in different members share a
+            token position; members of other widths are sorted; False: as stored.
         stats_per: "column" (mean/std per layer and column), "tensor" (per layer only) or "element"
             (per weight, with canonical="match": see mole.tokenizer.stats).
     """
@@ -80,9 +82,11 @@ class Tokenizer(ABC):
         self.canonical: str | bool = canonical or False
         self.reference: dict[str, torch.Tensor] | None = None  # "match": fitted by `fit`
         self.stats_per = stats_per
-        # Bound by fit / from_dir; other widths of the same layers pass (see check_architecture).
+        # Bound by fit / from_dir: the first member's architecture, and one [name, config] per
+        # architecture family fitted (see check_architecture); other widths of a family pass.
         self.architecture: str | None = None
         self.arch_config: dict | None = None
+        self.families: list[list] = []
         self.stats: dict[str, dict[str, torch.Tensor]] | None = None
         self._reset_caches()
 
@@ -213,16 +217,24 @@ class Tokenizer(ABC):
         return self._compiled[key]
 
     def check_architecture(self, name: str, config: dict, field: str) -> None:
-        """ConfigError naming `field` when the tokenizer is bound to another architecture family
-        (other layers, input shape or classes; other widths of the same layers are fine)."""
+        """ConfigError naming `field` when the member is of no architecture family the tokenizer is
+        bound to (other layers, input shape or classes; other widths of the same layers are fine)."""
         if self.architecture is None or (name, config) == (self.architecture, self.arch_config):
             return
-        if architecture_family(name, config) != architecture_family(self.architecture, self.arch_config):
+        families = self.families or [[self.architecture, self.arch_config]]
+        if architecture_family(name, config) not in {architecture_family(*f) for f in families}:
+            built = ", ".join(architecture_signature(*f) for f in families)
             raise ConfigError(
-                field,
-                f"tokenizer built for {architecture_signature(self.architecture, self.arch_config)}, "
-                f"got {architecture_signature(name, config)}",
+                field, f"tokenizer built for {built}, got {architecture_signature(name, config)}"
             )
+
+    def _stats_prefix(self, layout: Mapping) -> str:
+        """What the statistics keys of a layout's placements start with: its family's tag when the
+        tokenizer was fitted on several families (so an MLP on digits and one on mnist1d never share
+        a column's statistics), else nothing."""
+        if len(self.families) <= 1:
+            return ""
+        return family_tag(layout["architecture"], layout["arch_config"]) + FAMILY_SEP
 
     def _check_tokens(self, tokens: Any, layout: Mapping) -> None:
         t, d = layout["shape"]
@@ -257,6 +269,9 @@ class Tokenizer(ABC):
         if self.reference is None:
             raise ConfigError("tokenizer", "canonical='match' needs a reference: call fit(rows) first")
         ref = self.reference
+        if any(FAMILY_SEP in k for k in ref):  # one reference per family: this member's
+            prefix = family_tag(member.architecture, member.arch_config) + FAMILY_SEP
+            ref = {k[len(prefix) :]: v for k, v in ref.items() if k.startswith(prefix)}
         if any(n not in ref or ref[n].shape != t.shape for n, t in member.params.items()):
             return canonical_order(member)  # another width (e.g. neuron_pruned): no reference to match
         return match_order(member, ref)
@@ -288,39 +303,41 @@ class Tokenizer(ABC):
 
     # ------------------------------------------------------------------ normalisation
     def fit(self, items: Iterable[MemberTensors | Mapping], max_items: int | None = None) -> Tokenizer:
-        """Fit per-layer, per-column mean/std on members or zoo rows; binds the architecture.
+        """Fit per-layer, per-column mean/std on members or zoo rows; binds the architectures.
+
+        Members may mix architecture families (a zoo of MLPs and CNNs, or of two tasks): each
+        family gets statistics of its own (keyed by `family_tag`, see _stats_prefix), and the
+        policy's widths (e.g. the neuron policy's row width) cover them all, so every member
+        tokenizes to the same D.
 
         Args:
             items: MemberTensors or zoo rows (dicts), any iterable (read once).
             max_items: stop after this many.
         """
-        running, seen, count = RunningStats(self.stats_per == "element"), set(), 0
+        running: dict[str, RunningStats] = {}  # family tag -> its statistics
+        seen, count, families = set(), 0, {}
         self.architecture = self.arch_config = None
+        self.families = []
         self._reset_caches()
         members = (m if isinstance(m, MemberTensors) else MemberTensors.from_row(m) for m in items)
         if max_items is not None:
             members = itertools.islice(members, max_items)
-        if self.canonical == "match":  # two passes: build the reference, then the statistics
+        if self.canonical == "match":  # two passes: build the references, then the statistics
             members = list(members)
             if not members:
                 raise ConfigError("fit", "no members to fit on")
-            widest = collections.Counter(m.signature() for m in members).most_common(1)[0][0]
-            same = [m.validate() for m in members if m.signature() == widest]
-            self.reference = match_reference(same[:REFERENCE_MEMBERS])
+            self.reference = self._references(members)
         for member in members:
             if count == 0:
                 name, config = member.architecture, member.arch_config
-                family = architecture_family(name, config)
-            elif architecture_family(member.architecture, member.arch_config) != family:
-                raise ConfigError(
-                    "fit",
-                    f"a tokenizer fits one architecture (widths may differ): "
-                    f"{architecture_signature(name, config)} and {member.signature()} are mixed",
-                )
+            tag = family_tag(member.architecture, member.arch_config)
+            if tag not in families:
+                families[tag] = [member.architecture, member.arch_config]
+                running[tag] = RunningStats(self.stats_per == "element")
             if self.canonical:
                 member, _ = self._reorder(member.validate())
             layout = self.layout_for(member.validate())
-            running.update(member, layout["placements"])
+            running[tag].update(member, layout["placements"])
             self._observe(layout)
             seen.update(member.present())
             count += 1
@@ -329,9 +346,33 @@ class Tokenizer(ABC):
         if self.fields is None:
             self.fields = [f for f in OPTIONAL_FIELDS if f in seen]
         self.architecture, self.arch_config = name, config
-        self.stats = running.finalize(self.stats_per)
+        self.families = list(families.values())
+        if len(running) == 1:
+            self.stats = running[tag].finalize(self.stats_per)
+        else:
+            self.stats = {
+                t + FAMILY_SEP + k: v
+                for t, r in running.items()
+                for k, v in r.finalize(self.stats_per).items()
+            }
         self._reset_caches()  # fields (and a policy's widths) may have changed
         return self
+
+    @staticmethod
+    def _references(members: list[MemberTensors]) -> dict[str, torch.Tensor]:
+        """canonical="match": the mean of the aligned members of each family's most common width;
+        keyed "<family tag>::<param>" when the members span several families."""
+        by_family: dict[str, list[MemberTensors]] = collections.defaultdict(list)
+        for m in members:
+            by_family[family_tag(m.architecture, m.arch_config)].append(m)
+        refs = {}
+        for tag, group in by_family.items():
+            widest = collections.Counter(m.signature() for m in group).most_common(1)[0][0]
+            same = [m.validate() for m in group if m.signature() == widest]
+            refs[tag] = match_reference(same[:REFERENCE_MEMBERS])
+        if len(refs) == 1:
+            return refs[tag]
+        return {t + FAMILY_SEP + n: v for t, ref in refs.items() for n, v in ref.items()}
 
     def _observe(self, layout: dict) -> None:
         """Hook: a policy may record structure seen during fit (e.g. the widest factor row)."""
@@ -342,7 +383,7 @@ class Tokenizer(ABC):
             raise ConfigError("tokenizer", "not fitted: call fit(rows) or load one with Tokenizer.from_dir")
         key = self._verified_key(layout)
         if key not in self._maps:
-            self._maps[key] = stat_maps(self.stats, layout)
+            self._maps[key] = stat_maps(self.stats, layout, self._stats_prefix(layout))
         return self._maps[key]
 
     def normalization(self, layout: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,6 +412,7 @@ class Tokenizer(ABC):
             "architecture": self.architecture,
             "arch_config": self.arch_config,
             "fitted": self.stats is not None,
+            **({"families": self.families} if len(self.families) > 1 else {}),
         }
         return persist.write_tokenizer(Path(path), config, self.stats, self.reference)
 
@@ -391,6 +433,9 @@ class Tokenizer(ABC):
             )
         tok = policy(**config["options"])
         tok.architecture, tok.arch_config = config["architecture"], config["arch_config"]
+        tok.families = config.get("families") or (
+            [[tok.architecture, tok.arch_config]] if tok.architecture else []
+        )
         if config["fitted"]:
             tok.stats = persist.read_stats(path)
             if tok.canonical == "match":

@@ -265,6 +265,15 @@ def architecture_family(name: str, config: dict) -> tuple:
     return (name, tuple(info.arch.input_shape), info.arch.num_classes, tuple(info.shapes))
 
 
+def family_tag(name: str, config: dict) -> str:
+    """A readable name of an architecture family (see architecture_family), e.g.
+    'mlp (1, 8, 8)->10 layers.0,layers.1,layers.2': keys the normalisation statistics of a tokenizer
+    fitted on several families."""
+    arch, shape, classes, params = architecture_family(name, config)
+    layers = ",".join(dict.fromkeys(p.rsplit(".", 1)[0] for p in params))
+    return f"{arch} {shape}->{classes} {layers}"
+
+
 def _np_dtype(column: str):
     return {"params": np.float32, "mask": np.bool_, "codes": np.int8}.get(column, np.float32)
 

@@ -124,17 +124,18 @@ def _grow(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([t, torch.zeros(width - t.numel(), dtype=t.dtype)])
 
 
-def stat_maps(stats: dict, layout: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def stat_maps(stats: dict, layout: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """(T, D) float64 mean and std grids for a layout (padding: mean 0, std 1, so it stays zero).
 
     Args:
         stats: finalised statistics (RunningStats.finalize or a loaded stats file).
         layout: the member's layout.
+        prefix: what its keys start with (its architecture family's, in a tokenizer of several).
     """
     mean = torch.zeros(layout["shape"], dtype=torch.float64)  # (T, D)
     std = torch.ones(layout["shape"], dtype=torch.float64)  # (T, D)
     for p in layout["placements"]:
-        key = stats_key(p)
+        key = prefix + stats_key(p)
         if key not in stats:
             raise ConfigError(
                 "layout", f"the tokenizer's statistics have no entry {key!r}: it was fitted on another zoo"

@@ -303,10 +303,18 @@ def read_zoo(zoo: Path, columns: Sequence[str] | None = None, verify: bool = Tru
         raise StoreError(f"{zoo}: unreadable shard ({e})") from None
 
 
-def load_zoo_dataset(zoo: Path, cache_dir: str | None = None):
-    """The zoo as a memory-mapped Hugging Face `datasets.Dataset` (verified against the manifest)."""
+def load_zoo_dataset(zoo: Path | Sequence[Path], cache_dir: str | None = None):
+    """The zoo as a memory-mapped Hugging Face `datasets.Dataset` (verified against the manifest).
+
+    Args:
+        zoo: a zoo folder, or several: their rows one after another (`datasets.concatenate_datasets`),
+            zoo by zoo in the order given.
+        cache_dir: the `datasets` cache (None: its default).
+    """
     import datasets
 
+    if not isinstance(zoo, (str, Path)):
+        return datasets.concatenate_datasets([load_zoo_dataset(z, cache_dir) for z in zoo])
     files = [str(f) for f in shard_files(zoo)]
     if not files:
         raise StoreError(f"{zoo}: the manifest lists no shards yet")

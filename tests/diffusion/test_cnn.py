@@ -86,7 +86,7 @@ def zoo_members(zoo) -> list[MemberTensors]:
 
 def test_the_function_loss_reads_cnn_tokens(zoo, trained, digits):
     dm, system, _ = trained
-    fn, tok = system.function, dm.tokenizer
+    fn, tok = system.function.losses[0], dm.tokenizer
     assert fn.arch.name == "cnn" and fn.inputs.shape[0] == BUDGET_INPUTS  # the budget, not function_inputs
     a, b = zoo_members(zoo)[:2]
     tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in (a, b)])  # (2, T, D), weight-matched

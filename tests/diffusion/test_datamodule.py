@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch.utils.data import WeightedRandomSampler
 
+from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, balance_weights, collate, split_members
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
+from tests.diffusion.helpers import mixed_zoos
 from tests.tokenizer.helpers import CNN, random_member, tiny_zoo, variant_zoo
 
 
@@ -24,7 +26,7 @@ def zoo(tmp_path_factory):
 
 def make(zoo, cache, **kw) -> ZooDataModule:
     kw = {"batch_size": 8, "fractions": (0.5, 0.25, 0.25), "cache_dir": cache, **kw}
-    dm = ZooDataModule(str(zoo), **kw)
+    dm = ZooDataModule(zoo if isinstance(zoo, list) else str(zoo), **kw)
     dm.setup()
     return dm
 
@@ -182,3 +184,69 @@ def test_balance_draws_train_rows_by_weight(zoo, cache):
         ZooDataModule(str(zoo), balance="sparsity")
     with pytest.raises(ConfigError, match="^balance: .*use mode checkpoints"):
         ZooDataModule(str(zoo), mode="pairs", balance="test_acc")
+
+
+# ---------------------------------------------------------------------------- a mixed zoo
+def test_a_mixed_zoo_is_split_by_member_zoo_by_zoo(tmp_path_factory, cache):
+    zoos = mixed_zoos(tmp_path_factory)
+    dm = make([str(z) for z in zoos], cache, fractions=(0.5, 0.25, 0.25))
+    assert dm.zoo == zoos and len(dm.tokenizer.families) == 3  # the two digits MLP widths share one
+    tables = [store.read_zoo(z).to_pylist() for z in zoos]
+    rows = [(z, r) for z, t in enumerate(tables) for r in t]  # the concatenated zoo's row order
+    owner: dict[tuple, str] = {}
+    for split, ds in dm.datasets.items():
+        pairs = {tuple(p) for p in dm.splits[split].tolist()}
+        for z, table in enumerate(tables):  # each zoo's members split on their own, same fractions and seed
+            alone = split_members(sorted({r["member_index"] for r in table}), (0.5, 0.25, 0.25), 0)[split]
+            assert {m for zz, m in pairs if zz == z} == set(alone.tolist())
+        for i in ds.rows:
+            z, r = rows[i]
+            assert (z, r["member_index"]) in pairs
+            assert owner.setdefault((z, r["member_index"]), split) == split  # a member lives in one split
+    assert len(owner) == sum(len({r["member_index"] for r in t}) for t in tables)
+    assert sum(len(ds) for ds in dm.datasets.values()) == len(rows)
+    again = make([str(z) for z in zoos], cache, fractions=(0.5, 0.25, 0.25))
+    again.load_state_dict(dm.state_dict())  # the same zoos and seed: the same [zoo, member] split
+    with pytest.raises(ConfigError, match="^zoo: an empty list of zoos$"):
+        ZooDataModule([])
+
+
+def test_mixed_items_carry_their_cell_and_pad_to_the_longest(tmp_path_factory, cache):
+    zoos = mixed_zoos(tmp_path_factory)
+    dm = make([str(z) for z in zoos], cache, fractions=(1.0, 0.0, 0.0))
+    described = {(s["architecture"], tuple(s["arch_config"]["hidden"]), s["task"]) for s in dm.cells}
+    assert described == {("cnn", (4,), "digits"), ("mlp", (16,), "digits"), ("mlp", (8,), "digits"),
+                         ("mlp", (8, 8), "mnist1d")}  # fmt: skip
+    narrow = next(s for s in dm.cells if s["arch_config"]["hidden"] == [8] and s["task"] == "digits")
+    assert narrow["variants"] == ["neuron_pruned"]
+    ds = dm.datasets["train"]
+    items = [ds[i] for i in range(len(ds))]
+    batch = collate(items)
+    assert batch["tokens"].shape[1] == max(it["tokens"].shape[0] for it in items)
+    for k, it in enumerate(items):
+        s = dm.cells[int(it["cell"])]
+        row = ds.row(ds.rows[k])
+        assert (s["architecture"], s["task"]) == (row["architecture"], row["task"])
+        assert s["arch_config"] == json.loads(row["arch_options"])
+        t = it["tokens"].shape[0]
+        assert batch["token_valid"][k].sum() == t and not batch["tokens"][k, t:].any()
+    assert model_args(dm)["max_tokens"] == batch["tokens"].shape[1]  # one token width for all of them
+
+
+def test_a_mask_model_refuses_a_mixed_zoo(tmp_path_factory, cache):
+    zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
+    with pytest.raises(
+        ConfigError, match=r"^target: mask learns one architecture and task, these rows hold 4$"
+    ):
+        make(zoos, cache, target="mask", variants=["dense", "neuron_pruned"])
+
+
+def test_balance_by_cell_draws_each_cell_equally(tmp_path_factory, cache):
+    zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
+    dm = make(zoos, cache, fractions=(1.0, 0.0, 0.0), balance="cell")
+    ds = dm.datasets["train"]
+    mine = np.array([ds.cell[r] for r in ds.rows])
+    counts = np.bincount(mine)
+    assert counts.max() > 2 * counts.min()  # the zoos' cells hold very different row counts
+    share = np.bincount(mine, weights=dm.train_weights.numpy()) / dm.train_weights.sum().item()
+    np.testing.assert_allclose(share, 1 / len(counts))

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from mole.diffusion.conditioning import model_args
-from mole.diffusion.datamodule import ZooDataModule
+from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss, activation_cost, budgeted_inputs
+from mole.diffusion.function_loss import FunctionLoss, PerCell, activation_cost, budgeted_inputs
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.nets import build_architecture
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
-from tests.tokenizer.helpers import tiny_zoo
+from tests.tokenizer.helpers import random_member, tiny_zoo
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(system, datamodule=dm)
-    assert system.function is not None and system.function.inputs.shape[0] == 32
+    assert system.function is not None and system.function.losses[0].inputs.shape[0] == 32
     batch = next(iter(dm.train_dataloader()))
     g = torch.Generator().manual_seed(0)
     with_term = system.loss(batch, generator=g)
@@ -145,3 +145,35 @@ def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits)
     assert pred.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match=r"^function_sparsities: each must be in \(0, 1\)"):
         FunctionLoss(tok, digits.x_train[:32], sparsities=[1.0])
+
+
+def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
+    """Rows of a wide MLP, a narrower one (neuron_pruned's shape) and a CNN, zero-padded into one batch:
+    the term equals the mean of each row's own loss, and reading every row with the wide MLP's plan
+    (what one FunctionLoss did) gives another value."""
+    wide = build_architecture("mlp", (1, 8, 8), 10, hidden=[16])
+    narrow = build_architecture("mlp", (1, 8, 8), 10, hidden=[8])
+    cnn = build_architecture("cnn", (1, 8, 8), 10, channels=[2], hidden=[4])
+    archs = [wide, narrow, cnn]
+    members = [random_member(a, "dense", seed=s) for s in range(2) for a in archs]  # cell: index % 3
+    tok = NeuronTokenizer().fit(members)
+    x = digits.x_train[:32]
+    losses = [FunctionLoss(tok, x, architecture=(a.name, a.config())) for a in archs]
+    clean = [tok.normalize(*tok.tokenize(m)) for m in members]  # (T_i, D): 26, 18 and 16 tokens
+    g = torch.Generator().manual_seed(0)
+    noisy = [t + 0.3 * torch.randn(t.shape, generator=g) for t in clean]
+    pred = collate([{"tokens": t} for t in noisy])["tokens"]  # (6, 26, D), zero-padded
+    target = collate([{"tokens": t} for t in clean])["tokens"]
+    cell = torch.arange(6) % 3
+
+    for i, m in enumerate(members):  # each cell's plan decodes its own rows to their networks
+        fn = losses[i % 3]
+        decoded = fn.arch.forward_stacked(fn.params(clean[i][None]), x)[0]
+        torch.testing.assert_close(decoded, m.arch.to_module(m.params).eval()(x), atol=1e-4, rtol=1e-4)
+    got = PerCell(losses)(pred, target, cell)
+    alone = [losses[i % 3](noisy[i][None], clean[i][None]) for i in range(6)]  # each row on its own
+    torch.testing.assert_close(got, torch.stack(alone).mean(), rtol=1e-5, atol=1e-7)
+    misread = losses[0](pred, target)  # every row read as the wide MLP: the padded shape fits it
+    assert abs(misread.item() - got.item()) > 0.1 * got.item()
+    with pytest.raises(ConfigError, match=r"^function_loss: cell ids \[0, 3\], the term knows 3"):
+        PerCell(losses)(pred[:2], target[:2], torch.tensor([0, 3]))

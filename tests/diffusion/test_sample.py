@@ -11,14 +11,11 @@ import pytest
 import torch
 
 from mole.cli import main
-from mole.diffusion.conditioning import model_args
-from mole.diffusion.datamodule import ZooDataModule
-from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.model_dir import export_model, load_model
+from mole.diffusion.generated import generate_zoo
+from mole.diffusion.model_dir import load_model
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.prompts import encode_prompts, fill_constants, guided, parse_conditions
 from mole.diffusion.sample import sample, sample_weights
-from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.eval.base import prompt_of
 from mole.tokenizer import MemberTensors
@@ -28,8 +25,8 @@ from mole.zoo.export import module_from_row
 from mole.zoo.quant import dequantize_params
 from mole.zoo.spec import ZooSpec
 from tests.conftest import TINY_ZOO
+from tests.diffusion.helpers import mixed_zoos, train_mixed, train_tiny
 
-TINY = {"width": 32, "depth": 1, "heads": 2}
 VARIANTS = [
     "dense",
     {"name": "magnitude", "options": {"sparsity": 0.5}},
@@ -40,19 +37,7 @@ VARIANTS = [
 
 def train_model(zoo, out, steps: int = 12):
     """A tiny model trained through the training side's API and exported as a model folder."""
-    torch.manual_seed(0)
-    dm = ZooDataModule(str(zoo), batch_size=16, fractions=(1.0, 0.0, 0.0), cache_dir=str(out / "cache"))
-    system = DiffusionSystem(Denoiser(**model_args(dm), **TINY), prediction_type="sample", ema_decay=0.9)
-    opt = system.configure_optimizers()["optimizer"]
-    batches = iter(())
-    for _ in range(steps):
-        batch = next(batches, None) or next(batches := iter(dm.train_dataloader()))
-        loss = system.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        system.ema.update_parameters(system.net)
-    return export_model(system, dm, out / "model")
+    return train_tiny(zoo, out, steps)
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +224,12 @@ def test_guidance_is_uncond_plus_g_times_the_difference():
     assert torch.equal(guided(predict, cond, 1.0), predict(cond)) and len(calls) == 2  # one pass at g = 1
     calls.clear()
     assert torch.equal(guided(predict, {}, 3.0), torch.ones(2, 3, 4)) and len(calls) == 1  # nothing to guide
+    calls.clear()
+    told = {**cond, "architecture": torch.tensor([1, 1])}
+    guided(
+        predict, told, 3.0, keep=["architecture", "task"]
+    )  # a mixed model's: uncond keeps the architecture
+    assert calls[1] == {"architecture": told["architecture"]}
 
 
 def test_parse_conditions():
@@ -330,3 +321,67 @@ def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
     assert code == 0 and "already there" in stdout
     code, _, err = run(capsys, *args[:-4], "--seed", 2, "--out", out)
     assert code == 2 and "holds another zoo or generation" in err
+
+
+# ---------------------------------------------------------------------------- one model, several cells
+@pytest.fixture(scope="module")
+def mixed_model(tmp_path_factory):
+    return train_mixed(mixed_zoos(tmp_path_factory), tmp_path_factory.mktemp("mixed-model"))
+
+
+def test_each_seen_cell_samples_nets_of_its_shape(mixed_model, tmp_path):
+    meta = load_model(mixed_model).meta
+    assert len(meta["cells"]) == 4 and isinstance(meta["zoo"], list) and len(meta["zoo"]) == 3
+    fast = SampleOptions(steps=2, seed=3)
+    for s in meta["cells"]:
+        options = {k: v for k, v in s["arch_config"].items() if k not in ("input_shape", "num_classes")}
+        prompt = {"architecture": s["architecture"], "task": s["task"], "variant": s["variants"][0],
+                  "arch_options": options}  # fmt: skip
+        nets = sample(mixed_model, prompt, 2, fast)
+        arch = MemberTensors(s["architecture"], s["arch_config"], {}).arch
+        for m in nets:
+            assert (m.architecture, m.arch_config) == (s["architecture"], s["arch_config"])
+            assert {n: tuple(t.shape) for n, t in m.params.items()} == arch.param_shapes()
+            assert m.extra["prompt"]["task"] == s["task"] and "arch_options" not in m.extra["prompt"]
+    narrow = sample(
+        mixed_model, {"architecture": "mlp", "task": "digits", "variant": "neuron_pruned"}, 1, fast
+    )
+    assert narrow[0].arch_config["hidden"] == [8]  # neuron_pruned members are the narrower shape
+    # one call may mix cells: each net keeps its place, and its draw is the one it gets alone
+    mixed = sample(mixed_model, {"architecture": ["cnn", "mlp", "cnn"], "task": ["digits", "mnist1d", "digits"]},
+                   3, fast)  # fmt: skip
+    assert [m.architecture for m in mixed] == ["cnn", "mlp", "cnn"] and mixed[1].arch_config[
+        "input_shape"
+    ] == [1, 40]
+    alone = sample(mixed_model, {"architecture": "cnn"}, 2, fast)
+    assert all(torch.equal(a.params[n], b.params[n]) for a, b in zip(alone, mixed[::2]) for n in a.params)
+    out = tmp_path / "gen"  # a generated zoo of one cell, evaluated on its own task
+    generate_zoo(mixed_model, out, {"task": "mnist1d", "test_acc": 0.2}, 2, fast)
+    rows = store.read_zoo(out).to_pylist()
+    assert {r["task"] for r in rows} == {"mnist1d"} and json.loads(rows[0]["task_options"]) == {
+        "num_samples": 500
+    }
+
+
+@pytest.mark.parametrize(
+    "conditions,message",
+    [
+        ('{"architecture": "resnet"}', "conditions.architecture: unknown value 'resnet'; valid: cnn, mlp"),
+        ('{"task": "cifar10"}', "conditions.task: unknown value 'cifar10'; valid: digits, mnist1d"),
+        ('{"architecture": "cnn", "task": "mnist1d"}',
+         'conditions: the model never trained on a network of architecture="cnn", task="mnist1d"; it saw cnn'),
+        ('{"architecture": "mlp", "task": "digits"}',
+         'conditions: 2 shapes fit architecture="mlp", task="digits": prompt one by architecture, task, variant or '
+         'arch_options: mlp {"hidden": [16]} on digits (dense); mlp {"hidden": [8]} on digits (neuron_pruned)'),
+        ('{"architecture": ["cnn", "mlp"], "task": ["digits", "mnist1d"]}',
+         "conditions: a generated zoo holds one architecture and task, these prompts pick 2"),
+    ],
+)  # fmt: skip
+def test_unknown_unseen_or_ambiguous_cells_are_one_line_errors(
+    mixed_model, tmp_path, capsys, conditions, message
+):
+    code, _, err = run(
+        capsys, "sample", mixed_model, "--conditions", conditions, "--num", 2, "--out", tmp_path / "g"
+    )
+    assert code == 2 and err.startswith(f"mole: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "g").exists()

@@ -111,6 +111,12 @@ def test_losses_and_ema(zoo, cache, prediction_type):
         DiffusionSystem(Denoiser(**model_args(dm), **TINY), prediction_type="x0")
     with pytest.raises(ConfigError, match=r"^model\.cond_drop_prob: must be in \[0, 1\)"):
         DiffusionSystem(Denoiser(**model_args(dm), **TINY), cond_drop_prob=1.0)
+    with pytest.raises(
+        ConfigError, match=r"^model\.cond_drop_keep: \['shape'\] are not conditions of the net"
+    ):
+        DiffusionSystem(Denoiser(**model_args(dm), **TINY), cond_drop_keep=["task", "shape"])
+    kept = DiffusionSystem(Denoiser(**model_args(dm), **TINY), cond_drop_keep=["architecture", "task"])
+    assert kept.model_meta()["cond_drop_keep"] == ["architecture", "task"]  # sampling reads it from mole.json
 
 
 def test_a_system_learns_from_its_own_kind_of_rows(zoo, cache):
@@ -130,6 +136,11 @@ def test_drop_conditions():
     both = (drop["a"] & drop["b"]).float().mean().item()
     assert drop["a"].float().mean().item() == pytest.approx(0.2 + 0.8 * 0.2, abs=0.03)
     assert both > 0.2 - 0.03  # rows that lose every condition: the unconditional model
+    kept = drop_conditions(["a", "b"], 4000, 0.2, generator=torch.Generator().manual_seed(0), keep=["b"])
+    assert torch.equal(kept["a"], drop["a"])  # the same draws
+    assert kept["b"].float().mean().item() == pytest.approx(0.2, abs=0.03)  # dropped alone only
+    # the all-at-once drop now takes "a" and leaves "b": 0.2 * 0.8 more rows lose "a" alone
+    assert (kept["a"] & ~kept["b"]).float().mean() > (drop["a"] & ~drop["b"]).float().mean() + 0.1
 
 
 def test_encode_conditions_validates_prompts():

@@ -18,6 +18,7 @@ import torch
 from mole.cli import main
 from mole.diffusion.model_dir import load_model
 from mole.masks.model import MaskModel
+from tests.diffusion.helpers import mixed_zoos
 from tests.masks.helpers import build_mask_zoo
 from tests.tokenizer.helpers import tiny_zoo
 
@@ -204,3 +205,25 @@ def test_each_training_closes_its_wandb_run(zoo, cache, tmp_path, monkeypatch):
         assert main([*argv, "--wandb", "offline"]) == 0
         assert wandb.run is None
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1, name
+
+
+def test_the_mixed_recipe_trains_on_a_list_of_zoos(tmp_path_factory, cache, tmp_path, capsys):
+    """configs/mixed/weights.yaml with --data.zoo a list: one model over every zoo's cells; a list
+    naming a folder that is no zoo is a one-line error."""
+    zoos = [str(z) for z in mixed_zoos(tmp_path_factory)]
+    config = CONFIG.parents[1] / "mixed" / "weights.yaml"
+    tiny = ["--model.init_args.net.init_args.width", "32", "--model.init_args.net.init_args.depth", "1",
+            "--model.init_args.net.init_args.global_rank", "8", "--model.init_args.function_inputs", "16",
+            "--data.batch_size", "8", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"]  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert main(command(f"[{', '.join(zoos)}]", cache, run_dir, *tiny, config=config)[3:]) == 0
+    meta = load_model(run_dir / "model").meta
+    assert meta["zoo"] == zoos and len(meta["cells"]) == 4
+    assert meta["conditions"]["architecture"]["vocab"] == ["cnn", "mlp"]
+    assert (
+        main(command(f"[{zoos[0]}, {tmp_path / 'nowhere'}]", cache, tmp_path / "bad", config=config)[3:]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err == f"mole: error: {tmp_path / 'nowhere'}: no such zoo folder" and not (tmp_path / "bad").exists()
+    )
