@@ -333,15 +333,17 @@ def bench_structure(
     options: SampleOptions,
     sparsities: list[float] | None = None,
     bits: list[int | str] | None = None,
+    ranks: list[int] | None = None,
     num: int = 16,
     progress: bool = True,
 ) -> int:
-    """Measure sparse and quantized nets from a model told the level against projections and the SGD baselines.
+    """Measure sparse, quantized and low-rank nets of a model told the level against projections and baselines.
 
     Every level draws --num nets prompted with it, made exact from their weights (magnitude top-k, PTQ)
     and read from the model's mask or code channels instead, and --num dense draws projected onto the
     level. Compared with one-shot magnitude pruning and IMP of the zoo's final dense members at each
-    sparsity (B5), and with the zoo's PTQ / QAT members at each bit-width (B11). Writes
+    sparsity (B5), with the zoo's PTQ / QAT members at each bit-width and its truncated-SVD / factorized
+    members at each rank (B11; a rank is always met from the weights). Writes
     OUT/structure.json, OUT/plots/structure.png and the baselines under OUT/baselines.
 
     Args:
@@ -350,12 +352,13 @@ def bench_structure(
         options: how to draw (its fields are flags of their own; --channels is set for each row)
         sparsities: the sparsity levels (default 0.5, 0.8, 0.9; [] for none)
         bits: the bit-widths (default 8, 4, 2, ternary; [] for none)
+        ranks: the ranks (default none), compared with the zoo's truncated-SVD and factorized members
         num: draws per level
         progress: show progress bars
     """
     path = run_structure(
         model, out, (0.5, 0.8, 0.9) if sparsities is None else sparsities,
-        (8, 4, 2, "ternary") if bits is None else bits, num, options, progress,
+        (8, 4, 2, "ternary") if bits is None else bits, num, options, progress, ranks or (),
     )  # fmt: skip
     print(structure_table(path))
     return 0

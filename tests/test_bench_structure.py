@@ -49,6 +49,18 @@ def test_generated_rows_with_their_baselines(model, tmp_path):
     assert (tmp_path / "plots" / "structure.png").stat().st_size > 0
 
 
+def test_ranks_compare_with_the_zoos_low_rank_members(model, tmp_path):
+    options = SampleOptions(steps=2, seed=3)
+    path = run_structure(model, tmp_path, sparsities=[], bits=[], num=2, options=options, ranks=[4])
+    (e,) = json.loads(path.read_text())["rank"]
+    assert e["prompt"]["variant"] == "lowrank" and e["weights_structure"] == {"rank": "weights"}
+    assert "channel" not in e and list(e["reaches"]) == ["weights"]  # no factor channel is read
+    assert len(e["weights"]) == len(e["dense"]) == 2 and e["svd"] and e["factorized"] == []
+    assert e["reaches"]["weights"]["factorized"] is None
+    with pytest.raises(ConfigError, match="^model: its zoo has no lowrank row at rank 8$"):
+        run_structure(model, tmp_path / "r8", sparsities=[], bits=[], num=1, options=options, ranks=[8])
+
+
 def test_prompts_take_the_best_row_of_the_nearest_level(model):
     from mole.diffusion.model_dir import read_meta
 

@@ -1,6 +1,6 @@
-"""`mole bench structure`: sparse and quantized nets from a weights model told the level, against the
-projection of its dense draws and the SGD side's baselines (B5 with the model told the sparsity, B11's
-quantized half).
+"""`mole bench structure`: sparse, quantized and low-rank nets from a weights model told the level,
+against the projection of its dense draws and the SGD side's baselines (B5 with the model told the
+sparsity, B11).
 
     OUT/structure.json        every figure below
     OUT/baselines/            one-shot magnitude pruning and IMP of the zoo's final dense members
@@ -17,7 +17,9 @@ bit-width with "quantized"; each with the test accuracy of the best training row
 nearest level (the top of what the model saw there). Baselines per level: sparsity, one-shot magnitude
 pruning of the SGD members at that sparsity and their IMP round nearest it (3 rounds to the largest
 level; its sparsity recorded); bits, the zoo's post-training quantized members at that level (and its
-QAT members where the zoo has them).
+QAT members where the zoo has them); rank, the zoo's low-rank members at that rank: truncated SVD of
+the SGD members and factorized training. A rank is prompted with "lowrank" and always met from the
+weights (truncated SVD of the draw): no factor channel is read, so ranks have no channel row.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def top_prompt(rows: list[dict], variant: str, key: str, level: float | str) -> 
     mine = [r for r in rows if r["variant"] == variant]
     if key == "bits":
         mine = [r for r in mine if level_of(r) == str(level)]
+    elif key == "rank":
+        mine = [r for r in mine if r.get("rank") == level]
     else:
         nearest = min({round(r["sparsity"], 6) for r in mine}, key=lambda s: abs(s - level))
         mine = [r for r in mine if round(r["sparsity"], 6) == nearest]
@@ -74,6 +78,7 @@ def run_structure(
     num: int = 16,
     options: SampleOptions | None = None,
     progress: bool = False,
+    ranks: Sequence[int] = (),
 ) -> Path:
     """Measure the generated rows against the baselines at every level (module docstring); the JSON's path."""
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
@@ -89,6 +94,8 @@ def run_structure(
         )
     if bits and "quantized" not in known:
         raise ConfigError("model", "it never saw quantized members: no bits")
+    if ranks and "lowrank" not in known:
+        raise ConfigError("model", "it never saw low-rank members: no ranks")
     data = load_task(meta["task"], **task_options_of(meta))
     rows = load_rows(meta["zoo"])
     out = Path(out)
@@ -97,7 +104,8 @@ def run_structure(
 
     def draw(prompt: dict, key: str, level: float | str, seed: int) -> dict[str, list[float]]:
         got: dict[str, Any] = {}
-        for row, channels in (("weights", False), ("channel", True)):
+        read = ((False, "weights"),) if key == "rank" else ((False, "weights"), (True, "channel"))
+        for channels, row in read:  # no factor channel is read: a rank is always met from the weights
             nets = sample(model, prompt, num, replace(options, seed=seed, channels=channels), model=loaded)
             got[row] = evaluate(nets, data)["test_acc"].tolist()
             got[f"{row}_structure"] = nets[0].extra.get("structure")
@@ -112,6 +120,7 @@ def run_structure(
         "num": num,
         "sparsity": [],
         "bits": [],
+        "rank": [],
     }
     if sparsities:
         dense = [r for r in rows if r["variant"] == "dense"]
@@ -139,6 +148,18 @@ def run_structure(
                 and json_column(r.get("variant_config")).get("mode", "ptq") == mode
             ]
         report["bits"].append(summarise(entry, ("ptq", "qat")))
+    for i, r in enumerate(ranks):
+        prompt = {"variant": "lowrank", "rank": r, "test_acc": top_prompt(rows, "lowrank", "rank", r)}
+        entry = {"level": r, "prompt": prompt, **draw(prompt, "rank", r, options.seed + 200 + i)}
+        for method in ("svd", "factorized"):
+            entry[method] = [
+                row["test_acc"]
+                for row in rows
+                if row["variant"] == "lowrank"
+                and row.get("rank") == r
+                and json_column(row.get("variant_config")).get("method") == method
+            ]
+        report["rank"].append(summarise(entry, ("svd", "factorized")))
     plot(report, out / "plots" / "structure.png")
     path = out / "structure.json"
     write_json(path, report)
@@ -156,14 +177,15 @@ def summarise(entry: dict, baselines: tuple[str, ...]) -> dict:
     entry["reaches"] = {
         row: {k: None if mean[k] is None else bool(mean[row] >= mean[k]) for k in ("dense", *baselines)}
         for row in ("weights", "channel")
+        if mean[row] is not None
     }
     return entry
 
 
 def plot(report: Mapping, path: Path) -> Path:
     """Mean test accuracy per level: the generated rows and the baselines, sparsity and bits side by side."""
-    fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("sparsity", "bits")):
+    fig, axes = pyplot().subplots(1, 3, figsize=(15, 4))
+    for ax, key in zip(axes, ("sparsity", "bits", "rank")):
         entries = report[key]
         if not entries:  # a level kind not measured (e.g. --sparsities [])
             ax.set_axis_off()
@@ -188,8 +210,8 @@ def structure_table(path: str | Path) -> str:
     """The JSON's figures as printed lines."""
     r = json.loads(Path(path).read_text())
     lines = []
-    for key in ("sparsity", "bits"):
-        for e in r[key]:
+    for key in ("sparsity", "bits", "rank"):
+        for e in r.get(key, []):
             order = [*ROWS, *sorted(set(e["mean"]) - set(ROWS))]
             means = ", ".join(f"{k} {e['mean'][k]:.4f}" for k in order if e["mean"][k] is not None)
             reach = e["reaches"]["weights"]
