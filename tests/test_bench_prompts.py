@@ -9,7 +9,7 @@ import pytest
 
 from mole.bench.prompts import past_row, run_prompts, zoo_reference
 from mole.cli import main
-from mole.diffusion.model_dir import read_meta
+from mole.diffusion.model_dir import read_meta, single_zoo
 from mole.errors import ConfigError
 from mole.eval.base import load_rows
 from mole.zoo.build import build_zoo
@@ -80,3 +80,13 @@ def test_command_prints_its_figures(model, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and out.startswith("test_acc: inside the range Spearman") and "(past the range)" in out
     assert (tmp_path / "prompts_test_acc.json").exists()
+
+
+def test_a_model_of_several_zoos_is_measured_per_cell():
+    meta = {"zoo": ["a", "b"]}
+    with pytest.raises(
+        ConfigError,
+        match=r"^model: bench prompts reads the one zoo a model trained on; this one lists \['a', 'b'\]$",
+    ):
+        single_zoo(meta, "bench prompts")
+    assert single_zoo({"zoo": "runs/zoo"}, "bench prompts") == "runs/zoo"

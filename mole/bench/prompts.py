@@ -26,7 +26,7 @@ import numpy as np
 from mole.conditions import BY_NAME
 from mole.data import load_task
 from mole.diffusion.generated import evaluate
-from mole.diffusion.model_dir import load_model, task_options_of
+from mole.diffusion.model_dir import load_model, single_zoo, task_options_of
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.sample import sample
 from mole.errors import ConfigError
@@ -43,7 +43,9 @@ def zoo_reference(meta: Mapping, condition: str) -> dict[str, float]:
     """The zoo's best member and 90th percentile (10th for a lower-is-better condition) of the final
     snapshots of the variants the model trained on."""
     variants = set(meta.get("variants") or [])
-    rows = [r for r in load_rows(meta["zoo"]) if not variants or r["variant"] in variants]
+    rows = [
+        r for r in load_rows(single_zoo(meta, "bench prompts")) if not variants or r["variant"] in variants
+    ]
     values = np.array([r[condition] for r in rows if r.get(condition) is not None], dtype=np.float64)
     if not len(values):
         raise ConfigError("model", f"its zoo {meta['zoo']} has no final member with a {condition}")
@@ -78,6 +80,7 @@ def run_prompts(
     options = options or SampleOptions()
     loaded = load_model(model)
     meta = loaded[3]
+    single_zoo(meta, "bench prompts")  # before any draw
     if meta.get("target") != "weights" or meta.get("mode") != "checkpoints":
         raise ConfigError("model", "needs a weights model trained on single checkpoints")
     spec = meta["conditions"].get(condition)

@@ -35,7 +35,7 @@ import numpy as np
 from mole.baselines.run import run_baselines
 from mole.data import load_task
 from mole.diffusion.generated import evaluate
-from mole.diffusion.model_dir import load_model, task_options_of
+from mole.diffusion.model_dir import load_model, single_zoo, task_options_of
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.sample import sample
 from mole.errors import ConfigError
@@ -96,8 +96,8 @@ def run_structure(
         raise ConfigError("model", "it never saw quantized members: no bits")
     if ranks and "lowrank" not in known:
         raise ConfigError("model", "it never saw low-rank members: no ranks")
+    rows = load_rows(single_zoo(meta, "bench structure"))
     data = load_task(meta["task"], **task_options_of(meta))
-    rows = load_rows(meta["zoo"])
     out = Path(out)
 
     top_dense = max(r["test_acc"] for r in rows if r["variant"] == "dense")

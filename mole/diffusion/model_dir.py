@@ -14,6 +14,7 @@ The folder is written into a temporary folder and renamed into place (mole.io.at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,7 +23,7 @@ import lightning as L
 from diffusers import DDPMScheduler
 
 from mole.diffusion.denoiser import Denoiser
-from mole.errors import StoreError
+from mole.errors import ConfigError, StoreError
 from mole.io import atomic_dir, check_files, read_json, write_json
 from mole.masks.model import MaskModel
 from mole.tokenizer import Tokenizer
@@ -133,6 +134,15 @@ def load_model(path: str | Path) -> Model:
         first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
         raise StoreError(f"{path}: cannot load the {kind.folder} ({first})") from None
     return Model(net, scheduler, Tokenizer.from_dir(path / "tokenizer"), meta)
+
+
+def single_zoo(meta: Mapping[str, Any], what: str) -> str:
+    """The one zoo a model trained on, else a ConfigError naming `what` needs it (a mixed model
+    lists several: measure it per cell, scripts/bench_mixed.py)."""
+    zoo = meta.get("zoo")
+    if not isinstance(zoo, str):
+        raise ConfigError("model", f"{what} reads the one zoo a model trained on; this one lists {zoo!r}")
+    return zoo
 
 
 def task_options_of(meta: dict[str, Any], task: str | None = None) -> dict:
