@@ -15,3 +15,11 @@ class ConfigError(MoleError, ValueError):
 
 class StoreError(MoleError):
     """A zoo on disk is missing, corrupt or inconsistent with its manifest."""
+
+
+def check_int(value: object, field: str, low: int = 1) -> int:
+    """An integer >= low (a bool is not one), else a ConfigError naming `field`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ConfigError(field, f"must be {what}, got {value!r}")
+    return value

@@ -29,7 +29,7 @@ from mole.diffusion.generated import evaluate
 from mole.diffusion.model_dir import load_model, single_zoo, task_options_of
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.sample import sample
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.eval.alignment import spearman
 from mole.eval.base import load_rows
 from mole.eval.plots import pyplot, save
@@ -73,10 +73,8 @@ def run_prompts(
     if condition not in PROMPTABLE:
         raise ConfigError("condition", f"unknown {condition!r}; valid: {', '.join(PROMPTABLE)}")
     for name, value in (("prompts", prompts), ("per_prompt", per_prompt), ("num", num)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(name, f"must be a positive integer, got {value!r}")
-    if isinstance(beyond, bool) or not isinstance(beyond, int) or beyond < 0:
-        raise ConfigError("beyond", f"must be an integer >= 0, got {beyond!r}")
+        check_int(value, name)
+    check_int(beyond, "beyond", low=0)
     options = options or SampleOptions()
     loaded = load_model(model)
     meta = loaded[3]

@@ -25,7 +25,7 @@ weights (truncated SVD of the draw): no factor channel is read, so ranks have no
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from mole.diffusion.generated import evaluate
 from mole.diffusion.model_dir import load_model, single_zoo, task_options_of
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.sample import sample
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.eval.base import load_rows
 from mole.eval.plots import pyplot, save
 from mole.io import write_json
@@ -70,6 +70,20 @@ def top_prompt(rows: list[dict], variant: str, key: str, level: float | str) -> 
     return max(r["test_acc"] for r in mine)
 
 
+def zoo_accuracies(
+    rows: list[dict], variant: str, at_level: Callable[[dict], bool], key: str, value: str, default=None
+) -> list[float]:
+    """Test accuracies of the zoo's `variant` rows at a level whose variant_config has `key` == `value`
+    (`default` where the config leaves it out): e.g. its PTQ members at 4 bits."""
+    return [
+        r["test_acc"]
+        for r in rows
+        if r["variant"] == variant
+        and at_level(r)
+        and json_column(r.get("variant_config")).get(key, default) == value
+    ]
+
+
 def run_structure(
     model: str | Path,
     out: str | Path,
@@ -81,8 +95,7 @@ def run_structure(
     ranks: Sequence[int] = (),
 ) -> Path:
     """Measure the generated rows against the baselines at every level (module docstring); the JSON's path."""
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ConfigError("num", f"must be a positive integer, got {num!r}")
+    check_int(num, "num")
     options = options or SampleOptions()
     loaded = load_model(model)
     _, _, tok, meta = loaded
@@ -140,25 +153,17 @@ def run_structure(
         prompt = {"variant": "quantized", "bits": b, "test_acc": top_prompt(rows, "quantized", "bits", b)}
         entry = {"level": b, "prompt": prompt, **draw(prompt, "bits", b, options.seed + 100 + i)}
         for mode in ("ptq", "qat"):
-            entry[mode] = [
-                r["test_acc"]
-                for r in rows
-                if r["variant"] == "quantized"
-                and level_of(r) == str(b)
-                and json_column(r.get("variant_config")).get("mode", "ptq") == mode
-            ]
+            entry[mode] = zoo_accuracies(
+                rows, "quantized", lambda r, b=b: level_of(r) == str(b), "mode", mode, "ptq"
+            )
         report["bits"].append(summarise(entry, ("ptq", "qat")))
     for i, r in enumerate(ranks):
         prompt = {"variant": "lowrank", "rank": r, "test_acc": top_prompt(rows, "lowrank", "rank", r)}
         entry = {"level": r, "prompt": prompt, **draw(prompt, "rank", r, options.seed + 200 + i)}
         for method in ("svd", "factorized"):
-            entry[method] = [
-                row["test_acc"]
-                for row in rows
-                if row["variant"] == "lowrank"
-                and row.get("rank") == r
-                and json_column(row.get("variant_config")).get("method") == method
-            ]
+            entry[method] = zoo_accuracies(
+                rows, "lowrank", lambda row, r=r: row.get("rank") == r, "method", method
+            )
         report["rank"].append(summarise(entry, ("svd", "factorized")))
     plot(report, out / "plots" / "structure.png")
     path = out / "structure.json"

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.zoo.pruning import SCOPES
 from mole.zoo.variants.supermask import INITS
-
-
-def _positive_int(value: object, field: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(field, f"must be a positive integer, got {value!r}")
 
 
 def _number(value: object) -> bool:
@@ -56,12 +51,12 @@ class SampleOptions:
     extrapolate: bool = False
 
     def __post_init__(self):
-        _positive_int(self.steps, "steps")
+        check_int(self.steps, "steps")
         if not _number(self.guidance):
             raise ConfigError("guidance", f"must be a number, got {self.guidance!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be an integer >= 0, got {self.seed!r}")
-        _positive_int(self.batch_size, "batch_size")
+        check_int(self.batch_size, "batch_size")
         if not _number(self.temperature) or not 0 <= self.temperature <= 2:
             raise ConfigError("temperature", f"must be a number in [0, 2], got {self.temperature!r}")
         if self.scope is not None and self.scope not in SCOPES:
