@@ -126,8 +126,9 @@ def sample(
         codes = None
     else:
         fields = [structure_fields(tok, meta, p) if options.channels else [] for p in per_net]
-        for p, f in zip(per_net, fields):
-            missing = [k for k, how in structure_of(p, f).items() if how != "channel" and k != "rank"]
+        hows = [structure_of(p, f) for p, f in zip(per_net, fields)]  # each level: channel or weights
+        for how in hows:
+            missing = [k for k, v in how.items() if v != "channel" and k != "rank"]
             if options.channels and missing:
                 raise ConfigError(
                     "channels",
@@ -152,8 +153,7 @@ def sample(
         codes = [None if ch["codes"] is None else (ch["codes"], ch["scales"]) for ch in channels]
         inits = None
         scope = options.scope or SCOPE
-        for m, f, p in zip(members, fields, per_net):
-            how = structure_of(p, f)
+        for m, how in zip(members, hows):
             if how:
                 m.extra["structure"] = how
     for m, p, q in zip(members, per_net, per_proj):
