@@ -11,8 +11,8 @@ data), so a correction cannot just copy the loss batch's own gradient.
 
 Per condition (sparsity level x init family) the refiner keeps the checkpoint with the best mean
 validation accuracy (the task's validation split) over that condition's share of `val` held-out
-inits, counting the untrained model (zero correction: the construction itself) as a candidate: the
-refiner is never worse than the construction on validation.
+inits, counting the untrained model (the fixed gradient-step rule, or with step_size 0 the
+construction itself) as a candidate: the refiner is never worse than it on validation.
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ from mole.masks.refiner import (
     FEATURES,
     MaskRefiner,
     features,
+    mask_gradients,
     refine,
     refinements,
+    std_of,
     train_accuracy,
 )
 from mole.nets import build_architecture
@@ -50,14 +52,34 @@ def test_zero_correction_is_the_construction_exactly(name, digits):
     sparsity = torch.tensor([0.5, 0.8, 0.9])
     scores = least_squares_scores(arch, init, x, y, sparsity)
     for training in (False, True):  # each net's kept MLP, or the one being trained
-        out = refine(MaskRefiner(steps=2), arch, init, scores, sparsity, x, y, training)
+        out = refine(MaskRefiner(steps=2, step_size=0), arch, init, scores, sparsity, x, y, training)
         for n, s in standardized(scores).items():
             assert torch.equal(out[n], s)
     same = least_squares_masks(arch, {n: p[:1] for n, p in init.items()}, digits, 0.5, inputs=256)
     first = least_squares_scores(arch, {n: p[:1] for n, p in init.items()}, x, y, sparsity[:1])
-    refined = refine(MaskRefiner(), arch, {n: p[:1] for n, p in init.items()}, first, sparsity[:1], x, y)
+    zero = MaskRefiner(steps=2, step_size=0)
+    refined = refine(zero, arch, {n: p[:1] for n, p in init.items()}, first, sparsity[:1], x, y)
     for n, m in masks_from_scores(refined, 0.5, "layerwise").items():
         assert torch.equal(m, same[n])  # the lsq_supermask baseline's masks
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_an_untrained_refiner_follows_the_mask_gradient_by_its_step_size(name, digits):
+    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
+    init = frozen_init(arch, [3, 4], "signed_constant")
+    x, y = prior_data(digits, 128)
+    sparsity = torch.tensor([0.5, 0.8])
+    scores = least_squares_scores(arch, init, x, y, sparsity)
+    s = standardized(scores)
+    for out in refinements(MaskRefiner(steps=3, step_size=0.25), arch, init, scores, sparsity, x, y):
+        masks = {n: topk_straight_through(v, sparsity) for n, v in s.items()}
+        grads = mask_gradients(arch, init, masks, x, y)
+        s = {n: v - 0.25 * grads[n] / std_of(grads[n]) for n, v in s.items()}
+        for n, v in out.items():
+            torch.testing.assert_close(v, s[n], rtol=0, atol=1e-6)
+            assert not torch.equal(v, standardized(scores)[n])  # it moved
+    with pytest.raises(ConfigError, match=r"^refiner.step_size: must be >= 0, got -0.1"):
+        MaskRefiner(step_size=-0.1)
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
@@ -150,14 +172,14 @@ def test_training_keeps_the_best_model_on_validation_never_below_the_constructio
                               dists=("signed_constant", "normal"), sparsities=(0.5, 0.9))  # fmt: skip
     model, history = train_refiner(MaskRefiner(width=8, steps=2), arch, digits, options)
     assert [h["step"] for h in history] == [0, 2, 4, 6] and "loss" not in history[0]
-    assert sorted(history[0]["kept_for"]) == [0, 1, 6, 7]  # the construction: the first candidate
+    assert sorted(history[0]["kept_for"]) == [0, 1, 6, 7]  # the untrained rule: the first candidate
     val = draw(arch, "val", 8, options.dists, options.sparsities)
     x, y = prior_data(digits, 128)
     scores = construction_scores(arch, val, x, y, options.construction)
     kept = evaluate(model, arch, val, scores, x, y, digits.x_val, digits.y_val)
     built = evaluate(MaskRefiner(width=8, steps=2), arch, val, scores, x, y, digits.x_val, digits.y_val)
     conditions = model.condition(val.init, val.sparsity)
-    for c in (0, 1, 6, 7):  # per condition: never below the construction on validation
+    for c in (0, 1, 6, 7):  # per condition: never below the untrained rule on validation
         assert kept[conditions == c].mean() >= built[conditions == c].mean()
     bad = RefinerTraining(pool=7, dists=("normal",), sparsities=(0.5, 0.8, 0.9, 0.7))
     with pytest.raises(ConfigError, match=r"^pool: 7 is not a multiple of the 4 init pairs"):
