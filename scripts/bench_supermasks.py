@@ -43,7 +43,7 @@ from mole.masks.across_inits import (  # noqa: E402
     train_refiner,
 )
 from mole.masks.construction import DEFAULTS, least_squares_scores, prior_data  # noqa: E402
-from mole.masks.refiner import MaskRefiner, refine  # noqa: E402
+from mole.masks.refiner import MaskProblem, MaskRefiner, refine  # noqa: E402
 from mole.nets import Architecture, build_architecture  # noqa: E402
 from mole.zoo import pruning  # noqa: E402
 from mole.zoo.store import write_json  # noqa: E402
@@ -88,7 +88,7 @@ def refined_accuracy(model: MaskRefiner, arch, data, d: Draw) -> tuple[torch.Ten
     x, y = prior_data(data, DEFAULTS["inputs"])
     with torch.no_grad():
         scores = least_squares_scores(arch, d.init, x, y, d.sparsity)
-        refined = refine(model, arch, d.init, scores, d.sparsity, x, y)
+        refined = refine(model, MaskProblem(arch, d.init, scores, d.sparsity, x, y))
         masks = {k: pruning.topk_straight_through(v, d.sparsity) for k, v in refined.items()}
     seconds = (time.perf_counter() - began) / len(d.seeds)
     return masked_accuracy(arch, d.init, masks, data.x_test, data.y_test), seconds

@@ -28,7 +28,7 @@ from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.masks.construction import DEFAULTS as CONSTRUCTION
 from mole.masks.construction import least_squares_scores, prior_data
-from mole.masks.refiner import MaskRefiner, refine, refinements
+from mole.masks.refiner import MaskProblem, MaskRefiner, refine, refinements
 from mole.nets import Architecture, Params
 from mole.zoo.pruning import topk_straight_through
 from mole.zoo.variants.supermask import INITS, frozen_init
@@ -147,7 +147,7 @@ def evaluate(
     """(B,) accuracy on (x_eval, y_eval) of the refined masks of a draw (`training`: with the MLP
     being trained for every net, else each net's kept one)."""
     with torch.no_grad():
-        s = refine(model, arch, d.init, scores, d.sparsity, x, y, training)
+        s = refine(model, MaskProblem(arch, d.init, scores, d.sparsity, x, y), training)
         masks = {n: topk_straight_through(v, d.sparsity) for n, v in s.items()}
     return masked_accuracy(arch, d.init, masks, x_eval, y_eval)
 
@@ -217,9 +217,8 @@ def train_refiner(
         rows = torch.randint(len(data.x_train), (o.loss_inputs,), generator=g)
         xb, yb = data.x_train[rows], data.y_train[rows]
         losses = []
-        for s in refinements(
-            model, arch, init, scores, sparsity, x, y, training=True
-        ):  # loss after every step
+        batch = MaskProblem(arch, init, scores, sparsity, x, y)
+        for s in refinements(model, batch, training=True):  # loss after every step
             masks = {n: topk_straight_through(v, sparsity) for n, v in s.items()}
             logits = arch.forward_stacked({n: p * masks[n] if n in masks else p for n, p in init.items()}, xb)
             losses.append(F.cross_entropy(logits.flatten(0, 1), yb.repeat(len(pick))))

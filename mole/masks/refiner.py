@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -189,67 +190,62 @@ def features(
 
 
 # ---------------------------------------------------------------------------- refinement
-def refinements(
-    model: MaskRefiner,
-    arch: Architecture,
-    init: Params,
-    scores: Params,
-    sparsity: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    training: bool = False,
-) -> Iterator[Params]:
-    """Yield the scores {weight name: (B, *shape)} after every step; the last one's layer-wise top-k at
-    `sparsity` is the mask.
-
-    Differentiable in the model's parameters (features are read detached); with a zero output layer
-    every step is the rule's, and with step_size 0 too, the standardised `scores` themselves.
+@dataclass(frozen=True)
+class MaskProblem:
+    """Frozen inits to find masks for, and what the refiner reads about them.
 
     Args:
-        model: the refiner.
         arch: an MLP or CNN architecture; init: its frozen weights, stacked (B, ...).
         scores: the construction's raw scores (least_squares_scores).
         sparsity: (B,) fraction of each weight tensor removed.
-        x, y: training examples the gradient features are taken on.
+        x, y: training examples the gradient features are taken on and each net's step is chosen on.
+    """
+
+    arch: Architecture
+    init: Params
+    scores: Params
+    sparsity: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def accuracy(self, scores: Params) -> torch.Tensor:
+        """(B,) accuracy on (x, y) of each net under the layer-wise top-k of `scores`."""
+        with torch.no_grad():
+            masks = {n: topk_straight_through(v, self.sparsity) for n, v in scores.items()}
+            params = {n: p * masks[n] if n in masks else p for n, p in self.init.items()}
+            return (self.arch.forward_stacked(params, self.x).argmax(-1) == self.y).float().mean(1)
+
+
+def refinements(model: MaskRefiner, p: MaskProblem, training: bool = False) -> Iterator[Params]:
+    """Yield the scores {weight name: (B, *shape)} after every step; the last one's layer-wise top-k at
+    `p.sparsity` is the mask.
+
+    Differentiable in the model's parameters (features are read detached); with a zero output layer
+    every step is the rule's, and with step_size 0 too, the standardised `p.scores` themselves.
+
+    Args:
+        model: the refiner.
+        p: the inits and what is read about them.
         training: use the MLP being trained for every net (else each net's kept one).
     """
-    condition = None if training else model.condition(init, sparsity)
-    z = standardized(scores)
+    condition = None if training else model.condition(p.init, p.sparsity)
+    z = standardized(p.scores)
     s = dict(z)
     steps, size = model.config.steps, model.config.step_size
     for t in range(steps):
-        feats = features(arch, init, z, s, sparsity, x, y, t / steps)
+        feats = features(p.arch, p.init, z, s, p.sparsity, p.x, p.y, t / steps)
         s = {n: s[n] + size * f[..., GRADIENT] + model(f, condition) for n, f in feats.items()}
         yield s
 
 
-def train_accuracy(
-    arch: Architecture, init: Params, scores: Params, sparsity: torch.Tensor, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """(B,) accuracy on (x, y) of each net under the layer-wise top-k of `scores`."""
-    with torch.no_grad():
-        masks = {n: topk_straight_through(v, sparsity) for n, v in scores.items()}
-        logits = arch.forward_stacked({n: p * masks[n] if n in masks else p for n, p in init.items()}, x)
-        return (logits.argmax(-1) == y).float().mean(1)
-
-
-def refine(
-    model: MaskRefiner,
-    arch: Architecture,
-    init: Params,
-    scores: Params,
-    sparsity: torch.Tensor,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    training: bool = False,
-) -> Params:
+def refine(model: MaskRefiner, p: MaskProblem, training: bool = False) -> Params:
     """The refined scores: per net, of the construction's (step 0) and every step's, the ones whose mask
-    is most accurate on the training examples (x, y) (the earliest of equals; `refinements` has the
-    arguments). Cheap (one forward pass per step) and never below the construction on them."""
-    best = standardized(scores)
-    best_acc = train_accuracy(arch, init, best, sparsity, x, y)
-    for s in refinements(model, arch, init, scores, sparsity, x, y, training):
-        acc = train_accuracy(arch, init, s, sparsity, x, y)
+    is most accurate on the training examples (p.x, p.y) (the earliest of equals; `refinements` has
+    the arguments). Cheap (one forward pass per step) and never below the construction on them."""
+    best = standardized(p.scores)
+    best_acc = p.accuracy(best)
+    for s in refinements(model, p, training):
+        acc = p.accuracy(s)
         better = acc > best_acc  # (B,)
         best = {n: torch.where(better.view(-1, *[1] * (v.dim() - 1)), s[n], v) for n, v in best.items()}
         best_acc = torch.maximum(best_acc, acc)

@@ -19,13 +19,13 @@ from mole.masks.construction import least_squares_masks, least_squares_scores, p
 from mole.masks.refiner import (
     FAMILIES,
     FEATURES,
+    MaskProblem,
     MaskRefiner,
     features,
     mask_gradients,
     refine,
     refinements,
     std_of,
-    train_accuracy,
 )
 from mole.nets import build_architecture
 from mole.zoo.pruning import masks_from_scores, topk_straight_through
@@ -52,13 +52,15 @@ def test_zero_correction_is_the_construction_exactly(name, digits):
     sparsity = torch.tensor([0.5, 0.8, 0.9])
     scores = least_squares_scores(arch, init, x, y, sparsity)
     for training in (False, True):  # each net's kept MLP, or the one being trained
-        out = refine(MaskRefiner(steps=2, step_size=0), arch, init, scores, sparsity, x, y, training)
+        out = refine(
+            MaskRefiner(steps=2, step_size=0), MaskProblem(arch, init, scores, sparsity, x, y), training
+        )
         for n, s in standardized(scores).items():
             assert torch.equal(out[n], s)
     same = least_squares_masks(arch, {n: p[:1] for n, p in init.items()}, digits, 0.5, inputs=256)
     first = least_squares_scores(arch, {n: p[:1] for n, p in init.items()}, x, y, sparsity[:1])
     zero = MaskRefiner(steps=2, step_size=0)
-    refined = refine(zero, arch, {n: p[:1] for n, p in init.items()}, first, sparsity[:1], x, y)
+    refined = refine(zero, MaskProblem(arch, {n: p[:1] for n, p in init.items()}, first, sparsity[:1], x, y))
     for n, m in masks_from_scores(refined, 0.5, "layerwise").items():
         assert torch.equal(m, same[n])  # the lsq_supermask baseline's masks
 
@@ -71,7 +73,9 @@ def test_an_untrained_refiner_follows_the_mask_gradient_by_its_step_size(name, d
     sparsity = torch.tensor([0.5, 0.8])
     scores = least_squares_scores(arch, init, x, y, sparsity)
     s = standardized(scores)
-    for out in refinements(MaskRefiner(steps=3, step_size=0.25), arch, init, scores, sparsity, x, y):
+    for out in refinements(
+        MaskRefiner(steps=3, step_size=0.25), MaskProblem(arch, init, scores, sparsity, x, y)
+    ):
         masks = {n: topk_straight_through(v, sparsity) for n, v in s.items()}
         grads = mask_gradients(arch, init, masks, x, y)
         s = {n: v - 0.25 * grads[n] / std_of(grads[n]) for n, v in s.items()}
@@ -90,9 +94,10 @@ def test_sparsity_conditioning_is_exact(name, digits):
     sparsity = torch.tensor([0.5, 0.8, 0.9, 0.8])
     scores = least_squares_scores(arch, init, x, y, sparsity)
     model = nudged(MaskRefiner(steps=2))
-    *_, last = refinements(model, arch, init, scores, sparsity, x, y)  # the last step, moved for sure
+    problem = MaskProblem(arch, init, scores, sparsity, x, y)
+    *_, last = refinements(model, problem)  # the last step, moved for sure
     changed = False
-    for out in (last, refine(model, arch, init, scores, sparsity, x, y)):
+    for out in (last, refine(model, problem)):
         for n, s in out.items():
             m = topk_straight_through(s, sparsity)
             removed = (m == 0).flatten(1).sum(1).tolist()
@@ -108,12 +113,13 @@ def test_refine_keeps_each_nets_most_accurate_step_on_the_training_examples(digi
     sparsity = torch.tensor([0.5, 0.8, 0.9, 0.5])
     scores = least_squares_scores(arch, init, x, y, sparsity)
     model = nudged(MaskRefiner(steps=3), seed=1)
-    steps = [standardized(scores), *refinements(model, arch, init, scores, sparsity, x, y)]
-    accs = torch.stack([train_accuracy(arch, init, s, sparsity, x, y) for s in steps])  # (T + 1, B)
-    out = refine(model, arch, init, scores, sparsity, x, y)
+    problem = MaskProblem(arch, init, scores, sparsity, x, y)
+    steps = [standardized(scores), *refinements(model, problem)]
+    accs = torch.stack([problem.accuracy(s) for s in steps])  # (T + 1, B)
+    out = refine(model, problem)
     for b, t in enumerate(accs.argmax(0).tolist()):  # the first of the most accurate
         assert all(torch.equal(out[n][b], steps[t][n][b]) for n in out)
-    assert (train_accuracy(arch, init, out, sparsity, x, y) >= accs[0]).all()
+    assert (problem.accuracy(out) >= accs[0]).all()
 
 
 def test_features_are_per_weight_and_read_the_sparsity(digits):
@@ -196,5 +202,5 @@ def test_a_saved_refiner_reloads_with_its_kept_mlps(tmp_path, digits):
     x, y = prior_data(digits, 128)
     sparsity = torch.tensor([0.5, 0.9])
     scores = least_squares_scores(arch, init, x, y, sparsity)
-    a, b = (refine(m, arch, init, scores, sparsity, x, y) for m in (model, back))
+    a, b = (refine(m, MaskProblem(arch, init, scores, sparsity, x, y)) for m in (model, back))
     assert all(torch.equal(a[n], b[n]) for n in a)
