@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mole.data import TaskData
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.nets import Architecture, Params
 from mole.tokenizer.member import arch_info
 from mole.zoo.plan import GroupPlan, MemberPlan
@@ -36,9 +36,7 @@ GROUP_SIZE = 64  # members stacked per run (the zoo's default group_size)
 
 # ---------------------------------------------------------------------------- options
 def check_group_size(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(field, f"must be a positive integer, got {value!r}")
-    return value
+    return check_int(value, field)
 
 
 # ---------------------------------------------------------------------------- members

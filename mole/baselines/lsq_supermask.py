@@ -26,7 +26,7 @@ from mole.baselines.base import (
     stack,
 )
 from mole.data import TaskData
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.masks.construction import DEFAULTS as CONSTRUCTION
 from mole.masks.construction import least_squares_masks
 from mole.zoo import pruning
@@ -71,8 +71,7 @@ class LsqSupermaskBaseline(Baseline):
             if v not in INITS:
                 raise ConfigError(self.field("init"), f"must be one of {', '.join(INITS)}, got {v!r}")
         for key in ("inputs", "passes"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise ConfigError(self.field(key), f"must be a positive integer, got {o[key]!r}")
+            check_int(o[key], self.field(key))
         if isinstance(o["ridge"], bool) or not isinstance(o["ridge"], (int, float)) or o["ridge"] <= 0:
             raise ConfigError(self.field("ridge"), f"must be a number > 0, got {o['ridge']!r}")
 

@@ -49,7 +49,7 @@ from torch.utils._pytree import tree_leaves
 
 from mole.data import TaskData, load_task
 from mole.diffusion.model_dir import task_options_of
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.nets import Architecture, architecture_from_config
 from mole.tokenizer.layout import compile_layout
 from mole.zoo.pruning import topk_straight_through
@@ -117,8 +117,7 @@ class FunctionLoss(nn.Module):
         False for `masked`, which reads the batch's raw tokens). `data`: the task, already loaded
         (from `zoo_task(datamodule)`), for a caller that needs it too. `budget`: activation elements
         per network and forward pass, which cap the inputs (`budgeted_inputs`); None: no cap."""
-        if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
-            raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
+        check_int(num_inputs, "function_inputs")
         if len(getattr(datamodule, "cells", [])) > 1:
             raise ConfigError(
                 "function_loss",
@@ -259,8 +258,7 @@ class PerCell(nn.Module):
         """One FunctionLoss per cell of a set-up ZooDataModule: `num_inputs` training inputs of
         the cell's task drawn with `seed` (fewer where `budget`, activation elements per network
         and forward pass, allows fewer: budgeted_inputs), its own architecture's plan."""
-        if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
-            raise ConfigError("function_inputs", f"must be a positive integer, got {num_inputs!r}")
+        check_int(num_inputs, "function_inputs")
         datamodule.setup()
         tasks: dict[str, TaskData] = {}  # one load per (task, options)
         losses = []

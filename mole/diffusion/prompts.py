@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from mole.diffusion.conditioning import encode_conditions
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.tokenizer import MemberTensors
 from mole.zoo.quant import TERNARY
 
@@ -28,8 +28,7 @@ def expand_prompts(conditions: Mapping[str, Any], num: int, field: str = "condit
         num: networks to draw.
         field: how errors name the mapping ("conditions", "project").
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ConfigError("num", f"must be a positive integer, got {num!r}")
+    check_int(num, "num")
     if not isinstance(conditions, Mapping):
         raise ConfigError(field, f"must be a mapping of name -> value, got {type(conditions).__name__}")
     per_net: list[dict] = [{} for _ in range(num)]

@@ -26,7 +26,7 @@ from mole.diffusion.model_dir import Model, load_model, read_meta, task_options_
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.prompts import expand_prompts
 from mole.diffusion.sample import sample
-from mole.errors import ConfigError, StoreError
+from mole.errors import ConfigError, StoreError, check_int
 from mole.tokenizer import MemberTensors
 from mole.zoo import store
 from mole.zoo.export import find_member_rows
@@ -173,8 +173,7 @@ def update_chain(
         raise ConfigError(
             "start", "the model was trained on single checkpoints (data mode checkpoints): it takes no start"
         )
-    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 1:
-        raise ConfigError("updates", f"must be a positive integer, got {updates!r}")
+    check_int(updates, "updates")
     given = sorted(set(conditions) & set(START_CONDITIONS))
     if given:
         raise ConfigError(f"conditions.{given[0]}", "is measured on the start: leave it out")

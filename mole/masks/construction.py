@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from mole.data import TaskData
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_int
 from mole.masks.layers import (
     activate,
     jacobian_targets,
@@ -63,9 +63,7 @@ def check_prior(prior: dict | None, field: str = "model.mask_prior") -> dict | N
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise ConfigError(f"{field}.{key}", f"must be a number > 0, got {v!r}")
     for key in ("passes", "inputs"):
-        v = out[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{field}.{key}", f"must be a positive integer, got {v!r}")
+        check_int(out[key], f"{field}.{key}")
     return {k: (float(v) if k in ("weight", "ridge") else int(v)) for k, v in out.items()}
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from mole.errors import ConfigError
+from mole.errors import check_int
 from mole.nets import Architecture
 from mole.tokenizer.base import Tokenizer
 from mole.tokenizer.layout import placement
@@ -40,8 +40,7 @@ class LayerChunkTokenizer(Tokenizer):
     name = "layer_chunk"
 
     def __init__(self, chunk_size: int = 64, **options):
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ConfigError("tokenizer.chunk_size", f"must be a positive integer, got {chunk_size!r}")
+        check_int(chunk_size, "tokenizer.chunk_size")
         super().__init__(**options)
         self.chunk_size = chunk_size
 
