@@ -14,6 +14,8 @@ machine). Targets: the
 learned masks >= the construction + 3 points at every sparsity of every architecture; learned /
 edge-popup >= 0.95 at 50% and >= 0.90 at 80% (means over the init distributions).
 
+Plots beside the JSON: accuracy against sparsity per architecture, and against width.
+
 The over-parameterization table: random MLPs 64-w-w-10 for w in `widths`, signed-constant inits at
 `wide_sparsity`: edge-popup, the construction and the learned masks (the width-64 model applied as
 it is: its features are per weight, so it reads any width).
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mole.baselines import run_baselines  # noqa: E402
 from mole.baselines.base import full_row  # noqa: E402
 from mole.data import load_task  # noqa: E402
+from mole.eval.plots import plot_sparsity, pyplot, save  # noqa: E402
 from mole.eval.report import table  # noqa: E402
 from mole.masks.across_inits import (  # noqa: E402
     Draw,
@@ -216,6 +219,7 @@ def main(
             row = {"width": w, **compare(arch, data, d, models["mlp"], epochs)}
             result["overparam"].append(row)
             print(json.dumps(row), flush=True)
+    result["plots"] = [str(p) for p in plots(result, Path(out))]
     write_json(Path(out), result)
     show(result)
 
@@ -223,6 +227,36 @@ def main(
 METHODS = ("random", "construction", "rule", "learned", "edge_popup")
 TARGET_COLUMNS = ("arch", "sparsity", "construction", "rule", "learned", "edge_popup", "gain_points", "gain_met",
                   "learned_over_rule_points", "ratio_edge_popup", "ratio_target", "ratio_met")  # fmt: skip
+
+
+def plots(result: dict, out: Path) -> list[Path]:
+    """Beside the JSON: per architecture, accuracy against sparsity for every method (error bars: the
+    spread over init distributions); and accuracy against width for the over-parameterization table."""
+    paths = []
+    for name in dict.fromkeys(c["arch"] for c in result["cells"]):
+        cells = [c for c in result["cells"] if c["arch"] == name]
+        curves = {
+            k: {
+                s: np.array([c[k]["mean"] for c in cells if c["sparsity"] == s])
+                for s in dict.fromkeys(c["sparsity"] for c in cells)
+            }
+            for k in METHODS
+        }
+        paths.append(plot_sparsity(curves, out.with_name(f"{out.stem}_{name}.png")))
+    if result["overparam"]:
+        fig, ax = pyplot().subplots(figsize=(6, 4.5))
+        widths = [r["width"] for r in result["overparam"]]
+        for k in METHODS:
+            mean = [r[k]["mean"] for r in result["overparam"]]
+            std = [r[k]["std"] for r in result["overparam"]]
+            ax.errorbar(widths, mean, yerr=std, marker="o", capsize=3, label=k)
+        ax.set(xscale="log", xlabel="hidden width of the random MLP", ylabel="test accuracy",
+               title="Over-parameterization: masks of wider random nets")  # fmt: skip
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.legend()
+        ax.grid(alpha=0.3)
+        paths.append(save(fig, out.with_name(f"{out.stem}_widths.png")))
+    return paths
 
 
 def show(result: dict) -> None:
