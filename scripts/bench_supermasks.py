@@ -10,9 +10,9 @@ weights: a random layer-wise mask (the floor), the least-squares construction (t
 baseline), the refiner's rule untrained (`refine_steps` fixed steps along the mask gradient from the
 construction: what the learning starts from), the learned refiner, and edge-popup (the edge_popup
 baseline, trained `epochs` on each init), each with its wall seconds per mask (stacked, on this
-machine). Targets: the
-learned masks >= the construction + 3 points at every sparsity of every architecture; learned /
-edge-popup >= 0.95 at 50% and >= 0.90 at 80% (means over the init distributions).
+machine). Targets: the learned masks >= the construction + 3 points at every sparsity of every
+architecture; learned / edge-popup >= 0.95 at 50% and >= 0.90 at 80% (means over the init
+distributions).
 
 Plots beside the JSON: accuracy against sparsity per architecture, and against width.
 
