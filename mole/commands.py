@@ -430,7 +430,9 @@ def sample(
         raise ConfigError("project", "an update is not projected: leave it out with a start")
     with StageProgress("sampling", unit="denoising steps", enabled=progress) as on_step:
         if pairs:  # a G.pt update of the start
-            first = load_start(start) if start is not None else fresh_init(meta, start_init)
+            first = (
+                load_start(start) if start is not None else fresh_init(meta, start_init, prompt=conditions)
+            )
             zoo, sampled = update_zoo(model, out, [first], conditions or {}, num, updates, options, on_step)
         else:
             context = None if start is None else load_start(start).member

@@ -21,6 +21,7 @@ import torch
 
 from mole.conditions import CONDITIONS
 from mole.data import TaskData, load_task
+from mole.diffusion.cells import SHAPE_KEY, TOLD, cells_of, pick
 from mole.diffusion.generated import evaluate, resolve_task, write_generated
 from mole.diffusion.model_dir import Model, load_model, read_meta, task_options_of
 from mole.diffusion.options import SampleOptions
@@ -77,33 +78,47 @@ def load_start(ref: str) -> Start:
     return Start(MemberTensors.from_row(row), f"{zoo}:{member}@{row['step']}")
 
 
-def training_seeds(zoo: str | Path) -> dict[int, str]:
-    """seed -> member id of every member of a zoo (the inits a model may have seen)."""
-    zoo = Path(zoo)
-    if not zoo.is_dir():
-        raise ConfigError(
-            "start_init", f"cannot check the seed: the model's training zoo {str(zoo)!r} is gone"
-        )
-    table = store.read_zoo(zoo, columns=["seed", "member_id"], verify=False)
-    return dict(zip(table["seed"].to_pylist(), table["member_id"].to_pylist()))
+def training_seeds(zoo: str | Path | Sequence[str | Path]) -> dict[int, str]:
+    """seed -> member id of every member of a zoo, or of every zoo of a mixed model's list (the inits
+    a model may have seen)."""
+    taken: dict[int, str] = {}
+    for one in [zoo] if isinstance(zoo, (str, Path)) else zoo:
+        one = Path(one)
+        if not one.is_dir():
+            raise ConfigError(
+                "start_init", f"cannot check the seed: the model's training zoo {str(one)!r} is gone"
+            )
+        table = store.read_zoo(one, columns=["seed", "member_id"], verify=False)
+        taken.update(zip(table["seed"].to_pylist(), table["member_id"].to_pylist()))
+    return taken
 
 
-def fresh_init(meta: Mapping[str, Any], seed: int, taken: Mapping[int, str] | None = None) -> Start:
+def fresh_init(
+    meta: Mapping[str, Any],
+    seed: int,
+    taken: Mapping[int, str] | None = None,
+    prompt: Mapping[str, Any] | None = None,
+) -> Start:
     """A fresh init of the model's architecture from `seed` (its own initialiser, scale 1).
 
     Args:
-        meta: mole.json of the model folder (architecture, arch_config, zoo).
+        meta: mole.json of the model folder (its cells, zoo).
         seed: the init's seed; one a training member used is refused (that init was seen).
-        taken: seed -> member id of the training members (default: read from the model's zoo).
+        taken: seed -> member id of the training members (default: read from the model's zoos).
+        prompt: for a model of several cells, the conditions that pick the init's network
+            (architecture, task, variant, arch_options: mole.diffusion.cells); a model of one cell
+            needs none.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("start_init", f"must be an integer seed >= 0, got {seed!r}")
+    picking = {k: v for k, v in (prompt or {}).items() if k in (*TOLD, "variant", SHAPE_KEY)}
+    cell = cells_of(meta)[pick(meta, picking)]
     taken = training_seeds(meta["zoo"]) if taken is None else taken
     if seed in taken:
         raise ConfigError("start_init", f"seed {seed} is training member {taken[seed]!r}'s: pick another")
-    arch = MemberTensors(meta["architecture"], meta["arch_config"], {}).arch
+    arch = MemberTensors(cell["architecture"], cell["arch_config"], {}).arch
     params = {n: p[0] for n, p in arch.init_stacked([seed]).items()}  # (1, ...) -> (...)
-    return Start(MemberTensors(meta["architecture"], meta["arch_config"], params), f"init:{seed}")
+    return Start(MemberTensors(cell["architecture"], cell["arch_config"], params), f"init:{seed}")
 
 
 def unseen_seeds(taken: Mapping[int, str], n: int, first: int = 0) -> list[int]:

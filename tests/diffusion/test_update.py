@@ -99,6 +99,31 @@ def test_start_init_is_the_architectures_initialiser_and_never_a_training_member
         upd.fresh_init(meta, -1)
 
 
+def test_start_init_of_a_model_of_several_cells_draws_the_prompted_network(zoo, rows):
+    """A mixed model's fresh init is of the cell its prompt picks; without one, a one-line error."""
+    mlp = {"architecture": "mlp", "arch_config": {"input_shape": [64], "num_classes": 10, "hidden": [8]}}
+    cnn = {"architecture": "cnn", "arch_config": {"input_shape": [1, 8, 8], "num_classes": 10,
+                                                  "channels": [4], "hidden": [8]}}  # fmt: skip
+    cells = [{**c, "task": "digits", "task_options": {}, "variants": ["dense"]} for c in (mlp, cnn)]
+    meta = {"cells": cells, "zoo": [str(zoo), str(zoo)],
+            "conditions": {"architecture": {"kind": "categorical", "vocab": ["cnn", "mlp"]}}}  # fmt: skip
+    for cell in (mlp, cnn):
+        start = upd.fresh_init(
+            meta, 10**6, {}, prompt={"architecture": cell["architecture"], "test_loss": 1.0}
+        )
+        want = MemberTensors(cell["architecture"], cell["arch_config"], {}).arch.init_stacked([10**6])
+        assert start.member.architecture == cell["architecture"]
+        assert all(torch.equal(start.member.params[n], want[n][0]) for n in want)
+    with pytest.raises(ConfigError, match="^conditions: 2 shapes fit the prompt") as e:
+        upd.fresh_init(meta, 10**6, {})
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="^conditions.architecture: unknown value 'vit'"):
+        upd.fresh_init(meta, 10**6, {}, prompt={"architecture": "vit"})
+    assert upd.training_seeds(meta["zoo"]) == upd.training_seeds(zoo)  # a list of zoos: the union
+    with pytest.raises(ConfigError, match=f"^start_init: seed {rows[0]['seed']} is training member"):
+        upd.fresh_init(meta, rows[0]["seed"], prompt={"architecture": "mlp"})
+
+
 # ---------------------------------------------------------------------------- chains
 def test_updates_chain_each_from_the_last_output(pairs_model, zoo, rows, digits, monkeypatch):
     """Update k + 1's context is update k's output (the very members), its start condition their
