@@ -154,9 +154,12 @@ class ZooTokens(Dataset):
             self._cache[index] = out
         return out
 
-    def _encode_row(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+    def _encode_row(
+        self, index: int, perm: dict | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+        """As `_encode`, uncached; `perm`: the hidden-neuron order to encode in (Tokenizer.tokenize)."""
         row = self.row(index)
-        raw, layout = self.tokenizer.tokenize(MemberTensors.from_row(row))
+        raw, layout = self.tokenizer.tokenize(MemberTensors.from_row(row), perm)
         tokens = self.tokenizer.normalize(raw, layout) if self.normalize else raw
         extras = {}
         if self.raw:
@@ -197,7 +200,10 @@ class ZooPairs(ZooTokens):
     """G.pt pairs: index -> a (start, end) pair of snapshots of one run (member_id), start < end.
 
     Yields {"tokens": end (T, D), "start_tokens": start (T, D), "layer_ids", "cond"}, where cond is
-    the end's conditions plus "start_test_loss" and "start_test_acc".
+    the end's conditions plus "start_test_loss" and "start_test_acc". With a canonical tokenizer the
+    end is in its canonical neuron order and the start in the same one (the end's permutation), so
+    the ends are as easy to generate as single checkpoints and a pair still keeps one neuron order;
+    sampling puts a start in its own canonical order and the update back in the start's.
 
     Args:
         runs: row indices of each run, sorted by step (runs with one snapshot have no pairs).
@@ -218,17 +224,29 @@ class ZooPairs(ZooTokens):
         super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
         self.runs = runs
         self.offsets = np.cumsum([0] + [len(r) * (len(r) - 1) // 2 for r in runs])
+        self._perms: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def order(self, index: int) -> dict:
+        """The canonical hidden-neuron permutations of zoo row `index` (cached: a run's end is the end
+        of many pairs)."""
+        index = int(index)
+        if index not in self._perms:
+            self._perms[index] = self.tokenizer.reorder(MemberTensors.from_row(self.row(index)).validate())[1]
+        return self._perms[index]
 
     def __getitem__(self, idx: int) -> dict:
         if not 0 <= idx < len(self):
             raise IndexError(idx)
         run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
         i, j = _pairs(len(self.runs[run]))[idx - self.offsets[run]]
-        start, start_ids, start_cond = self.encode(self.runs[run][i])
         end, ids, cond = self.encode(self.runs[run][j])
+        if self.tokenizer.canonical:  # the start in its end's neuron order: one order per pair
+            start, _, start_cond, _ = self._encode_row(self.runs[run][i], self.order(self.runs[run][j]))
+        else:
+            start, _, start_cond = self.encode(self.runs[run][i])
         for c in item_conditions(pairs=True):
             if c.start:  # the starting snapshot's value of the same column
                 cond[c.name] = start_cond[c.column]

@@ -53,6 +53,7 @@ from mole.diffusion.prompts import (
 from mole.errors import ConfigError
 from mole.masks import sample as masks
 from mole.tokenizer import MemberTensors
+from mole.tokenizer.canonical import apply_permutation, invert
 
 SCOPE = "global"  # a weights model's nets are pruned by magnitude over the whole member
 
@@ -250,7 +251,8 @@ def sample_weights(
         b = hi - lo
         x = noise[lo:hi].clone()  # (B, T, D)
         c = {n: v[lo:hi] for n, v in cond.items()}
-        ctx = None if starts is None else torch.stack([start_tokens(tok, meta, m) for m in starts[lo:hi]])
+        encoded = [] if starts is None else [start_tokens(tok, meta, m) for m in starts[lo:hi]]
+        ctx = torch.stack([t for t, _ in encoded]) if encoded else None  # (B, T, D)
         valid = torch.ones(b, t_len, dtype=torch.bool)
         for t in ddim.timesteps:
             ts = torch.full((b,), int(t), dtype=torch.long)
@@ -262,7 +264,10 @@ def sample_weights(
             on_step(1)
         for i in range(b):
             tokens = tok.denormalize(x[i], layout) if meta.get("normalized", True) else x[i]
-            out.append(tok.detokenize(tokens, layout))
+            member = tok.detokenize(tokens, layout)
+            if encoded and encoded[i][1]:  # drawn in the start's canonical order: back into its own
+                member = apply_permutation(member, invert(encoded[i][1]))
+            out.append(member)
             read = tuple(fields[lo + i])
             if read not in layouts:
                 layouts[read] = tok.plan(cell["architecture"], cell["arch_config"], list(read), None)
@@ -274,8 +279,9 @@ def sample_weights(
     return out, channels
 
 
-def start_tokens(tok, meta: Mapping, member: MemberTensors) -> torch.Tensor:
-    """(T, D) normalised tokens of a starting checkpoint (G.pt pairs models), params only."""
+def start_tokens(tok, meta: Mapping, member: MemberTensors) -> tuple[torch.Tensor, dict | None]:
+    """(T, D) normalised tokens of a starting checkpoint (G.pt pairs models), params only, and the
+    permutations that put it in the tokenizer's canonical order (None for a tokenizer without one)."""
     plain = member.replace(mask=None, init_params=None, codes=None, scales=None, factors=None)
     raw, lay = tok.tokenize(plain)
-    return tok.normalize(raw, lay) if meta.get("normalized", True) else raw
+    return (tok.normalize(raw, lay) if meta.get("normalized", True) else raw), lay.get("perm")

@@ -249,20 +249,27 @@ class Tokenizer(ABC):
             raise ConfigError("tokens", f"expected floating point tokens, got {tokens.dtype}")
 
     # ------------------------------------------------------------------ the round trip
-    def tokenize(self, member: MemberTensors) -> tuple[torch.Tensor, dict]:
-        """Tokens (T, D) float32 and the JSON layout that inverts them (not normalised)."""
+    def tokenize(self, member: MemberTensors, perm: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """Tokens (T, D) float32 and the JSON layout that inverts them (not normalised).
+
+        Args:
+            member: the member.
+            perm: hidden-neuron permutations to apply instead of this tokenizer's own canonical
+                order (`reorder`), e.g. the end's order for the start of a G.pt pair; None: its own.
+        """
         member.validate()
         self.check_architecture(member.architecture, member.arch_config, "member")
-        perm = None
-        if self.canonical:
-            member, perm = self._reorder(member)
+        if perm is not None:
+            member = apply_permutation(member, perm)
+        elif self.canonical:
+            member, perm = self.reorder(member)
         template, key = self._structure(
             member.architecture, member.info.key, member.present(), member.factor_shapes() or None
         )
         layout = {**template, "perm": perm}
         return L.encode(member, layout, self._compiled_for(key)), layout  # (T, D)
 
-    def _reorder(self, member: MemberTensors) -> tuple[MemberTensors, dict]:
+    def reorder(self, member: MemberTensors) -> tuple[MemberTensors, dict]:
         """The member in this tokenizer's canonical neuron order, and the permutations applied."""
         if self.canonical == "sort":
             return canonical_order(member)
@@ -335,7 +342,7 @@ class Tokenizer(ABC):
                 families[tag] = [member.architecture, member.arch_config]
                 running[tag] = RunningStats(self.stats_per == "element")
             if self.canonical:
-                member, _ = self._reorder(member.validate())
+                member, _ = self.reorder(member.validate())
             layout = self.layout_for(member.validate())
             running[tag].update(member, layout["placements"])
             self._observe(layout)

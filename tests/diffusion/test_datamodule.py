@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from mole.diffusion.conditioning import model_args
-from mole.diffusion.datamodule import ZooDataModule, balance_weights, collate, split_members
+from mole.diffusion.datamodule import ZooDataModule, _pairs, balance_weights, collate, split_members
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
@@ -126,6 +126,24 @@ def test_pairs_are_ordered_snapshots_of_one_run(zoo, cache):
     first = ds.runs[0]
     steps = [table[i]["step"] for i in first]
     assert steps == sorted(steps) and len({table[i]["member_id"] for i in first}) == 1
+
+
+def test_canonical_pairs_put_the_start_in_its_ends_neuron_order(zoo, cache):
+    dm = make(zoo, cache, mode="pairs", tokenizer_options={"canonical": "sort"})
+    ds, tok = dm.datasets["train"], dm.tokenizer
+    moved = False
+    for idx in range(0, len(ds), 3):
+        run = int(np.searchsorted(ds.offsets, idx, side="right")) - 1
+        i, j = _pairs(len(ds.runs[run]))[idx - ds.offsets[run]]
+        start, end = (MemberTensors.from_row(ds.row(ds.runs[run][k])) for k in (i, j))
+        item = ds[idx]
+        assert torch.equal(item["tokens"], tok.normalize(*tok.tokenize(end)))  # the end: its own order
+        raw, layout = tok.tokenize(start, tok.reorder(end)[1])
+        assert torch.equal(item["start_tokens"], tok.normalize(raw, layout))  # the start: the end's
+        back = tok.detokenize(raw, layout)  # the same network, neurons renamed
+        assert all(torch.equal(back.params[n], p) for n, p in start.params.items())
+        moved |= not torch.equal(item["start_tokens"], tok.normalize(*tok.tokenize(start)))
+    assert moved  # somewhere the end's order is not the start's own
 
 
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers import DDPMScheduler
 
 from mole.cli import main
 from mole.diffusion import update as upd
@@ -15,6 +17,7 @@ from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.model_dir import export_model, load_model
 from mole.diffusion.options import SampleOptions
+from mole.diffusion.sample import sample_weights
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.eval.learn import flat
@@ -122,6 +125,32 @@ def test_start_init_of_a_model_of_several_cells_draws_the_prompted_network(zoo, 
     assert upd.training_seeds(meta["zoo"]) == upd.training_seeds(zoo)  # a list of zoos: the union
     with pytest.raises(ConfigError, match=f"^start_init: seed {rows[0]['seed']} is training member"):
         upd.fresh_init(meta, rows[0]["seed"], prompt={"architecture": "mlp"})
+
+
+def test_an_update_in_the_starts_canonical_order_comes_back_in_the_starts_own(zoo, rows):
+    """With a canonical tokenizer the start is drawn from in its canonical neuron order; the update is
+    put back in the start's own. A denoiser that predicts its context returns the start itself."""
+
+    class Copy(torch.nn.Module):  # x0 = the start's tokens, whatever the noise
+        def __init__(self, token_dim: int):
+            super().__init__()
+            self.config = SimpleNamespace(token_dim=token_dim)
+
+        def forward(self, x, t, cond=None, **kw):
+            return kw["context"].clone()
+
+    members = [MemberTensors.from_row(r) for r in rows if r["variant"] == "dense"]
+    tok = NeuronTokenizer(canonical="sort").fit(members)
+    start = members[-1]
+    _, perm = tok.reorder(start)
+    assert any(p != sorted(p) for p in perm.values())  # the canonical order moves its neurons
+    copy = Copy(tok.plan(start.architecture, start.arch_config, [], None)["shape"][1])
+    meta = {"architecture": start.architecture, "arch_config": start.arch_config, "normalized": True}
+    out, _ = sample_weights(copy, DDPMScheduler(prediction_type="sample", clip_sample=False), tok, meta, {}, 2,
+                            SampleOptions(steps=3), [start], lambda n: None)  # fmt: skip
+    for m in out:
+        for n, p in start.params.items():
+            torch.testing.assert_close(m.params[n], p, rtol=0, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- chains
