@@ -11,7 +11,14 @@ from torch import nn
 
 from mole.errors import ConfigError
 from mole.nets.base import Architecture, Params
-from mole.nets.functional import POOL, members_last_to_flat, stacked_conv, stacked_linear, stacked_pool
+from mole.nets.functional import (
+    POOL,
+    channels_last,
+    channels_to_members,
+    members_to_channels,
+    stacked_conv,
+    stacked_linear,
+)
 
 CONV_MODULES = {1: nn.Conv1d, 2: nn.Conv2d}  # spatial dims -> module
 
@@ -138,11 +145,16 @@ class CNNArchitecture(Architecture):
             params: stacked parameters, each (K, *shape).
             x: (B, C, *S) shared by all members, or (K, B, C, *S) one batch per member.
         """
-        h = x.movedim(-len(self.input_shape), -1)  # (K, B | B, *S, C): channels-last view
+        k = params["convs.0.weight"].shape[0]
+        shared = x.dim() == len(self.input_shape) + 1
+        h = channels_last(x) if shared else members_to_channels(x)  # (B, C | K*C, *S)
         for i in range(len(self.channels)):
-            h = stacked_conv(h, params[f"convs.{i}.weight"], params[f"convs.{i}.bias"], self.kernel_size // 2)
-            h = stacked_pool(F.relu(h))  # (K, B, *S/2, O)
-        return members_last_to_flat(h)
+            w, b = params[f"convs.{i}.weight"], params[f"convs.{i}.bias"]
+            h = stacked_conv(h, w, b, self.kernel_size // 2, shared=shared and i == 0)  # (B, K*O, *S)
+            # pool, then ReLU: the same values and gradients as the module's ReLU then pool (ReLU is
+            # monotone), with the ReLU on a quarter of the elements in 2-D
+            h = F.relu(POOL[self.dims](h, 2))  # (B, K*O, *S/2)
+        return channels_to_members(h, k)  # (K, B, flat)
 
     def forward_stacked(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         h = self.features_stacked(params, x)  # (K, B, flat)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+CONV = {1: F.conv1d, 2: F.conv2d}  # spatial dims -> convolution
 POOL = {1: F.max_pool1d, 2: F.max_pool2d}  # spatial dims -> max-pool
 
 
@@ -24,47 +25,83 @@ def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
-def stacked_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int) -> torch.Tensor:
-    """K 1-D or 2-D conv layers at once, as im2col + one batched matmul (the kernel's rank picks 1-D or 2-D).
+def stacked_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int, shared: bool = False
+) -> torch.Tensor:
+    """K 1-D or 2-D conv layers at once, as one grouped convolution: member i is group i.
 
-    Activations are channels-last per member, so each kernel row gathers contiguous runs of channels.
-    Not a grouped convolution: on CPU its multi-threaded kernel collapses (~3x slower than this at 2
-    threads). Equal to nn.Conv1d / nn.Conv2d up to float rounding (the summation order may differ).
+    Members sit in the channel dimension, so the maps of K members are the maps of one wide network
+    and pooling needs no reshape. Equal to nn.Conv1d / nn.Conv2d up to float rounding (the kernel's
+    summation order may differ from the plain module's).
+
+    Why grouped, not im2col + batched matmul: at one thread per worker process (the default layout)
+    the unfold copies and unfold's backward cost more than the convolution itself (ledger Z19).
+
+    A member's result, forward and backward, does not depend on how many members share the call:
+    worker processes train slices of the members and must give bitwise the same members. oneDNN keeps
+    that for two groups or more, but runs another kernel for one: a lone member runs as two groups,
+    itself and a copy whose output is dropped (adding the copy's zero gradient is exact).
 
     Args:
-        x: (K, B, *S, C) one batch per member, or (B, *S, C) shared by all members; S is (L,) for
-            signals, (H, W) for images.
+        x: (B, K*C, *S) one batch per member, member-major channels; or, with `shared`, (B, C, *S)
+            seen by every member. S is (L,) for signals, (H, W) for images.
         weight: (K, O, C, k) or (K, O, C, k, k), as the plain module's kernels.
         bias: (K, O).
+        padding: zero padding on each side of every spatial dim.
+        shared: x is one batch for all members (a plain convolution with K*O output channels).
 
     Returns:
-        (K, B, *S, O), channels-last (same padding keeps S).
+        (B, K*O, *S'), member-major channels (S' = S with same padding).
     """
-    k, o, c = weight.shape[:3]
-    d, ks = weight.dim() - 3, weight.shape[-1]
-    lead = x.dim() - d - 1  # 2 per member, 1 shared
-    cols = F.pad(x, (0, 0) + (padding, padding) * d)  # (*lead, *S+2p, C)
-    for i in range(d):
-        cols = cols.unfold(lead + i, ks, 1)  # appends a window dim: (*lead, *S, C, *k)
-    spatial = cols.shape[lead : lead + d]
-    window = [*range(lead + d + 1, lead + 2 * d + 1)]
-    cols = cols.permute(*range(lead + d), *window, lead + d)  # (*lead, *S, *k, C)
-    w = weight.permute(0, *range(3, 3 + d), 2, 1).reshape(k, -1, o)  # (K, k^d*C, O), rows as cols' last dims
-    if lead == 2:
-        out = torch.baddbmm(bias.unsqueeze(1), cols.reshape(k, -1, w.shape[1]), w)  # (K, B*S, O)
-    else:
-        out = torch.matmul(cols.reshape(-1, w.shape[1]), w) + bias.unsqueeze(1)  # (B*S, k^d*C) @ (K, ., O)
-    return out.view(k, -1, *spatial, o)
+    k, o = weight.shape[:2]
+    d = weight.dim() - 3
+    w = weight.reshape(k * o, *weight.shape[2:])  # (K*O, C, *k)
+    if shared:
+        return _AddBias.apply(CONV[d](x, w, padding=padding), bias)
+    if k == 1:  # two groups, the member and a copy: the same kernels as any larger slice of members
+        x2 = channels_last(x.repeat(1, 2, *[1] * d))
+        out = CONV[d](x2, w.repeat(2, *[1] * (d + 1)), padding=padding, groups=2)
+        return _AddBias.apply(out, bias.repeat(2, 1))[:, :o]
+    return _AddBias.apply(CONV[d](x, w, padding=padding, groups=k), bias)
 
 
-def stacked_pool(x: torch.Tensor) -> torch.Tensor:
-    """Max-pool 2 over the spatial dims of channels-last stacked maps: (K, B, *S, C) -> (K, B, *S/2, C)."""
-    k, b, c = x.shape[0], x.shape[1], x.shape[-1]
-    h = x.reshape(k * b, *x.shape[2:]).movedim(-1, 1)  # (K*B, C, *S), a channels-last view
-    h = POOL[x.dim() - 3](h, 2)
-    return h.movedim(1, -1).reshape(k, b, *h.shape[2:], c)
+class _AddBias(torch.autograd.Function):
+    """out + bias per member and channel, in place, with a bias gradient that is each member's own sum.
+
+    Why not autograd's sum: over channels-last maps it vectorises across the K*O channels, so a
+    channel's summation order depends on K (worker processes must give bitwise the same members).
+    Here each member's sum is its own matmul with a ones vector, as the fully connected layers are.
+    oneDNN's fused bias has the same flaw, so the convolution runs without one.
+    """
+
+    @staticmethod
+    def forward(ctx, out, bias):  # out (B, K*O, *S), bias (K, O)
+        ctx.mark_dirty(out)
+        ctx.shape = bias.shape
+        return out.add_(bias.reshape(1, -1, *[1] * (out.dim() - 2)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        k, o = ctx.shape
+        g = grad.movedim(1, -1).reshape(-1, k, o).transpose(0, 1)  # (K, B*S, O); a view if channels-last
+        ones = g.new_ones(k, 1, g.shape[1])
+        return grad, torch.bmm(ones, g).view(k, o)
 
 
-def members_last_to_flat(x: torch.Tensor) -> torch.Tensor:
-    """(K, B, *S, C) -> (K, B, C*prod(S)), flattened as a plain module's flatten(1) of (C, *S) maps."""
-    return x.movedim(-1, 2).flatten(2)
+def members_to_channels(x: torch.Tensor) -> torch.Tensor:
+    """(K, B, C, *S) one batch per member -> (B, K*C, *S), the layout of stacked_conv."""
+    return channels_last(x.transpose(0, 1).flatten(1, 2))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, H, W) stored channels-last, signals (B, C, L) unchanged (values are the same).
+
+    Why: CPU max-pooling of maps this small is ~15x faster channels-last, and oneDNN's convolution is
+    ~2x faster on it and keeps the format for the next layer.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def channels_to_members(x: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, K*C, *S) -> (K, B, C*prod(S)), each member's maps flattened as a plain module's flatten(1)."""
+    return x.reshape(x.shape[0], k, -1).transpose(0, 1)

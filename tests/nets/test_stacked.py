@@ -3,6 +3,7 @@ import torch
 
 from mole.errors import ConfigError
 from mole.nets import ARCHITECTURES, architecture_from_config, build_architecture
+from mole.nets.functional import members_to_channels, stacked_conv
 
 CASES = [
     ("mlp", (1, 8, 8), {"hidden": [16, 12]}),
@@ -25,7 +26,7 @@ def test_stacked_equals_plain_modules(name, shape, options):
     out_shared = arch.forward_stacked(params, shared)  # (K, B, C)
     out_member = arch.forward_stacked(params, per_member)
     assert out_shared.shape == (k, b, 10)
-    # Tight, not exact: the stacked CNN is im2col + batched matmul, nn.Conv* sums in another order.
+    # Tight, not exact: the stacked CNN is one grouped convolution, nn.Conv* may sum in another order.
     for i in range(k):
         module = arch.to_module(params, index=i)
         torch.testing.assert_close(out_shared[i], module(shared), rtol=1e-5, atol=1e-5)
@@ -109,3 +110,56 @@ def test_cnn_convolution_follows_the_input_shape():
         build_architecture("cnn", (40,), 10)
     with pytest.raises(ConfigError, match="arch_options.channels"):
         build_architecture("cnn", (1, 3), 10, channels=[2, 2])  # 3 -> 1 -> 0
+
+
+@pytest.mark.parametrize(
+    "shape,kernel", [((3, 8, 8), (4, 3, 3, 3)), ((3, 7, 6), (2, 3, 5, 5)), ((2, 11), (5, 2, 3))]
+)
+@pytest.mark.parametrize("k", [1, 4])
+def test_stacked_conv_equals_plain_convolutions(shape, kernel, k):
+    """Forward and every gradient (kernel, bias, input) of stacked_conv against nn.Conv1d / nn.Conv2d."""
+    b, pad, conv = (
+        6,
+        kernel[-1] // 2,
+        torch.nn.functional.conv2d if len(shape) == 3 else torch.nn.functional.conv1d,
+    )
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(k, b, *shape, generator=g, requires_grad=True)
+    w = torch.randn(k, *kernel, generator=g, requires_grad=True)
+    bias = torch.randn(k, kernel[0], generator=g, requires_grad=True)
+    out = stacked_conv(members_to_channels(x), w, bias, pad)  # (B, K*O, *S)
+    out = out.reshape(b, k, -1, *out.shape[2:]).transpose(0, 1)  # (K, B, O, *S)
+    upstream = torch.randn(out.shape, generator=g)
+    grads = torch.autograd.grad(out, [x, w, bias], upstream)
+    for i in range(k):
+        xi, wi, bi = (t[i].detach().requires_grad_(True) for t in (x, w, bias))
+        ref = conv(xi, wi, bi, padding=pad)
+        torch.testing.assert_close(out[i], ref, rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads, torch.autograd.grad(ref, [xi, wi, bi], upstream[i])):
+            torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape,options",
+    [((1, 8, 8), {"channels": [8, 16], "hidden": [32]}), ((1, 40), {"channels": [8, 16], "kernel_size": 5})],
+)
+def test_stacked_cnn_member_does_not_depend_on_its_company(shape, options):
+    """Bitwise: a member's logits and gradients are the same whichever slice of members it trains in
+    (worker processes train slices, and must give the same zoo as one process)."""
+    arch = build_architecture("cnn", shape, 10, **options)
+    k, b = 7, 16
+    params = arch.init_stacked(range(k))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(k, b, *shape, generator=g), torch.randint(0, 10, (k, b), generator=g)
+
+    def run(lo, hi):
+        p = {n: v[lo:hi].clone().requires_grad_(True) for n, v in params.items()}
+        out = arch.forward_stacked(p, x[lo:hi])
+        loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), y[lo:hi].flatten(), reduction="sum")
+        return [out.detach(), *torch.autograd.grad(loss, list(p.values()))]
+
+    whole = run(0, k)
+    for lo, hi in [(0, 1), (1, 3), (3, 7), (6, 7)]:
+        part = run(lo, hi)
+        for name, a, c in zip(["logits", *params], whole, part):
+            assert torch.equal(a[lo:hi], c), (name, lo, hi)
