@@ -17,6 +17,7 @@ which sampling picks from (mole.diffusion.cells).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from functools import lru_cache
@@ -205,8 +206,15 @@ class ZooPairs(ZooTokens):
     the ends are as easy to generate as single checkpoints and a pair still keeps one neuron order;
     sampling puts a start in its own canonical order and the update back in the start's.
 
+    With `fresh_starts` p > 0, a pair that starts at its run's init (step 0) starts instead, for a
+    share p of the pair indices (fixed per index), at a fresh init of the same architecture and init
+    scale (seed from the index, >= 2**32: never a zoo member's, nor the small seeds `--start_init`
+    is given), with the run's init's measured conditions (every init's test loss is ~2.3). The
+    training runs' few inits are then not the only ones an update learns to start from.
+
     Args:
         runs: row indices of each run, sorted by step (runs with one snapshot have no pairs).
+        fresh_starts: p above.
         others: as ZooTokens.
     """
 
@@ -219,15 +227,34 @@ class ZooPairs(ZooTokens):
         normalize: bool = True,
         cache_items: int = 0,
         cell: np.ndarray | None = None,
+        fresh_starts: float = 0.0,
     ):
         rows = np.concatenate(runs) if runs else np.zeros(0)
         super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
+        self.fresh_starts = fresh_starts
         self.runs = runs
         self.offsets = np.cumsum([0] + [len(r) * (len(r) - 1) // 2 for r in runs])
         self._perms: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def column(self, name: str, index: int):
+        """One value of zoo row `index`."""
+        return self.dataset.data.table.column(name)[int(index)].as_py()
+
+    def fresh(self, idx: int) -> bool:
+        """Whether pair `idx` draws a fresh init for a start at step 0 (a fixed share fresh_starts)."""
+        return self.fresh_starts > 0 and fresh_seed(idx) % 10**6 < self.fresh_starts * 10**6
+
+    def fresh_start(self, idx: int, init_row: int, perm: dict | None) -> torch.Tensor:
+        """(T, D) tokens of pair `idx`'s fresh init: the init row's architecture and init scale."""
+        like = MemberTensors.from_row(self.row(init_row))
+        scale = self.column("init_scale", init_row)
+        params = like.arch.init_stacked([fresh_seed(idx)], [1.0 if scale is None else scale])
+        member = like.replace(params={n: p[0] for n, p in params.items()})
+        raw, layout = self.tokenizer.tokenize(member, perm)
+        return self.tokenizer.normalize(raw, layout) if self.normalize else raw
 
     def order(self, index: int) -> dict:
         """The canonical hidden-neuron permutations of zoo row `index` (cached: a run's end is the end
@@ -243,15 +270,24 @@ class ZooPairs(ZooTokens):
         run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
         i, j = _pairs(len(self.runs[run]))[idx - self.offsets[run]]
         end, ids, cond = self.encode(self.runs[run][j])
-        if self.tokenizer.canonical:  # the start in its end's neuron order: one order per pair
-            start, _, start_cond, _ = self._encode_row(self.runs[run][i], self.order(self.runs[run][j]))
+        first = self.runs[run][i]
+        perm = self.order(self.runs[run][j]) if self.tokenizer.canonical else None  # the end's order
+        if self.fresh(idx) and self.column("step", first) == 0:
+            start, start_cond = self.fresh_start(idx, first, perm), self.conditions(self.row(first))
+        elif perm is not None:  # the start in its end's neuron order: one order per pair
+            start, _, start_cond, _ = self._encode_row(first, perm)
         else:
-            start, _, start_cond = self.encode(self.runs[run][i])
+            start, _, start_cond = self.encode(first)
         for c in item_conditions(pairs=True):
             if c.start:  # the starting snapshot's value of the same column
                 cond[c.name] = start_cond[c.column]
         out = {"tokens": end, "start_tokens": start, "layer_ids": ids, "cond": cond}
         return {**out, **self.cell_of(self.runs[run][j])}
+
+
+def fresh_seed(idx: int) -> int:
+    """The seed of pair `idx`'s fresh init: a hash of it, >= 2**32 (above every seed a zoo draws)."""
+    return 2**32 + int.from_bytes(hashlib.sha256(f"fresh/{idx}".encode()).digest()[:6], "little")
 
 
 def collate(items: list[dict]) -> dict:
@@ -300,6 +336,8 @@ class ZooDataModule(L.LightningDataModule):
             weighted by `balance_weights` of that column, so sparse parts of its range are seen more;
             "cell": each cell of a mixed zoo equally often, whatever its rows;
             None: every row once per epoch, shuffled.
+        fresh_starts: pairs mode: the share of training pairs starting at a run's init that start at
+            a fresh init instead (ZooPairs); 0: none.
     """
 
     def __init__(
@@ -320,9 +358,15 @@ class ZooDataModule(L.LightningDataModule):
         target: str = "weights",
         cache_items: int = 20000,
         balance: str | None = None,
+        fresh_starts: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if not 0.0 <= fresh_starts <= 1.0 or (fresh_starts and mode != "pairs"):
+            raise ConfigError(
+                "fresh_starts", f"a share in [0, 1] of pairs mode's init starts, got {fresh_starts}"
+            )
+        self.fresh_starts = fresh_starts
         if mode not in MODES:
             raise ConfigError("mode", f"unknown {mode!r}; valid: {', '.join(MODES)}")
         if target not in TARGETS:
@@ -424,7 +468,7 @@ class ZooDataModule(L.LightningDataModule):
             else:
                 self.datasets[split] = ZooPairs(
                     ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items,
-                    cell,
+                    cell, self.fresh_starts if split == "train" else 0.0,
                 )  # fmt: skip
 
     def _split(self, member_index: np.ndarray, zoo_of: np.ndarray) -> dict[str, np.ndarray]:

@@ -10,7 +10,14 @@ import torch
 from torch.utils.data import WeightedRandomSampler
 
 from mole.diffusion.conditioning import model_args
-from mole.diffusion.datamodule import ZooDataModule, _pairs, balance_weights, collate, split_members
+from mole.diffusion.datamodule import (
+    ZooDataModule,
+    _pairs,
+    balance_weights,
+    collate,
+    fresh_seed,
+    split_members,
+)
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
@@ -144,6 +151,40 @@ def test_canonical_pairs_put_the_start_in_its_ends_neuron_order(zoo, cache):
         assert all(torch.equal(back.params[n], p) for n, p in start.params.items())
         moved |= not torch.equal(item["start_tokens"], tok.normalize(*tok.tokenize(start)))
     assert moved  # somewhere the end's order is not the start's own
+
+
+def test_fresh_starts_replace_a_share_of_the_init_starts_by_fresh_inits(zoo, cache):
+    dm = make(zoo, cache, mode="pairs", fresh_starts=1.0, tokenizer_options={"canonical": "sort"})
+    ds, tok = dm.datasets["train"], dm.tokenizer
+    plain = make(zoo, cache, mode="pairs", tokenizer_options={"canonical": "sort"}).datasets["train"]
+    fresh = kept = 0
+    for idx in range(len(ds)):
+        run = int(np.searchsorted(ds.offsets, idx, side="right")) - 1
+        i, j = _pairs(len(ds.runs[run]))[idx - ds.offsets[run]]
+        first, end = ds.runs[run][i], ds.runs[run][j]
+        item, before = ds[idx], plain[idx]
+        assert torch.equal(item["tokens"], before["tokens"])  # the end is never touched
+        if ds.column("step", first) != 0:
+            assert torch.equal(item["start_tokens"], before["start_tokens"])
+            kept += 1
+            continue
+        like = MemberTensors.from_row(ds.row(first))
+        drawn = like.arch.init_stacked([fresh_seed(idx)], [ds.column("init_scale", first)])
+        want = tok.normalize(
+            *tok.tokenize(like.replace(params={n: p[0] for n, p in drawn.items()}), ds.order(end))
+        )
+        assert torch.equal(item["start_tokens"], want) and not torch.equal(want, before["start_tokens"])
+        assert item["cond"]["start_test_loss"] == before["cond"]["start_test_loss"]  # the run's init's
+        assert fresh_seed(idx) >= 2**32
+        fresh += 1
+    assert fresh and kept
+    assert all(not dm.datasets["val"].fresh(i) for i in range(len(dm.datasets["val"])))  # training only
+    half = make(zoo, cache, mode="pairs", fresh_starts=0.5).datasets["train"]
+    share = np.mean([half.fresh(i) for i in range(2000)])
+    assert 0.45 < share < 0.55
+    for bad, kw in ((1.5, {"mode": "pairs"}), (0.5, {})):
+        with pytest.raises(ConfigError, match="^fresh_starts: a share in"):
+            ZooDataModule(str(zoo), fresh_starts=bad, **kw)
 
 
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
