@@ -362,10 +362,10 @@ class ZooDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        if not 0.0 <= fresh_starts <= 1.0 or (fresh_starts and mode != "pairs"):
-            raise ConfigError(
-                "fresh_starts", f"a share in [0, 1] of pairs mode's init starts, got {fresh_starts}"
-            )
+        if not 0.0 <= fresh_starts <= 1.0:
+            raise ConfigError("fresh_starts", f"must be a share in [0, 1], got {fresh_starts}")
+        if fresh_starts and mode != "pairs":
+            raise ConfigError("fresh_starts", "replaces starts of pairs: it needs mode pairs")
         self.fresh_starts = fresh_starts
         if mode not in MODES:
             raise ConfigError("mode", f"unknown {mode!r}; valid: {', '.join(MODES)}")

@@ -182,9 +182,10 @@ def test_fresh_starts_replace_a_share_of_the_init_starts_by_fresh_inits(zoo, cac
     half = make(zoo, cache, mode="pairs", fresh_starts=0.5).datasets["train"]
     share = np.mean([half.fresh(i) for i in range(2000)])
     assert 0.45 < share < 0.55
-    for bad, kw in ((1.5, {"mode": "pairs"}), (0.5, {})):
-        with pytest.raises(ConfigError, match="^fresh_starts: a share in"):
-            ZooDataModule(str(zoo), fresh_starts=bad, **kw)
+    with pytest.raises(ConfigError, match=r"^fresh_starts: must be a share in \[0, 1\], got 1.5"):
+        ZooDataModule(str(zoo), mode="pairs", fresh_starts=1.5)
+    with pytest.raises(ConfigError, match="^fresh_starts: replaces starts of pairs: it needs mode pairs"):
+        ZooDataModule(str(zoo), fresh_starts=0.5)
 
 
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
