@@ -1,0 +1,27 @@
+"""scripts/bench_supermasks.py on tiny work: every method's row, the rule beside the learned refiner, plots."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_supermasks.py"
+
+
+def test_the_benchmark_reports_every_method_with_the_rule_beside_the_learned_masks(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "b6.json"
+    bench.main(out=str(out), archs=["mlp"], inits=2, dists=["normal"], sparsities=[0.5], epochs=1,
+               train_steps=1, pool=1, refine_steps=2, widths=[16])  # fmt: skip
+    got = json.loads(out.read_text())
+    cell = got["cells"][0]
+    assert set(bench.METHODS) <= set(cell) and all(0 <= cell[k]["mean"] <= 1 for k in bench.METHODS)
+    assert all(cell[k]["seconds_per_mask"] > 0 for k in bench.METHODS)
+    target = got["targets"][0]
+    assert target["learned_over_rule_points"] == 100 * (target["learned"] - target["rule"])
+    assert target["gain_met"] == (target["gain_points"] >= 3)
+    assert [Path(p).name for p in got["plots"]] == ["b6_mlp.png", "b6_widths.png"]
+    assert all(Path(p).stat().st_size > 0 for p in got["plots"]) and got["overparam"][0]["width"] == 16
+    printed = capsys.readouterr().out
+    assert "learned_over_rule_points" in printed and "| rule |" in printed  # the tables, as Markdown
