@@ -149,22 +149,21 @@ def run_structure(
                 entry[name] = [r["test_acc"] for r in mine if round(r["sparsity"], 4) == at]
                 entry[f"{name}_sparsity"] = at
             report["sparsity"].append(summarise(entry, ("magnitude", "imp")))
-    for i, b in enumerate(bits):
-        prompt = {"variant": "quantized", "bits": b, "test_acc": top_prompt(rows, "quantized", "bits", b)}
-        entry = {"level": b, "prompt": prompt, **draw(prompt, "bits", b, options.seed + 100 + i)}
-        for mode in ("ptq", "qat"):
-            entry[mode] = zoo_accuracies(
-                rows, "quantized", lambda r, b=b: level_of(r) == str(b), "mode", mode, "ptq"
-            )
-        report["bits"].append(summarise(entry, ("ptq", "qat")))
-    for i, r in enumerate(ranks):
-        prompt = {"variant": "lowrank", "rank": r, "test_acc": top_prompt(rows, "lowrank", "rank", r)}
-        entry = {"level": r, "prompt": prompt, **draw(prompt, "rank", r, options.seed + 200 + i)}
-        for method in ("svd", "factorized"):
-            entry[method] = zoo_accuracies(
-                rows, "lowrank", lambda row, r=r: row.get("rank") == r, "method", method
-            )
-        report["rank"].append(summarise(entry, ("svd", "factorized")))
+    # bits and ranks alike: (level key, variant, levels, is a row at level v, the variant_config key
+    # that names its baselines, their names, that key's default, seed offset)
+    kinds = (
+        ("bits", "quantized", bits, lambda row, v: level_of(row) == str(v), "mode", ("ptq", "qat"), "ptq", 100),
+        ("rank", "lowrank", ranks, lambda row, v: row.get("rank") == v, "method", ("svd", "factorized"), None, 200),
+    )  # fmt: skip
+    for key, variant, levels, at_level, by, baselines, default, offset in kinds:
+        for i, v in enumerate(levels):
+            prompt = {"variant": variant, key: v, "test_acc": top_prompt(rows, variant, key, v)}
+            entry = {"level": v, "prompt": prompt, **draw(prompt, key, v, options.seed + offset + i)}
+            for name in baselines:
+                entry[name] = zoo_accuracies(
+                    rows, variant, lambda row, v=v, at=at_level: at(row, v), by, name, default
+                )
+            report[key].append(summarise(entry, baselines))
     plot(report, out / "plots" / "structure.png")
     path = out / "structure.json"
     write_json(path, report)
