@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
 import math
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -170,20 +170,28 @@ def resident_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
+def fresh_pages(mb: int) -> mmap.mmap:
+    """`mb` MB of new anonymous pages, each written so it is resident. A mapping of its own: a block
+    from malloc may reuse pages the process already holds (twice in CI a 64 MB np.ones left the
+    resident set where it was)."""
+    block = mmap.mmap(-1, mb * 2**20)
+    np.frombuffer(block, dtype=np.uint8)[:: mmap.PAGESIZE] = 1  # one write per page faults it in
+    return block
+
+
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="VmHWM reset is Linux's")
 def test_peak_memory_is_reset_and_sees_an_allocation_after_the_reset():
-    big = np.ones(256 * 2**20 // 8)  # 256 MB resident, then freed: a peak the reset must forget
-    del big
-    gc.collect()
+    big = fresh_pages(256)  # a peak the reset must forget once it is unmapped
     high = peak_mb("VmHWM")
+    big.close()
     method = reset_peak()
     assert method == "VmHWM" and peak_mb(method) <= high - 192
     # against the resident set just before the allocation, not the mark: memory freed in between
-    # (another thread, an unmapped file) would hide the allocation under the mark (a CI failure)
+    # (another thread, an unmapped file) would hide the allocation under the mark
     now = resident_mb()
-    block = np.ones(64 * 2**20 // 8)  # 64 MB, written so it is resident
+    block = fresh_pages(64)
     assert peak_mb(method) >= now + 48
-    del block
+    block.close()
 
 
 # ---------------------------------------------------------------------------- the tiny matrix
