@@ -256,6 +256,15 @@ class ZooPairs(ZooTokens):
         raw, layout = self.tokenizer.tokenize(member, perm)
         return self.tokenizer.normalize(raw, layout) if self.normalize else raw
 
+    def _encode_row(
+        self, index: int, perm: dict | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+        """As ZooTokens', but an end (no `perm` given) is encoded in its cached canonical order, so its
+        weight matching runs once for both its own tokens and its starts'."""
+        if perm is None and self.tokenizer.canonical:
+            perm = self.order(index)
+        return super()._encode_row(index, perm)
+
     def order(self, index: int) -> dict:
         """The canonical hidden-neuron permutations of zoo row `index` (cached: a run's end is the end
         of many pairs)."""
