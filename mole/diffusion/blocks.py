@@ -54,10 +54,18 @@ class ScalarEmbedder(nn.Module):
         width: embedding width.
         low, high: the range seen in training (values outside still embed, but sampling refuses them).
         num_frequencies: octaves of sin/cos features.
+        log: map log(value) onto [-1, 1] instead (needs low > 0): a loss spanning 0.05 to 2.3 then
+            gives its low end, where trained nets differ, as much of the range as its high end.
     """
 
-    def __init__(self, width: int, low: float = 0.0, high: float = 1.0, num_frequencies: int = 8):
+    def __init__(
+        self, width: int, low: float = 0.0, high: float = 1.0, num_frequencies: int = 8, log: bool = False
+    ):
         super().__init__()
+        if log and not 0 < low <= high:
+            raise ValueError(f"a log-scaled condition needs 0 < low <= high, got {low}, {high}")
+        self.log = log
+        low, high = (math.log(low), math.log(high)) if log else (low, high)
         self.low, self.span = float(low), float(high) - float(low)
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_frequencies), persistent=False)
         self.mlp = nn.Sequential(
@@ -67,7 +75,11 @@ class ScalarEmbedder(nn.Module):
 
     def forward(self, v: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         drop = drop | torch.isnan(v)
-        v = torch.where(drop, 0.0, v.float())  # NaN would poison the gradients of the kept rows
+        v = torch.where(
+            drop, 1.0 if self.log else 0.0, v.float()
+        )  # NaN would poison the gradients of the kept rows
+        if self.log:
+            v = torch.log(v.clamp_min(torch.finfo(v.dtype).tiny))
         u = (2 * (v - self.low) / self.span - 1) if self.span > 0 else v - self.low  # (B,)
         args = u[:, None] * self.freqs  # (B, F)
         emb = self.mlp(torch.cat([u[:, None], torch.sin(args), torch.cos(args)], dim=-1))  # (B, W)
@@ -153,7 +165,7 @@ class FinalLayer(nn.Module):
 
 
 def condition_embedders(
-    conditions: dict | None, width: int, num_frequencies: int, field: str
+    conditions: dict | None, width: int, num_frequencies: int, field: str, log: Sequence[str] = ()
 ) -> nn.ModuleDict:
     """One embedder per condition spec (see mole.diffusion.conditioning), in sorted name order: the
     saved config.json sorts its keys, and the embeddings' sum must add up in the same order after
@@ -164,15 +176,27 @@ def condition_embedders(
         width: embedding width.
         num_frequencies: sin/cos octaves of continuous conditions.
         field: how errors name the model's config (e.g. "denoiser").
+        log: continuous conditions embedded on a log scale (ScalarEmbedder's `log`).
     """
     for name, spec in (conditions or {}).items():
         if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
             raise ConfigError(f"{field}.conditions.{name}", f"needs kind in {KINDS}, got {spec!r}")
+    for name in log:
+        spec = (conditions or {}).get(name)
+        if spec is None or spec["kind"] != "continuous":
+            raise ConfigError(
+                f"{field}.log_conditions", f"{name!r} is not a continuous condition of the model"
+            )
+        if not 0 < spec.get("min", 0.0):
+            raise ConfigError(
+                f"{field}.log_conditions",
+                f"{name!r} needs positive values, its range starts at {spec.get('min', 0.0)}",
+            )
     embedders = nn.ModuleDict()
     for name, spec in sorted((conditions or {}).items()):
         if spec["kind"] == "continuous":
             low, high = spec.get("min", 0.0), spec.get("max", 1.0)
-            embedders[name] = ScalarEmbedder(width, low, high, num_frequencies)
+            embedders[name] = ScalarEmbedder(width, low, high, num_frequencies, log=name in log)
         else:
             embedders[name] = LabelEmbedder(len(spec["vocab"]), width)
     return embedders

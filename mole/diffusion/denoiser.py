@@ -107,6 +107,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         context_skip: add a condition-gated copy of the context to the output, out += g(c) * context
             (needs context_dim == token_dim; g starts at zero): a G.pt update that moves its start
             a little need not push the whole start through the `width`-channel bottleneck.
+        log_conditions: continuous conditions embedded on a log scale (positive ones, e.g. a loss:
+            its trained range is then spread evenly over decades, not linearly).
     """
 
     @register_to_config
@@ -125,6 +127,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         num_frequencies: int = 8,
         global_rank: int = 0,
         context_skip: bool = False,
+        log_conditions: list[str] | None = None,
     ):
         super().__init__()
         if width % heads:
@@ -141,7 +144,9 @@ class Denoiser(ModelMixin, ConfigMixin):
         self.pos_embed = nn.Embedding(max_tokens, width) if position_embedding else None
         self.layer_embed = nn.Embedding(num_layers_ids + 1, width)  # the last row: padding (id -1)
         self.t_embedder = TimestepEmbedder(width)
-        self.cond_embedders = condition_embedders(conditions, width, num_frequencies, "denoiser")
+        self.cond_embedders = condition_embedders(
+            conditions, width, num_frequencies, "denoiser", log=log_conditions or ()
+        )
         self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(width, token_dim)
         # A condition-gated skip from the input, out = F(x) + g(c) * x (EDM's c_skip in spirit):

@@ -187,3 +187,32 @@ def test_context_skip_copies_the_gated_start_and_leaves_other_models_alone(tmp_p
     assert again.config.context_skip and torch.equal(again(x, t, cond, ids, valid, ctx), out)
     with pytest.raises(ConfigError, match="^denoiser.context_skip: needs context_dim == token_dim"):
         tiny(context_dim=0, context_skip=True)
+
+
+def test_log_conditions_spread_a_positive_range_over_decades():
+    from mole.diffusion.blocks import ScalarEmbedder
+
+    torch.manual_seed(0)
+    lin, log = ScalarEmbedder(8, 0.01, 1.0, log=False), ScalarEmbedder(8, 0.01, 1.0, log=True)
+    log.load_state_dict(lin.state_dict())  # the same MLP: only the map onto [-1, 1] differs
+    keep = torch.zeros(3, dtype=torch.bool)
+    v = torch.tensor([0.01, 0.1, 1.0])
+    # the decade 0.01..0.1 is the lower half of the log range, 9% of the linear one
+    assert torch.allclose(log(v, keep), lin(torch.tensor([0.01, 0.505, 1.0]), keep), atol=1e-5)
+    assert torch.equal(log(v, torch.ones(3, dtype=torch.bool)), lin(v, torch.ones(3, dtype=torch.bool)))
+    v = torch.tensor([0.5, 0.0, float("nan")], requires_grad=True)  # dropped rows: no NaN in the gradient
+    log(v, torch.tensor([False, True, False])).sum().backward()
+    assert torch.isfinite(v.grad).all()
+    specs = {"test_loss": {"kind": "continuous", "min": 0.05, "max": 2.3}, **CONDITIONS}
+    model = perturbed(tiny(conditions=specs, log_conditions=["test_loss"]))
+    assert model.cond_embedders["test_loss"].log and not model.cond_embedders["test_acc"].log
+    x, t, cond, ids, valid = inputs()
+    out = model(x, t, {**cond, "test_loss": torch.tensor([0.06, 0.5, 2.0])}, ids, valid)
+    assert torch.isfinite(out).all()
+    with pytest.raises(ConfigError, match=r"^denoiser\.log_conditions: 'variant' is not a continuous"):
+        tiny(log_conditions=["variant"])
+    with pytest.raises(ConfigError, match=r"^denoiser\.log_conditions: 'test_acc' needs positive values"):
+        tiny(
+            conditions={"test_acc": {"kind": "continuous", "min": 0.0, "max": 1.0}},
+            log_conditions=["test_acc"],
+        )
