@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from mole.diffusion.options import SampleOptions
 from mole.diffusion.update import Start, fresh_init, training_seeds, unseen_seeds, update_chain
 from mole.errors import ConfigError
 from mole.eval import learn
-from mole.eval.base import load_rows
+from mole.eval.base import load_rows, rows_at
 from mole.eval.plots import pyplot, save
 from mole.io import write_json
 from mole.pipeline import train_model
@@ -50,9 +50,16 @@ TARGETS = {  # B9 (docs/design.md)
 
 # ---------------------------------------------------------------------------- starts and prompts
 def pick_starts(
-    rows: list[dict], meta: Mapping, splits: Mapping, inits: int, mids: int, seed: int
+    rows: list[dict],
+    meta: Mapping,
+    splits: Mapping,
+    inits: int,
+    mids: int,
+    seed: int,
+    whole: Callable[[list[dict]], list[dict]] = list,
 ) -> list[Start]:
-    """`inits` fresh inits (unseen seeds), then `mids` mid-training snapshots of unseen members."""
+    """`inits` fresh inits (unseen seeds), then `mids` mid-training snapshots of unseen members;
+    `whole` turns the picked rows into rows with their tensors (rows_at, when `rows` have none)."""
     taken = training_seeds(meta["zoo"])
     starts = [fresh_init(meta, s, taken) for s in unseen_seeds(taken, inits, first=10**6 + seed * inits)]
     unseen = set(splits["val"].tolist()) | set(splits["test"].tolist())
@@ -65,7 +72,7 @@ def pick_starts(
             "mids", f"only {len(mid)} mid-training snapshots of unseen members, asked for {mids}"
         )
     mid.sort(key=lambda r: r["test_loss"])
-    picked = [mid[i] for i in np.linspace(0, len(mid) - 1, mids).round().astype(int)]
+    picked = whole([mid[i] for i in np.linspace(0, len(mid) - 1, mids).round().astype(int)])
     starts += [Start(MemberTensors.from_row(r), f"{r['member_id']}@{r['step']}") for r in picked]
     return starts
 
@@ -230,7 +237,7 @@ def run_learn(
     t_train = time.perf_counter() - t0 - t_zoo
     model = load_model(model_dir)
     meta = model[3]
-    rows = load_rows(zoo, final_only=False)
+    rows = load_rows(zoo, final_only=False, tensors=False)  # tensors only for the rows used: rows_at
     data_cfg = config.get("data") or {}  # the model's member split, as its ZooDataModule drew it
     splits = split_members(
         sorted({r["member_index"] for r in rows}),
@@ -239,7 +246,7 @@ def run_learn(
     )
     train_set = set(splits["train"].tolist())
     train_rows = [r for r in rows if r["member_index"] in train_set]
-    starts = pick_starts(rows, meta, splits, inits, mids, options.seed)
+    starts = pick_starts(rows, meta, splits, inits, mids, options.seed, lambda picked: rows_at(zoo, picked))
     asks = pick_prompts(train_rows, meta, prompts)
     data = load_task(meta["task"], **task_options_of(meta))
     n = len(starts) * len(asks)
@@ -263,7 +270,7 @@ def run_learn(
         for kind in ("init", "mid")
     }  # fmt: skip
     # training members' final snapshots, weight-matched to each start (the distance to the nearest)
-    finals = [MemberTensors.from_row(r) for r in train_rows if r["final"]]
+    finals = [MemberTensors.from_row(r) for r in rows_at(zoo, [r for r in train_rows if r["final"]])]
     banks = [learn.aligned_bank(finals, s.member) for s in starts]
     start_metrics = evaluate([s.member for s in starts], data)
     good = float(np.median(start_metrics["test_loss"][inits:].numpy()))  # "good": mid starts below the median

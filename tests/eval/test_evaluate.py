@@ -11,6 +11,7 @@ from mole.diffusion.generated import records
 from mole.diffusion.project import project_members
 from mole.errors import ConfigError
 from mole.eval import EVALUATORS, EvalSet, build_evaluator, evaluate, load_rows
+from mole.eval.base import rows_at
 from mole.zoo import store
 from tests.eval.helpers import member, row
 
@@ -80,3 +81,20 @@ def test_rows_through_a_zoo_folder(tmp_path):
     assert out["test_acc_mae"] == pytest.approx(0.05)
     assert out["bits_mae"] == 0.0
     assert out["sparsity_mae"] == pytest.approx(0.5 - 70 / 141)  # round(0.5 * 141) = 70 removed
+
+
+def test_rows_filtered_in_arrow_and_fetched_whole_later(tmp_path):
+    members = [member(0), member(1), member(2)]
+    metrics = {k: torch.tensor([0.9, 0.5, 0.7]) for k in store.METRIC_COLUMNS}
+    recs = records(members, metrics, {"seed": 0}, "gen", "toy", {})
+    recs[1]["final"] = False  # a snapshot along a run
+    entry = store.write_shard(tmp_path / "shards" / store.shard_name(0), recs)
+    store.record_shard(tmp_path, 0, entry, "synthetic", 1)
+    every = store.read_zoo(tmp_path).to_pylist()
+    assert load_rows(tmp_path, final_only=False) == every
+    assert load_rows(tmp_path) == [every[0], every[2]]
+    light = load_rows(tmp_path, final_only=False, tensors=False)
+    assert [r["row"] for r in light] == [0, 1, 2] and not {"params", "mask", "factors"} & set(light[0])
+    assert rows_at(tmp_path, [light[2], light[1]]) == [every[2], every[1]]
+    finals = load_rows(tmp_path, tensors=False)  # positions in the whole zoo, not among its final rows
+    assert [r["row"] for r in finals] == [0, 2] and rows_at(tmp_path, finals) == [every[0], every[2]]
