@@ -177,7 +177,7 @@ def bench_matrix(
 
 def bench_learn(
     zoo: str = "configs/ltl/digits_mlp_zoo.yaml",
-    model: str = "configs/ltl/digits_mlp_pairs.yaml",
+    model: str = "configs/ltl/digits_mlp_pairs_canonical.yaml",
     *,
     out: str = "runs/ltl/digits_mlp",
     inits: int = 32,
