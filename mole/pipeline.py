@@ -44,6 +44,7 @@ from mole.diffusion.options import SampleOptions
 from mole.diffusion.train import cli_main
 from mole.errors import ConfigError
 from mole.eval import load_rows
+from mole.eval.base import rows_at
 from mole.eval.inputs import ReportInputs, ZooSet, load_theory
 from mole.eval.run import write_report
 from mole.io import atomic_path, read_json, write_json
@@ -245,8 +246,7 @@ def _run_stages(
 
     zoo = stage("zoo", lambda: build_zoo(ZooSpec.from_dict(r.zoo), out / "zoo", progress=progress,
                                          processes=default_processes()).zoo)  # fmt: skip
-    rows = load_rows(zoo, final_only=False)
-    finals = [r for r in rows if r["final"]]
+    finals = load_rows(zoo)
     dense = [r for r in finals if r["variant"] == "dense"]
     data = load_task(dense[0]["task"], **json.loads(dense[0]["task_options"]))
 
@@ -305,7 +305,7 @@ def _run_stages(
 
     def baselines() -> dict[str, list[dict]]:
         pruning = run_baselines(
-            rows_of_members(rows, dense), data, b["pruning"], out / "baselines" / "pruning", progress=progress
+            member_snapshots(zoo, dense), data, b["pruning"], out / "baselines" / "pruning", progress=progress
         )
         # Generated rows carry no training hyperparameters; edge-popup trains their inits with the
         # zoo's own (batch size, optimizer ...) from a supermask member, and its variant's options.
@@ -390,7 +390,7 @@ def report_from_run(
             f"{out} is not a finished quickstart run (stages.json missing or incomplete): run mole quickstart --out {out}",
         )
     stages = read_json(out / "stages.json", "stages")
-    rows = load_rows(out / "zoo", final_only=False)
+    rows = load_rows(out / "zoo", final_only=False, tensors="final")  # snapshots: steps and accuracies
     dense = [r for r in rows if r["final"] and r["variant"] == "dense"]
     timings = read_json(out / "generated" / "timings.json", "timings")
 
@@ -434,7 +434,15 @@ def report_from_run(
     return write_report(inputs, out, wandb, on_part)
 
 
-def rows_of_members(rows: list[dict], members: list[dict]) -> list[dict]:
-    """Every snapshot row (dense) of the given members: IMP rewinds to their step-0 rows."""
+def member_snapshots(zoo: Path, members: list[dict]) -> list[dict]:
+    """The whole rows the pruning baselines read of the given members: each member's final row and its
+    snapshots at the steps every given member has (IMP's rewind points; mole.baselines.base stacks only
+    shared steps). A zoo with snapshots at random steps shares few, so this stays small where all of
+    its snapshots, as Python lists, would not (~0.4 MB per 5k-parameter row)."""
     ids = {m["member_id"] for m in members}
-    return [r for r in rows if r["member_id"] in ids]
+    light = [r for r in load_rows(zoo, final_only=False, tensors=False) if r["member_id"] in ids]
+    steps: dict[str, set] = {}
+    for r in light:
+        steps.setdefault(r["member_id"], set()).add(r["step"])
+    shared = set.intersection(*steps.values()) if steps else set()
+    return rows_at(zoo, [r for r in light if r["final"] or r["step"] in shared])

@@ -49,7 +49,7 @@ from mole.eval import benchmarks as bench
 from mole.eval import load_rows
 from mole.eval.run import evaluate_zoos
 from mole.io import read_json, write_json
-from mole.pipeline import merged, rows_of_members, train_model
+from mole.pipeline import member_snapshots, merged, train_model
 from mole.quiet import chatter_to
 from mole.zoo.build import build_zoo, default_processes
 from mole.zoo.spec import ZooSpec
@@ -154,10 +154,10 @@ def figure(results: dict, key: str, zoo: str) -> float:
     return float(b.get(f"{key}/{zoo}", b.get(key, float("nan"))))
 
 
-def record(cell: Cell, seed: int, zoo_rows: Sequence[dict], sets: dict[str, Path], results: dict,
+def record(cell: Cell, seed: int, sgd: Sequence[dict], sets: dict[str, Path], results: dict,
            measures: dict) -> dict:  # fmt: skip
-    """One row of the matrix: the cell and seed's figures (each from the function the report uses)."""
-    sgd = [r for r in zoo_rows if r["final"] and r["variant"] == "dense"]
+    """One row of the matrix: the cell and seed's figures (each from the function the report uses);
+    `sgd` is the zoo's final dense rows."""
     b3 = bench.prompt_alignment(load_rows(sets["prompts"]))
     memo = results["memorization"]["dense"]
     sampled = [json.loads(r["extra"])["sampling_seconds"] for k in SETS for r in load_rows(sets[k])]
@@ -199,8 +199,7 @@ def run_seed(m: Matrix, cell: Cell, seed: int, folder: Path, zoo: Path, pruning:
         measures["train"] = {"seconds": seconds, "peak_mb": peak, "memory": how}
         write_json(measures_file, measures)
     log(f"[{cell.name} seed {seed}] train {measures['train']['seconds']:.1f} s")
-    zoo_rows = load_rows(zoo, final_only=False)
-    sgd = [r for r in zoo_rows if r["final"] and r["variant"] == "dense"]
+    sgd = [r for r in load_rows(zoo) if r["variant"] == "dense"]
     (sets, sampled), seconds, peak, how = measured(
         lambda: sample_sets(model, here / "generated", sgd, m.sample)
     )
@@ -208,7 +207,7 @@ def run_seed(m: Matrix, cell: Cell, seed: int, folder: Path, zoo: Path, pruning:
         measures["sample"] = {"seconds": seconds, "peak_mb": peak, "memory": how}
     write_json(measures_file, measures)
     results = evaluate(sets, zoo, pruning, here / "eval")
-    row = record(cell, seed, zoo_rows, sets, results, measures)
+    row = record(cell, seed, sgd, sets, results, measures)
     log(f"[{cell.name} seed {seed}] B2 {row['B2']:.3f}, B3 {row['B3_spearman']:.3f}, B4 {row['B4']:.2f}")
     return row
 
@@ -220,11 +219,10 @@ def run_cell(m: Matrix, cell: Cell, folder: Path, wandb: str, progress: bool,
         ZooSpec.from_dict(cell.zoo), folder / "zoo", progress=progress, processes=default_processes()
     )
     log(f"[{cell.name}] zoo: {len(built.built)} shard(s) built, {len(built.skipped)} done before")
-    rows = load_rows(built.zoo, final_only=False)
-    sgd = [r for r in rows if r["final"] and r["variant"] == "dense"]
+    sgd = [r for r in load_rows(built.zoo) if r["variant"] == "dense"]
     data = load_task(sgd[0]["task"], **json.loads(sgd[0]["task_options"]))
     pruning = folder / "baselines" / "pruning"
-    run_baselines(rows_of_members(rows, sgd), data, m.baselines["pruning"], pruning, progress=progress)
+    run_baselines(member_snapshots(built.zoo, sgd), data, m.baselines["pruning"], pruning, progress=progress)
     return [run_seed(m, cell, s, folder, built.zoo, pruning, wandb, progress, log) for s in m.seeds]
 
 

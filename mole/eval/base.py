@@ -49,18 +49,26 @@ def as_rows(rows: pa.Table | Iterable[Mapping[str, Any]]) -> list[Row]:
 TENSOR_COLUMNS = ("params", "mask", "init_params", "codes", "scales", "factors")  # the heavy columns
 
 
-def load_rows(zoo: str | Path, final_only: bool = True, tensors: bool = True) -> list[Row]:
+def load_rows(zoo: str | Path, final_only: bool = True, tensors: bool | str = True) -> list[Row]:
     """The rows of a zoo folder (verified against its manifest); only final snapshots by default.
 
     Args:
         zoo: the zoo folder.
         final_only: keep only final snapshots (filtered in Arrow, before rows become Python objects).
-        tensors: keep the tensor columns (TENSOR_COLUMNS). Without them each row also gets "row", its
-            position in the zoo's table, to fetch it whole later (rows_at). As Python lists a
-            5k-parameter row costs ~0.4 MB, so 36k snapshots took 14 GB with them.
+        tensors: keep the tensor columns (TENSOR_COLUMNS): True on every row, False on none, "final"
+            on final rows alone (a trajectory's earlier snapshots light: what time_to_network and a
+            zoo's accuracy spread read). A light row also gets "row", its position in the zoo's
+            table, to fetch it whole later (rows_at). As Python lists a 5k-parameter row costs
+            ~0.4 MB, so 36k snapshots took 14 GB with them.
     """
-    light = None if tensors else [c for c in SCHEMA.names if c not in TENSOR_COLUMNS]
-    table = read_zoo(Path(zoo), columns=light)
+    if tensors not in (True, False, "final"):
+        raise ValueError(f"tensors: got {tensors!r}; valid: True, False, 'final'")
+    if tensors == "final" and not final_only:
+        light = load_rows(zoo, final_only=False, tensors=False)
+        whole = iter(rows_at(zoo, [r for r in light if r["final"]]))
+        return [next(whole) if r["final"] else r for r in light]
+    columns = None if tensors else [c for c in SCHEMA.names if c not in TENSOR_COLUMNS]
+    table = read_zoo(Path(zoo), columns=columns)
     if not tensors:
         table = table.append_column("row", pa.array(np.arange(table.num_rows)))
     if final_only:
@@ -69,7 +77,7 @@ def load_rows(zoo: str | Path, final_only: bool = True, tensors: bool = True) ->
 
 
 def rows_at(zoo: str | Path, rows: Sequence[Row]) -> list[Row]:
-    """The whole rows (tensors included) of rows that load_rows(zoo, tensors=False) gave."""
+    """The whole rows (tensors included) of rows that load_rows(zoo, tensors=False) gave, in their order."""
     return read_zoo(Path(zoo)).take([r["row"] for r in rows]).to_pylist()
 
 

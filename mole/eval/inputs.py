@@ -119,11 +119,11 @@ class ReportInputs:
 
 
 # ---------------------------------------------------------------------------- folders
-def read_folder(folder: Path, what: str, final_only: bool = True) -> list[Row]:
-    """The rows of zoo folder `folder`; a folder that is no zoo, or holds no rows, is a ConfigError
-    naming it (field `what`)."""
+def read_folder(folder: Path, what: str, final_only: bool = True, tensors: bool | str = True) -> list[Row]:
+    """The rows of zoo folder `folder` (`final_only` and `tensors` as in load_rows); a folder that is
+    no zoo, or holds no rows, is a ConfigError naming it (field `what`)."""
     try:
-        rows = load_rows(folder, final_only)
+        rows = load_rows(folder, final_only, tensors)
     except (MoleError, OSError) as e:
         problem = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         raise ConfigError(what, f"{folder} is not a zoo folder ({problem})") from None

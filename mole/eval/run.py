@@ -377,7 +377,7 @@ def evaluate_zoos(
         console.print(f"[bold]{name}[/bold]: {len(rows)} networks, {ROLES[role]}")
     ref_rows: list[Row] = []
     if reference is not None:
-        ref_rows = read_folder(Path(reference), "reference", final_only=False)
+        ref_rows = read_folder(Path(reference), "reference", final_only=False, tensors="final")
         check_same_task(ref_rows, Path(reference), task, "reference")
         check_architectures(ref_rows, Path(reference), arch, "reference")
         console.print(

@@ -98,3 +98,27 @@ def test_rows_filtered_in_arrow_and_fetched_whole_later(tmp_path):
     assert rows_at(tmp_path, [light[2], light[1]]) == [every[2], every[1]]
     finals = load_rows(tmp_path, tensors=False)  # positions in the whole zoo, not among its final rows
     assert [r["row"] for r in finals] == [0, 2] and rows_at(tmp_path, finals) == [every[0], every[2]]
+    mixed = load_rows(tmp_path, final_only=False, tensors="final")  # a reference zoo for the report
+    assert mixed == [every[0], light[1], every[2]]
+    assert load_rows(tmp_path, tensors="final") == [every[0], every[2]]
+    with pytest.raises(ValueError, match="tensors: got 'all'"):
+        load_rows(tmp_path, tensors="all")
+
+
+def test_member_snapshots_keeps_finals_and_the_steps_every_member_shares(tmp_path):
+    """The pruning baselines' input: random snapshot steps share only the init, so only it is fetched."""
+    from mole.pipeline import member_snapshots
+
+    members = [member(i) for i in range(7)]
+    metrics = {k: torch.full((7,), 0.5) for k in store.METRIC_COLUMNS}
+    recs = records(members, metrics, {"seed": 0}, "gen", "toy", {})
+    layout = [("a", 0, False), ("a", 5, False), ("a", 10, True), ("b", 0, False), ("b", 7, False),
+              ("b", 10, True), ("c", 10, True)]  # fmt: skip
+    for rec, (name, step, final) in zip(recs, layout):
+        rec.update(member_id=name, step=step, final=final)
+    entry = store.write_shard(tmp_path / "shards" / store.shard_name(0), recs)
+    store.record_shard(tmp_path, 0, entry, "synthetic", 1)
+    every = store.read_zoo(tmp_path).to_pylist()
+    finals = [r for r in every if r["final"] and r["member_id"] in "ab"]
+    assert member_snapshots(tmp_path, finals) == [every[0], every[2], every[3], every[5]]
+    assert member_snapshots(tmp_path, finals[:1]) == every[:3]  # one member shares all its steps
