@@ -16,7 +16,7 @@ from diffusers import DDPMScheduler
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import PerCell
-from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
+from mole.diffusion.training import NetSystem, check_lr_schedule, check_number, check_target, ema_of
 from mole.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -37,6 +37,8 @@ class DiffusionSystem(NetSystem):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up.
+        lr_schedule: after the warm-up, "constant" or "cosine" (a half cosine to 0 at the trainer's
+            max_steps: the last steps refine at a small rate instead of hovering at the noise floor).
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
         cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
@@ -68,6 +70,7 @@ class DiffusionSystem(NetSystem):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_schedule: str = "constant",
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
         cond_drop_keep: list[str] | None = None,
@@ -84,6 +87,7 @@ class DiffusionSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
+        check_lr_schedule(lr_schedule)
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
         if unknown:
             raise ConfigError(

@@ -3,6 +3,7 @@ AdamW with a warm-up, and their option checks."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -31,11 +32,40 @@ def ema_of(net: torch.nn.Module, decay: float) -> AveragedModel:
     return ema
 
 
-def adamw_with_warmup(groups: list[dict], lr: float, weight_decay: float, warmup_steps: int) -> dict:
-    """configure_optimizers' answer: AdamW over `groups` with a linear learning-rate warm-up."""
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_lr_schedule(schedule: str) -> str:
+    if schedule not in LR_SCHEDULES:
+        raise ConfigError("model.lr_schedule", f"unknown {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+    return schedule
+
+
+def lr_factor(
+    step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None
+) -> float:
+    """The learning rate's multiplier at optimizer step `step`: a linear warm-up over `warmup_steps`,
+    then 1 ("constant") or a half cosine from 1 to 0 at `total_steps` ("cosine")."""
     warm = max(1, warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+    if step + 1 < warm or schedule == "constant":
+        return min(1.0, (step + 1) / warm)
+    done = min(1.0, (step + 1 - warm) / max(1, total_steps - warm))
+    return 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def adamw_with_warmup(groups: list[dict], lr: float, weight_decay: float, warmup_steps: int,
+                      schedule: str = "constant", total_steps: int | None = None) -> dict:  # fmt: skip
+    """configure_optimizers' answer: AdamW over `groups`, its rate scaled by `lr_factor` (a linear
+    warm-up, then constant or a cosine decay to 0 at `total_steps`, the trainer's max_steps)."""
+    check_lr_schedule(schedule)
+    if schedule == "cosine" and (total_steps is None or total_steps <= warmup_steps):
+        raise ConfigError(
+            "model.lr_schedule", f"cosine needs trainer.max_steps above warmup_steps, got {total_steps}"
+        )
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, warmup_steps, schedule, total_steps)
+    )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -70,7 +100,7 @@ class NetSystem(L.LightningModule):
     (what forward runs, validation scores and the model folder exports).
 
     A subclass sets TARGET (the data module's target it learns from), builds `net` and
-    `ema = ema_of(net, decay)` and saves lr, weight_decay and warmup_steps as hyperparameters in its
+    `ema = ema_of(net, decay)` and saves lr, weight_decay, warmup_steps and lr_schedule as hyperparameters in its
     __init__, and defines `loss` (and `param_groups` when some parameters need their own rate).
     """
 
@@ -105,4 +135,8 @@ class NetSystem(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return adamw_with_warmup(self.param_groups(), hp.lr, hp.weight_decay, hp.warmup_steps)
+        schedule = hp.get("lr_schedule", "constant")  # models saved before the option: constant
+        total = self._trainer.max_steps if self._trainer is not None else None  # none: a test's own loop
+        return adamw_with_warmup(
+            self.param_groups(), hp.lr, hp.weight_decay, hp.warmup_steps, schedule, total
+        )

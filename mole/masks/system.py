@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.function_loss import FunctionLoss, zoo_task
-from mole.diffusion.training import NetSystem, check_number, check_target, ema_of
+from mole.diffusion.training import NetSystem, check_lr_schedule, check_number, check_target, ema_of
 from mole.errors import ConfigError
 from mole.masks.construction import check_prior, prior_data, prior_logits
 from mole.masks.model import MaskModel
@@ -35,6 +35,8 @@ class MaskSystem(NetSystem):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up.
+        lr_schedule: after the warm-up, "constant" or "cosine" (a half cosine to 0 at the trainer's
+            max_steps: the last steps refine at a small rate instead of hovering at the noise floor).
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
         function_loss: weight of FunctionLoss.masked (the frozen init under the logits' layer-wise
@@ -59,6 +61,7 @@ class MaskSystem(NetSystem):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_schedule: str = "constant",
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
         function_loss: float = 0.0,
@@ -71,6 +74,7 @@ class MaskSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
+        check_lr_schedule(lr_schedule)
         if entry_gain_lr is not None:
             check_number(entry_gain_lr, "model.entry_gain_lr", 0, strict=True)
         check_number(mask_bce, "model.mask_bce", 0)

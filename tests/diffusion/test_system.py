@@ -11,7 +11,7 @@ from mole.diffusion.conditioning import drop_conditions, encode_conditions, mode
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.system import DiffusionSystem
-from mole.diffusion.training import check_target
+from mole.diffusion.training import adamw_with_warmup, check_target, lr_factor
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
@@ -199,3 +199,20 @@ def test_extrapolation_is_an_opt_in_on_the_better_side_only():
     for prompt, message in refused:
         with pytest.raises(ConfigError, match=message):
             encode_conditions(meta, prompt, extrapolate=True)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero_at_max_steps(zoo, cache):
+    assert [lr_factor(s, 4) for s in (0, 3, 10)] == [0.25, 1.0, 1.0]  # constant after the warm-up
+    cosine = [lr_factor(s, 4, "cosine", 14) for s in (0, 3, 8, 13)]
+    assert cosine == pytest.approx([0.25, 1.0, 0.5, 0.0])  # halfway through the decay: half the rate
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=cache)
+    system = DiffusionSystem(Denoiser(**model_args(dm), **TINY), lr=0.1, warmup_steps=4, lr_schedule="cosine")
+    sched = adamw_with_warmup(system.param_groups(), 0.1, 0.0, 4, "cosine", 14)["lr_scheduler"]["scheduler"]
+    for _ in range(8):
+        sched.optimizer.step()
+        sched.step()
+    assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    with pytest.raises(ConfigError, match="^model.lr_schedule: unknown 'linear'; valid: constant, cosine"):
+        DiffusionSystem(Denoiser(**model_args(dm), **TINY), lr_schedule="linear")
+    with pytest.raises(ConfigError, match="^model.lr_schedule: cosine needs trainer.max_steps above"):
+        system.configure_optimizers()  # no trainer: no max_steps to decay to
