@@ -36,6 +36,7 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def check_lr_schedule(schedule: str) -> str:
+    """A known LR_SCHEDULES name, else a ConfigError naming model.lr_schedule."""
     if schedule not in LR_SCHEDULES:
         raise ConfigError("model.lr_schedule", f"unknown {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
     return schedule

@@ -36,7 +36,7 @@ class MaskSystem(NetSystem):
         weight_decay: AdamW weight decay.
         warmup_steps: linear learning-rate warm-up.
         lr_schedule: after the warm-up, "constant" or "cosine" (a half cosine to 0 at the trainer's
-            max_steps: the last steps refine at a small rate instead of hovering at the noise floor).
+            max_steps; on the learning-to-learn pairs recipe it measured worse, docs/results.md L16).
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
         function_loss: weight of FunctionLoss.masked (the frozen init under the logits' layer-wise
