@@ -112,7 +112,9 @@ def run_prompts(
         "model": str(model),
         "condition": condition,
         "better": c.better,
-        "options": {k: getattr(options, k) for k in ("steps", "guidance", "temperature", "seed")},
+        "options": {
+            k: getattr(options, k) for k in ("steps", "guidance", "guidance_interval", "temperature", "seed")
+        },
         "zoo": ref,
         "inside": {
             "prompts": inside,

@@ -38,6 +38,10 @@ class SampleOptions:
             exact by magnitude top-k or post-training quantization, which measured better (ledger C3).
         extrapolate: allow accuracy prompts above the trained range (up to 1) and loss prompts below
             it (down to 0): past the zoo's best, where the model saw no member (B12 measures it).
+        guidance_interval: [lo, hi], the training timesteps (0 = clean) at which `guidance` applies;
+            elsewhere the prediction is the conditional one (scale 1), as in Kynkaanniemi et al.
+            2024, "Applying guidance in a limited interval". None: every step. Guidance at low noise
+            breaks a net's fine weights, at high noise it steers which net is drawn (ledger L18).
     """
 
     steps: int = 50
@@ -49,6 +53,7 @@ class SampleOptions:
     init_scheme: str = "signed_constant"
     channels: bool = False
     extrapolate: bool = False
+    guidance_interval: tuple[int, int] | None = None
 
     def __post_init__(self):
         check_int(self.steps, "steps")
@@ -64,5 +69,18 @@ class SampleOptions:
         for name in ("channels", "extrapolate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
+        if self.guidance_interval is not None:
+            interval = self.guidance_interval
+            ints = (
+                isinstance(interval, (list, tuple))
+                and len(interval) == 2
+                and all(isinstance(t, int) and not isinstance(t, bool) for t in interval)
+            )
+            if not ints or not 0 <= interval[0] <= interval[1]:
+                raise ConfigError(
+                    "guidance_interval",
+                    f"must be two timesteps [lo, hi] with 0 <= lo <= hi, got {interval!r}",
+                )
+            object.__setattr__(self, "guidance_interval", tuple(interval))
         if self.init_scheme not in INITS:
             raise ConfigError("init_scheme", f"unknown {self.init_scheme!r}; valid: {', '.join(INITS)}")

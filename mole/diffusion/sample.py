@@ -259,7 +259,7 @@ def sample_weights(
             predict = functools.partial(  # cond -> the denoiser's prediction at x_t
                 denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx
             )
-            pred = guided(predict, c, options.guidance, meta.get("cond_drop_keep", ()))
+            pred = guided(predict, c, guidance_at(options, int(t)), meta.get("cond_drop_keep", ()))
             x = ddim.step(pred, t, x, generator=gen).prev_sample  # (B, T, D)
             on_step(1)
         for i in range(b):
@@ -277,6 +277,13 @@ def sample_weights(
             else:
                 channels.append(dict.fromkeys(("mask", "codes", "scales")))
     return out, channels
+
+
+def guidance_at(options: SampleOptions, t: int) -> float:
+    """The guidance scale at training timestep t: options.guidance inside options.guidance_interval
+    (everywhere without one), else 1 (the conditional prediction alone)."""
+    interval = options.guidance_interval
+    return options.guidance if interval is None or interval[0] <= t <= interval[1] else 1.0
 
 
 def start_tokens(tok, meta: Mapping, member: MemberTensors) -> tuple[torch.Tensor, dict | None]:

@@ -35,6 +35,21 @@ def test_defaults_and_frozen():
         ("temperature", 2.5, r"must be a number in \[0, 2\], got 2.5"),
         ("scope", "rowwise", "unknown 'rowwise'; valid: global, layerwise"),
         ("init_scheme", "zeros", "unknown 'zeros'; valid: signed_constant, normal, kaiming_uniform"),
+        (
+            "guidance_interval",
+            (700, 300),
+            r"must be two timesteps \[lo, hi\] with 0 <= lo <= hi, got \(700, 300\)",
+        ),
+        (
+            "guidance_interval",
+            [-1, 300],
+            r"must be two timesteps \[lo, hi\] with 0 <= lo <= hi, got \[-1, 300\]",
+        ),
+        (
+            "guidance_interval",
+            (0.5, 300),
+            r"must be two timesteps \[lo, hi\] with 0 <= lo <= hi, got \(0.5, 300\)",
+        ),
     ],
 )
 def test_bad_values_name_their_field(field, value, message):

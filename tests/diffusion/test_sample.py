@@ -15,7 +15,7 @@ from mole.diffusion.generated import generate_zoo
 from mole.diffusion.model_dir import load_model
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.prompts import encode_prompts, fill_constants, guided, parse_conditions
-from mole.diffusion.sample import sample, sample_weights
+from mole.diffusion.sample import guidance_at, sample, sample_weights
 from mole.errors import ConfigError
 from mole.eval.base import prompt_of
 from mole.tokenizer import MemberTensors
@@ -230,6 +230,22 @@ def test_guidance_is_uncond_plus_g_times_the_difference():
         predict, told, 3.0, keep=["architecture", "task"]
     )  # a mixed model's: uncond keeps the architecture
     assert calls[1] == {"architecture": told["architecture"]}
+
+
+def test_guidance_interval_guides_only_inside_it(model):
+    assert SampleOptions(guidance_interval=[500, 999]).guidance_interval == (500, 999)  # a YAML list
+    options = SampleOptions(steps=4, guidance=4.0, guidance_interval=(500, 999))
+    assert [guidance_at(options, t) for t in (999, 500, 499, 0)] == [4.0, 4.0, 1.0, 1.0]
+    assert guidance_at(replace(options, guidance_interval=None), 0) == 4.0
+    prompt = {"test_acc": [0.3, 0.7], "variant": "dense"}
+
+    def draw(**kw):
+        return sample(model, prompt, num=2, options=replace(options, **kw))
+
+    everywhere, nowhere = draw(guidance_interval=(0, 999)), draw(guidance_interval=(1000, 1000))
+    assert all(x.equal(y) for x, y in zip(everywhere, draw(guidance_interval=None)))
+    assert all(x.equal(y) for x, y in zip(nowhere, draw(guidance=1.0, guidance_interval=None)))
+    assert not any(x.equal(y) for x, y in zip(draw(), everywhere))  # partly guided: neither of them
 
 
 def test_parse_conditions():
