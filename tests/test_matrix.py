@@ -133,6 +133,15 @@ def test_mole_bench_matrix_prints_a_bad_file_as_one_line_and_exits_2(matrix_dir,
     assert not (tmp_path / "out").exists()
 
 
+def test_the_script_prints_a_bad_file_as_one_line_and_exits_2(matrix_dir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_matrix", ROOT / "scripts" / "bench_matrix.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = matrix_file(matrix_dir, seeds="[0, 0]")
+    assert script.run(["--matrix", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "bench_matrix: error: seeds: repeats a seed: [0, 0]\n"
+
+
 def test_the_real_matrix_reads_and_a_missing_zoo_spec_is_named_before_running(matrix_dir, tmp_path):
     m = load_matrix(MATRIX)
     assert [c.name for c in m.cells] == [
