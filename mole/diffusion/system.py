@@ -20,6 +20,20 @@ from mole.diffusion.training import NetSystem, check_lr_schedule, check_number, 
 from mole.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SAMPLING = ("uniform", "logit_normal")
+
+
+def draw_timesteps(
+    how: str, steps: int, n: int, device, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """(n,) training timesteps in [0, steps): uniform, or logit-normal (round(sigmoid(N(0, 1)) * steps),
+    clamped into range; Esser et al. 2024)."""
+    if how == "uniform":
+        return torch.randint(0, steps, (n,), device=device, generator=generator)
+    u = torch.sigmoid(torch.randn(n, device=device, generator=generator))
+    return (u * steps).long().clamp(0, steps - 1)
+
+
 # DDPM defaults for normalised tokens: no clipping (tokens are not images in [-1, 1]), cosine betas.
 SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False}
 
@@ -39,6 +53,9 @@ class DiffusionSystem(NetSystem):
         warmup_steps: linear learning-rate warm-up.
         lr_schedule: after the warm-up, "constant" or "cosine" (a half cosine to 0 at the trainer's
             max_steps; on the learning-to-learn pairs recipe it measured worse, docs/results.md L16).
+        timestep_sampling: how training draws the noise level t: "uniform" over the scheduler's
+            timesteps, or "logit_normal" (t / T = sigmoid(n), n ~ N(0, 1): Esser et al. 2024's
+            weighting, most draws at middle noise levels, where which network a draw becomes is decided).
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
         cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
@@ -71,6 +88,7 @@ class DiffusionSystem(NetSystem):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         lr_schedule: str = "constant",
+        timestep_sampling: str = "uniform",
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
         cond_drop_keep: list[str] | None = None,
@@ -88,6 +106,11 @@ class DiffusionSystem(NetSystem):
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
         check_lr_schedule(lr_schedule)
+        if timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ConfigError(
+                "model.timestep_sampling",
+                f"unknown {timestep_sampling!r}; valid: {', '.join(TIMESTEP_SAMPLING)}",
+            )
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
         if unknown:
             raise ConfigError(
@@ -161,9 +184,10 @@ class DiffusionSystem(NetSystem):
             self.hparams.cond_drop_keep or (),
         )  # fmt: skip
         noise = torch.randn(tokens.shape, device=tokens.device, generator=generator)
-        t = torch.randint(
-            0, self.scheduler.config.num_train_timesteps, (b,), device=tokens.device, generator=generator
-        )
+        t = draw_timesteps(
+            self.hparams.get("timestep_sampling", "uniform"), self.scheduler.config.num_train_timesteps, b,
+            tokens.device, generator,
+        )  # fmt: skip
         noisy = self.scheduler.add_noise(tokens, noise, t)  # (B, T, D)
         pred = model(noisy, t, cond, ids, valid, batch.get("start_tokens"), dropped)
         kind = self.scheduler.config.prediction_type

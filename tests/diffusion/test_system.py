@@ -10,7 +10,7 @@ from diffusers import DDIMScheduler
 from mole.diffusion.conditioning import drop_conditions, encode_conditions, model_args
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.system import DiffusionSystem
+from mole.diffusion.system import DiffusionSystem, draw_timesteps
 from mole.diffusion.training import adamw_with_warmup, check_target, lr_factor
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
@@ -216,3 +216,21 @@ def test_lr_schedule_warms_up_then_decays_to_zero_at_max_steps(zoo, cache):
         DiffusionSystem(Denoiser(**model_args(dm), **TINY), lr_schedule="linear")
     with pytest.raises(ConfigError, match="^model.lr_schedule: cosine needs trainer.max_steps above"):
         system.configure_optimizers()  # no trainer: no max_steps to decay to
+
+
+def test_timestep_sampling_uniform_or_logit_normal(zoo, cache):
+    g = torch.Generator().manual_seed(0)
+    uniform = draw_timesteps("uniform", 1000, 20000, "cpu", g)
+    middle = draw_timesteps("logit_normal", 1000, 20000, "cpu", g)
+    for t in (uniform, middle):
+        assert t.dtype == torch.long and 0 <= int(t.min()) and int(t.max()) <= 999
+    share = [((t >= 250) & (t < 750)).float().mean().item() for t in (uniform, middle)]
+    assert share[0] == pytest.approx(0.5, abs=0.02) and share[1] == pytest.approx(0.73, abs=0.02)
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=cache)
+    system = DiffusionSystem(Denoiser(**model_args(dm), **TINY), timestep_sampling="logit_normal")
+    batch = next(iter(dm.train_dataloader()))
+    assert torch.isfinite(system.loss(batch, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(
+        ConfigError, match="^model.timestep_sampling: unknown 'cosine'; valid: uniform, logit_normal"
+    ):
+        DiffusionSystem(Denoiser(**model_args(dm), **TINY), timestep_sampling="cosine")
