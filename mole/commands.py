@@ -186,6 +186,8 @@ def bench_learn(
     updates: list[int] | None = None,
     steps: int = 20,
     seed: int = 0,
+    guidance: float = 1.0,
+    guidance_interval: tuple[int, int] | None = None,
     sgd_steps: int = 1000,
     sgd_every: int = 10,
     wandb: WandbMode = "disabled",
@@ -209,6 +211,9 @@ def bench_learn(
         updates: the K reported (default [1, 2, 4]); the chain runs to the largest
         steps: DDIM steps per update
         seed: sampling seed (update k uses seed + k - 1)
+        guidance: classifier-free guidance scale of each update (1: conditional only)
+        guidance_interval: [lo, hi], the training timesteps at which guidance applies (None: all;
+            see `mole sample --guidance_interval`)
         sgd_steps: SGD from each start runs this many steps (the zoo's median hyperparameters)
         sgd_every: its test loss is read every this many steps
         wandb: W&B for training: offline, online or disabled
@@ -216,7 +221,8 @@ def bench_learn(
     """
     path = run_learn(
         zoo, model, out, inits, mids, prompts, tuple(updates or (1, 2, 4)),
-        SampleOptions(steps=steps, seed=seed, batch_size=512), sgd_steps, sgd_every, wandb, progress,
+        SampleOptions(steps=steps, seed=seed, batch_size=512, guidance=guidance, guidance_interval=guidance_interval),
+        sgd_steps, sgd_every, wandb, progress,
     )  # fmt: skip
     print(learn_table(path))
     return 0

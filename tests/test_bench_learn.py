@@ -27,10 +27,11 @@ def test_bench_learn_writes_every_b9_figure(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["bench", "learn", "--zoo", str(tmp_path / "zoo.yaml"), "--model", str(tmp_path / "pairs.yaml"),
             "--out", str(out), "--inits", "4", "--mids", "4", "--prompts", "2", "--steps", "2",
-            "--sgd_steps", "40", "--sgd_every", "10"]  # fmt: skip
+            "--sgd_steps", "40", "--sgd_every", "10", "--guidance", "2", "--guidance_interval", "[500, 999]"]  # fmt: skip
     assert main(argv) == 0
     assert "| init | 1 |" in capsys.readouterr().out
     result = json.loads((out / "learn.json").read_text())
+    assert result["sample"]["guidance_interval"] == [500, 999]  # guidance at high noise only
     assert set(result["summary"]) == {f"{k}/K={n}" for k in ("init", "mid", "mid_good") for n in (1, 2, 4)}
     assert set(result["targets"]) == {
         "init_loss_rel_error", "init_acc_mae", "init_loss_spearman", "sgd_steps", "init_K_not_worse",
@@ -45,3 +46,13 @@ def test_bench_learn_writes_every_b9_figure(tmp_path, capsys):
         run_learn(
             str(tmp_path / "zoo.yaml"), str(tmp_path / "pairs.yaml"), out, inits=1, mids=10**4, prompts=2
         )
+
+
+def test_a_bad_guidance_interval_is_a_one_line_error_before_anything_is_written(tmp_path, capsys):
+    assert main(["bench", "learn", "--out", str(tmp_path / "run"), "--guidance_interval", "[9, 1]"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "mole: error: guidance_interval: must be two timesteps [lo, hi] with 0 <= lo <= hi, got (9, 1)\n"
+    )
+    assert not (tmp_path / "run").exists()

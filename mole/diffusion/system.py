@@ -55,7 +55,7 @@ class DiffusionSystem(NetSystem):
             max_steps; on the learning-to-learn pairs recipe it measured worse, docs/results.md L16).
         timestep_sampling: how training draws the noise level t: "uniform" over the scheduler's
             timesteps, or "logit_normal" (t / T = sigmoid(n), n ~ N(0, 1): Esser et al. 2024's
-            weighting, most draws at middle noise levels, where which network a draw becomes is decided).
+            weighting, most draws at middle noise levels; on the pairs recipe it measured worse, L20).
         ema_decay: decay of the exported EMA copy.
         cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
         cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
