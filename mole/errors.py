@@ -23,3 +23,10 @@ def check_int(value: object, field: str, low: int = 1) -> int:
         what = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise ConfigError(field, f"must be {what}, got {value!r}")
     return value
+
+
+def check_choice(value: object, valid: tuple, field: str) -> object:
+    """One of `valid`, else a ConfigError naming `field`: "unknown 'x'; valid: a, b"."""
+    if value not in valid:
+        raise ConfigError(field, f"unknown {value!r}; valid: {', '.join(map(str, valid))}")
+    return value

@@ -16,8 +16,8 @@ from diffusers import DDPMScheduler
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import PerCell
-from mole.diffusion.training import NetSystem, check_lr_schedule, check_number, check_target, ema_of
-from mole.errors import ConfigError
+from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
+from mole.errors import ConfigError, check_choice
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -26,7 +26,7 @@ TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 def draw_timesteps(
     how: str, steps: int, n: int, device, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """(n,) training timesteps in [0, steps): uniform, or logit-normal (round(sigmoid(N(0, 1)) * steps),
+    """(n,) training timesteps in [0, steps): uniform, or logit-normal (floor(sigmoid(N(0, 1)) * steps),
     clamped into range; Esser et al. 2024)."""
     if how == "uniform":
         return torch.randint(0, steps, (n,), device=device, generator=generator)
@@ -98,19 +98,12 @@ class DiffusionSystem(NetSystem):
         function_budget: int | None = None,
     ):
         super().__init__()
-        if prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(
-                "model.prediction_type", f"unknown {prediction_type!r}; valid: {', '.join(PREDICTION_TYPES)}"
-            )
+        check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
-        check_lr_schedule(lr_schedule)
-        if timestep_sampling not in TIMESTEP_SAMPLING:
-            raise ConfigError(
-                "model.timestep_sampling",
-                f"unknown {timestep_sampling!r}; valid: {', '.join(TIMESTEP_SAMPLING)}",
-            )
+        check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
+        check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
         if unknown:
             raise ConfigError(

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_choice
 
 
 def ema_update(decay: float):
@@ -35,13 +35,6 @@ def ema_of(net: torch.nn.Module, decay: float) -> AveragedModel:
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def check_lr_schedule(schedule: str) -> str:
-    """A known LR_SCHEDULES name, else a ConfigError naming model.lr_schedule."""
-    if schedule not in LR_SCHEDULES:
-        raise ConfigError("model.lr_schedule", f"unknown {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
-    return schedule
-
-
 def lr_factor(
     step: int, warmup_steps: int, schedule: str = "constant", total_steps: int | None = None
 ) -> float:
@@ -58,7 +51,7 @@ def adamw_with_warmup(groups: list[dict], lr: float, weight_decay: float, warmup
                       schedule: str = "constant", total_steps: int | None = None) -> dict:  # fmt: skip
     """configure_optimizers' answer: AdamW over `groups`, its rate scaled by `lr_factor` (a linear
     warm-up, then constant or a cosine decay to 0 at `total_steps`, the trainer's max_steps)."""
-    check_lr_schedule(schedule)
+    check_choice(schedule, LR_SCHEDULES, "model.lr_schedule")
     if schedule == "cosine" and (total_steps is None or total_steps <= warmup_steps):
         raise ConfigError(
             "model.lr_schedule", f"cosine needs trainer.max_steps above warmup_steps, got {total_steps}"

@@ -63,17 +63,16 @@ def load_rows(zoo: str | Path, final_only: bool = True, tensors: bool | str = Tr
     """
     if tensors not in (True, False, "final"):
         raise ValueError(f"tensors: got {tensors!r}; valid: True, False, 'final'")
-    if tensors == "final" and not final_only:
-        light = load_rows(zoo, final_only=False, tensors=False)
-        whole = iter(rows_at(zoo, [r for r in light if r["final"]]))
-        return [next(whole) if r["final"] else r for r in light]
-    columns = None if tensors else [c for c in SCHEMA.names if c not in TENSOR_COLUMNS]
-    table = read_zoo(Path(zoo), columns=columns)
+    light = [c for c in SCHEMA.names if c not in TENSOR_COLUMNS]
+    table = read_zoo(Path(zoo), columns=None if tensors else light)
+    final = pc.fill_null(table["final"], False)
+    if tensors == "final" and not final_only:  # one read: finals whole, the rest light and numbered
+        whole = iter(table.filter(final).to_pylist())
+        rest = table.select(light).append_column("row", pa.array(np.arange(table.num_rows))).to_pylist()
+        return [next(whole) if r["final"] else r for r in rest]
     if not tensors:
         table = table.append_column("row", pa.array(np.arange(table.num_rows)))
-    if final_only:
-        table = table.filter(pc.fill_null(table["final"], False))
-    return table.to_pylist()
+    return (table.filter(final) if final_only else table).to_pylist()
 
 
 def rows_at(zoo: str | Path, rows: Sequence[Row]) -> list[Row]:

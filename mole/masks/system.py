@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.function_loss import FunctionLoss, zoo_task
-from mole.diffusion.training import NetSystem, check_lr_schedule, check_number, check_target, ema_of
-from mole.errors import ConfigError
+from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
+from mole.errors import ConfigError, check_choice
 from mole.masks.construction import check_prior, prior_data, prior_logits
 from mole.masks.model import MaskModel
 
@@ -74,7 +74,7 @@ class MaskSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
-        check_lr_schedule(lr_schedule)
+        check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         if entry_gain_lr is not None:
             check_number(entry_gain_lr, "model.entry_gain_lr", 0, strict=True)
         check_number(mask_bce, "model.mask_bce", 0)
