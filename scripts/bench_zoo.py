@@ -92,7 +92,13 @@ def run_stacked(arch, init, data, members, device, processes=1, budget=None):
     sync(device)
     clock = Clock(budget)
     final = train_stacked(
-        arch.forward_stacked, params, data, members, on_progress=progress, processes=processes
+        arch.forward_stacked,
+        params,
+        data,
+        members,
+        on_progress=progress,
+        processes=processes,
+        grads=arch.loss_grads_stacked,  # as the zoo builder trains (None for the CNN: autograd)
     )
     sync(device)
     seconds = clock.elapsed()

@@ -48,6 +48,11 @@ class Architecture(ABC):
             x: (B, *input_shape) shared by all members, or (K, B, *input_shape) one batch per member.
         """
 
+    # An architecture may also define `loss_grads_stacked(params, x, y, out=None, beta=0.0) -> Params`:
+    # the gradients of each member's mean cross-entropy without autograd (see MLPArchitecture's).
+    # The stacked trainer uses it when given; None means autograd through forward_stacked.
+    loss_grads_stacked = None
+
     @abstractmethod
     def options(self) -> dict:
         """JSON-serialisable constructor options (without input_shape / num_classes)."""

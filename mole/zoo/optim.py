@@ -52,6 +52,37 @@ class StackedOptimizer:
         self.any_wd = any(float(w) != 0.0 for w in weight_decay)  # skip a full pass when no member decays
         self.t = 0
 
+    @property
+    def shared_momentum(self) -> float | None:
+        """SGD's momentum when every member has the same one, else None.
+
+        Then a gradient can be accumulated straight into the buffers, `buf = momentum * buf + grad`
+        (see `Architecture.loss_grads_stacked`'s `beta`), and `step_buffers` finishes the step.
+        """
+        if self.kind != "sgd":
+            return None
+        values = {float(v) for v in next(iter(self.mom.values())).flatten()}
+        return values.pop() if len(values) == 1 else None
+
+    @property
+    def buffers(self) -> Params:
+        """SGD's momentum buffers, one per parameter (the tensors `step` updates)."""
+        return {n: state[0] for n, state in self.state.items()}
+
+    @torch.no_grad()
+    def step_buffers(self) -> None:
+        """Finish an SGD step whose gradient is already in the buffers (`buf = momentum * buf + grad`).
+
+        The same update as `step` (torch's SGD), with the coupled weight decay added after the
+        momentum rather than before it: equal up to float rounding.
+        """
+        self.t += 1
+        names = list(self.params)
+        params, bufs = [self.params[n] for n in names], [self.state[n][0] for n in names]
+        if self.any_wd:
+            torch._foreach_addcmul_(bufs, [self.wd[n] for n in names], params)
+        torch._foreach_addcmul_(params, [self.lr[n] for n in names], bufs, value=-1)
+
     @torch.no_grad()
     def step(self, grads: Params) -> None:
         self.t += 1

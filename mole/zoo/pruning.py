@@ -24,7 +24,7 @@ from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.nets import Architecture, Params
 from mole.zoo.plan import MemberPlan
-from mole.zoo.train import train_stacked
+from mole.zoo.train import Grads, train_stacked
 
 Masks = dict[str, torch.Tensor]  # name -> (K, *shape) bool, True = kept
 SCOPES = ("global", "layerwise")
@@ -214,6 +214,7 @@ def train_masked(
     members: Sequence[MemberPlan],
     epochs: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    grads: Grads | None = None,
 ) -> Params:
     """Train K members with their pruned weights held at 0 (the mask is re-applied after every step).
 
@@ -228,6 +229,7 @@ def train_masked(
         members: the members' plans (optimizer, lr, ... and data order).
         epochs: override the members' epochs (fine-tuning); None keeps them.
         on_progress: called with 1 after every step.
+        grads: `forward`'s hand-written gradients (train_stacked's `grads`), or None for autograd.
     """
     if epochs is not None:
         members = [replace(m, epochs=int(epochs)) for m in members]
@@ -239,5 +241,11 @@ def train_masked(
             live[n].mul_(m)
 
     return train_stacked(
-        forward, apply_masks(params, masks), data, members, after_step=reapply, on_progress=on_progress
+        forward,
+        apply_masks(params, masks),
+        data,
+        members,
+        after_step=reapply,
+        on_progress=on_progress,
+        grads=grads,
     )

@@ -50,6 +50,28 @@ def test_stacked_gradients_equal_plain_modules(name, shape, options):
             torch.testing.assert_close(g[i], p.grad, rtol=1e-5, atol=1e-6, msg=n)
 
 
+@pytest.mark.parametrize("shape,options", [(s, o) for n, s, o in CASES if n == "mlp"])
+def test_mlp_hand_written_gradients_equal_autograd(shape, options):
+    """loss_grads_stacked: the gradients of each member's mean cross-entropy, and beta * out + them."""
+    arch = build_architecture("mlp", shape, 10, **options)
+    k, b = 4, 6
+    params = {n: p.requires_grad_(True) for n, p in arch.init_stacked(range(k)).items()}
+    x, y = torch.rand(k, b, *shape), torch.randint(0, 10, (k, b))
+    loss = sum(
+        torch.nn.functional.cross_entropy(out, t) for out, t in zip(arch.forward_stacked(params, x), y)
+    )
+    expected = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    got = arch.loss_grads_stacked(params, x, y)
+    before = {n: torch.randn_like(p) for n, p in params.items()}
+    accumulated = arch.loss_grads_stacked(
+        params, x, y, out={n: t.clone() for n, t in before.items()}, beta=0.9
+    )
+    for n in params:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-5, atol=1e-6, msg=n)
+        torch.testing.assert_close(accumulated[n], 0.9 * before[n] + expected[n], rtol=1e-5, atol=1e-6, msg=n)
+    assert build_architecture("cnn", (1, 8, 8), 10, channels=[2]).loss_grads_stacked is None  # autograd
+
+
 @pytest.mark.parametrize("name,shape,options", CASES)
 def test_module_round_trip(name, shape, options):
     arch = build_architecture(name, shape, 10, **options)

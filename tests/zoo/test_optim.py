@@ -32,6 +32,25 @@ def test_matches_torch_optim_per_member(kind, make):
         torch.testing.assert_close(stacked["w"][i], singles[i].detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_gradients_accumulated_into_the_buffers_give_the_same_sgd_steps():
+    """shared_momentum + step_buffers (buf = m * buf + g done by the caller) equal step(g)."""
+    torch.manual_seed(0)
+    k, lrs, wds = 3, [0.1, 0.01, 0.05], [0.0, 1e-2, 1e-3]
+    start = torch.randn(k, 4, 5)
+    plain, fused = {"w": start.clone()}, {"w": start.clone()}
+    opt_plain = StackedOptimizer(plain, "sgd", lrs, wds, [0.9] * k)
+    opt_fused = StackedOptimizer(fused, "sgd", lrs, wds, [0.9] * k)
+    assert opt_fused.shared_momentum == pytest.approx(0.9)
+    for _ in range(6):
+        grads = torch.randn(k, 4, 5)
+        opt_plain.step({"w": grads})
+        opt_fused.buffers["w"].mul_(opt_fused.shared_momentum).add_(grads)
+        opt_fused.step_buffers()
+    torch.testing.assert_close(fused["w"], plain["w"], rtol=1e-5, atol=1e-6)
+    assert StackedOptimizer({"w": start.clone()}, "sgd", lrs, wds, [0.9, 0.5, 0.9]).shared_momentum is None
+    assert StackedOptimizer({"w": start.clone()}, "adam", lrs, wds, [0.9] * k).shared_momentum is None
+
+
 def test_unknown_optimizer():
     with pytest.raises(ConfigError, match="valid: adam, adamw, sgd"):
         StackedOptimizer({"w": torch.zeros(1, 2)}, "lion", [0.1], [0.0], [0.0])

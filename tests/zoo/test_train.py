@@ -7,7 +7,7 @@ from mole.zoo.plan import MemberPlan
 from mole.zoo.train import data_generators, evaluate_stacked, steps_per_epoch, train_stacked
 
 
-def _members(k, optimizer="sgd", epochs=1, batch_size=128):
+def _members(k, optimizer="sgd", epochs=1, batch_size=128, momenta=None):
     return [
         MemberPlan(
             i,
@@ -15,7 +15,7 @@ def _members(k, optimizer="sgd", epochs=1, batch_size=128):
             lr=0.05 * (i + 1),
             weight_decay=1e-4 * i,
             init_scale=1.0,
-            momentum=0.9,
+            momentum=0.9 if momenta is None else momenta[i],
             batch_size=batch_size,
             epochs=epochs,
             optimizer=optimizer,
@@ -24,12 +24,21 @@ def _members(k, optimizer="sgd", epochs=1, batch_size=128):
     ]
 
 
-def test_stacked_training_equals_members_trained_alone(digits):
-    """Each stacked member follows exactly the trajectory of a plain module trained by itself."""
+@pytest.mark.parametrize(
+    "hand_written,momenta",
+    [(False, None), (True, None), (True, [0.9, 0.5, 0.0])],
+    ids=["autograd", "hand-written into the buffers", "hand-written, momenta differ"],
+)
+def test_stacked_training_equals_members_trained_alone(digits, hand_written, momenta):
+    """Each stacked member follows exactly the trajectory of a plain module trained by itself, with
+    autograd or with the MLP's hand-written gradients (folded into shared-momentum buffers or not)."""
     arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16])
-    members = _members(3)
+    members = _members(3, momenta=momenta)
     init = arch.init_stacked([m.seed for m in members])
-    final = train_stacked(arch.forward_stacked, {k: v.clone() for k, v in init.items()}, digits, members)
+    grads = arch.loss_grads_stacked if hand_written else None
+    final = train_stacked(
+        arch.forward_stacked, {k: v.clone() for k, v in init.items()}, digits, members, grads=grads
+    )
     n, spe = len(digits.y_train), steps_per_epoch(len(digits.y_train), 128)
     for i, (m, g) in enumerate(zip(members, data_generators(members))):
         module = arch.to_module(init, index=i)
@@ -68,10 +77,15 @@ def test_training_learns_digits_and_snapshots_fire(digits):
 
 
 @pytest.mark.parametrize(
-    "name,options,optimizer",
-    [("mlp", {"hidden": [16]}, "sgd"), ("cnn", {"channels": [3], "hidden": [8]}, "adam")],
+    "name,options,optimizer,hand_written",
+    [
+        ("mlp", {"hidden": [16]}, "sgd", False),
+        ("mlp", {"hidden": [16, 8]}, "sgd", True),
+        ("mlp", {"hidden": [16]}, "adam", True),
+        ("cnn", {"channels": [3], "hidden": [8]}, "adam", False),
+    ],
 )
-def test_worker_processes_give_bitwise_the_same_members(digits, name, options, optimizer):
+def test_worker_processes_give_bitwise_the_same_members(digits, name, options, optimizer, hand_written):
     """Members split across forked 1-thread workers: same snapshots, same final params, same step count."""
     arch = build_architecture(name, digits.input_shape, 10, **options)
     members = _members(5, optimizer=optimizer, epochs=2, batch_size=256)
@@ -88,6 +102,7 @@ def test_worker_processes_give_bitwise_the_same_members(digits, name, options, o
             on_snapshot=lambda s, p, snaps=snaps: snaps.append((s, {k: v.clone() for k, v in p.items()})),
             on_progress=progress.append,
             processes=processes,
+            grads=arch.loss_grads_stacked if hand_written else None,
         )
         runs.append((final, snaps, sum(progress)))
     (final1, snaps1, steps1), (final3, snaps3, steps3) = runs

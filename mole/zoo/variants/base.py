@@ -141,6 +141,7 @@ class GroupContext:
                 on_snapshot=keep,
                 on_progress=self.on_progress,
                 processes=self.processes,
+                grads=self.arch.loss_grads_stacked,
             )
             self._dense = DenseRun(init, snaps, extra)
         return self._dense

@@ -48,6 +48,7 @@ def replay_to(ctx: GroupContext, step: int) -> Params:
         snapshot_steps=[step],
         on_snapshot=keep,
         on_progress=ctx.on_progress,
+        grads=ctx.arch.loss_grads_stacked,
     )
     return kept
 
@@ -145,6 +146,7 @@ class IMP(Variant):
                 ctx.data,
                 ctx.group.members,
                 on_progress=ctx.on_progress,
+                grads=ctx.arch.loss_grads_stacked,
             )
             achieved = pruning.n_removed(n_weights, s) / n_weights  # the same for every member
             row_config = {**config, "round": r, "sparsity": achieved}

@@ -143,6 +143,7 @@ class Magnitude(Variant):
                 ctx.group.members,
                 epochs=config["finetune_epochs"],
                 on_progress=ctx.on_progress,
+                grads=ctx.arch.loss_grads_stacked,
             )
             spe = steps_per_epoch(len(ctx.data.y_train), ctx.group.members[0].batch_size)
             step += config["finetune_epochs"] * spe
