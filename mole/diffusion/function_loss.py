@@ -29,6 +29,13 @@ CNN's term took 10x the quickstart MLP's per step on 1024 inputs, at 2.9x its FL
 activations. `budgeted_inputs` sets the number of inputs from a budget of activation elements
 (`activation_cost`), so the term costs about the same per step on any network.
 
+With `levels` (the system's `function_projected`), a row whose sparsity, bits or rank is not neutral
+is scored by its prediction projected there, as `mole sample --project` projects a draw told that
+level (global magnitude top-k, the symmetric bit grid, truncated SVD of every linear weight), with a
+straight-through gradient, against its own member. The raw prediction of such a row is never what a
+user gets, so it is not what the term rewards: told 2 bits, the model learns weights that survive
+2-bit rounding (what QAT learns), not weights whose rounding merely lands near a QAT member's.
+
 For the mask model (`masked`, mole.masks.system), the student is the row's frozen init under the top-k of the
 predicted mask logits, layer by layer at the row's sparsity (what sampling projects to), with
 edge-popup's straight-through gradient to the logits; the teacher is the row's own subnetwork (the
@@ -47,12 +54,15 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from mole.conditions import FLOAT32_BITS, FULL_RANK
 from mole.data import TaskData, load_task
 from mole.diffusion.model_dir import task_options_of
 from mole.errors import ConfigError, check_int
 from mole.nets import Architecture, architecture_from_config
 from mole.tokenizer.layout import compile_layout
+from mole.zoo.lowrank import from_factors, plan_layers, to_factors
 from mole.zoo.pruning import topk_straight_through
+from mole.zoo.quant import fake_quantize
 
 
 class FunctionLoss(nn.Module):
@@ -151,16 +161,22 @@ class FunctionLoss(nn.Module):
         values = grid.flatten(1).index_select(1, self.index).split(self.sizes, dim=1)
         return {n: v.reshape(-1, *s) for n, v, s in zip(self.names, values, self.shapes)}
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, levels: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """KL from the target tokens' network to the predicted tokens' network (a scalar).
 
         Args:
             pred: (B, T, D) predicted clean tokens.
             target: (B, T, D) the clean tokens.
+            levels: {"sparsity" | "bits" | "rank": (B,)} each row's own levels; rows at a non-neutral
+                one are scored projected there (`projected`). None: every row as predicted.
         """
         with torch.no_grad():
             teacher = F.log_softmax(self.arch.forward_stacked(self.params(target), self.inputs), -1)
         params = self.params(pred)
+        if levels:
+            params = self.projected(params, levels)
         loss = self.kl(teacher, params)
         if self.sparsities:
             loss = (loss + self.kl(teacher, self.pruned(params))) / 2
@@ -224,12 +240,47 @@ class FunctionLoss(nn.Module):
         # (B, N, C) log-probabilities; KL summed over classes, mean over nets and inputs
         return (teacher.exp() * (teacher - student)).sum(-1).mean()
 
-    def pruned(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`params` with the smallest |w| of all weight tensors removed, round(s * n) per network at a
-        sparsity s drawn from `sparsities` (the draw follows torch's global RNG)."""
+    def projected(
+        self, params: dict[str, torch.Tensor], levels: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """`params` with each row projected onto its own levels, straight-through (identity gradient
+        past the projection; the quantizer's scales and the SVD are constants of the backward pass).
+
+        Args:
+            params: {name: (B, *shape)} stacked params.
+            levels: {"sparsity" | "bits" | "rank": (B,)}; neutral values (sparsity 0, bits 32, rank 0)
+                leave a row as it is. Bits 2 is the symmetric grid (the zoo stores ternary as 2 too).
+        """
+        out = dict(params)
+        sparsity = levels.get("sparsity")
+        if sparsity is not None and bool((sparsity > 0).any()):
+            out = self.pruned(out, sparsity.float())
+        for key, neutral in (("bits", FLOAT32_BITS), ("rank", FULL_RANK)):
+            values = levels.get(key)
+            if values is None:
+                continue
+            for level in sorted({int(v) for v in values.tolist()} - {neutral}):
+                rows = (values == level).view(-1, *[1] * (params[self.weights[0]].dim() - 1))
+                if key == "bits":
+                    moved = fake_quantize(out, self.weights, level)
+                else:
+                    plans = plan_layers(self.arch, level, "none", "rank")
+                    with torch.no_grad():
+                        low = from_factors(self.arch, to_factors(out, plans), plans)
+                    moved = {n: v + (low[n] - v).detach() for n, v in out.items()}
+                out = {n: torch.where(rows, moved[n], v) if n in self.weights else v for n, v in out.items()}
+        return out
+
+    def pruned(
+        self, params: dict[str, torch.Tensor], sparsity: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """`params` with the smallest |w| of all weight tensors removed, round(s * n) per network at
+        `sparsity` (B,), or at a sparsity s drawn from `sparsities` (the draw follows torch's global RNG)."""
         mags = torch.cat([params[w].detach().abs().flatten(1) for w in self.weights], 1)  # (B, P)
-        levels = torch.tensor(self.sparsities, device=mags.device)
-        drawn = levels[torch.randint(len(levels), (mags.shape[0],), device=mags.device)]  # (B,)
+        if sparsity is None:
+            levels = torch.tensor(self.sparsities, device=mags.device)
+            sparsity = levels[torch.randint(len(levels), (mags.shape[0],), device=mags.device)]  # (B,)
+        drawn = sparsity
         keep = topk_straight_through(mags, drawn).split([params[w][0].numel() for w in self.weights], 1)
         masks = {w: k.view_as(params[w]) for w, k in zip(self.weights, keep)}
         return {k: v * masks[k] if k in masks else v for k, v in params.items()}
@@ -280,13 +331,21 @@ class PerCell(nn.Module):
             losses.append(loss)
         return cls(losses)
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, cell: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        cell: torch.Tensor | None,
+        levels: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The mean over rows of each row's KL (a scalar).
 
         Args:
             pred: (B, T, D) predicted clean tokens, rows zero-padded to the batch's longest.
             target: (B, T, D) the clean tokens.
             cell: (B,) long cell id of each row (None: every row is of cell 0).
+            levels: {"sparsity" | "bits" | "rank": (B,)} each row's own levels, scored projected
+                (FunctionLoss.forward); None: as predicted.
         """
         if cell is None:
             cell = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
@@ -295,11 +354,12 @@ class PerCell(nn.Module):
             raise ConfigError("function_loss", f"cell ids {ids}, the term knows {len(self.losses)}")
         if len(ids) == 1:  # the whole batch: no reweighting
             fn = self.losses[ids[0]]
-            return fn(pred[:, : fn.shape[0]], target[:, : fn.shape[0]])
+            return fn(pred[:, : fn.shape[0]], target[:, : fn.shape[0]], levels)
         total = pred.new_zeros(())
         for i in ids:
             rows, fn = cell == i, self.losses[i]
-            total = total + fn(pred[rows, : fn.shape[0]], target[rows, : fn.shape[0]]) * rows.sum()
+            mine = None if levels is None else {k: v[rows] for k, v in levels.items()}
+            total = total + fn(pred[rows, : fn.shape[0]], target[rows, : fn.shape[0]], mine) * rows.sum()
         return total / pred.shape[0]
 
 

@@ -75,6 +75,9 @@ class DiffusionSystem(NetSystem):
             The quickstart MLP writes 330 per input: a budget >= 1024 * 330 keeps its 1024.
         function_sparsities: also score the x0 prediction pruned by global magnitude at one of these
             sparsities (see FunctionLoss), for draws meant to be projected onto them; []: dense only.
+        function_projected: score each row whose sparsity, bits or rank is not neutral by its x0
+            prediction projected onto them (as `mole sample --project` projects a draw told them;
+            straight-through), not by the raw prediction (FunctionLoss.projected).
     """
 
     TARGET = "weights"  # the data module's target this system learns from
@@ -96,6 +99,7 @@ class DiffusionSystem(NetSystem):
         function_inputs: int = 256,
         function_sparsities: list[float] | None = None,
         function_budget: int | None = None,
+        function_projected: bool = False,
     ):
         super().__init__()
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
@@ -196,5 +200,10 @@ class DiffusionSystem(NetSystem):
             if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
                 ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
-            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"))
+            levels = None
+            if self.hparams.get("function_projected"):
+                levels = {
+                    k: batch["cond"][k] for k in ("sparsity", "bits", "rank") if k in batch.get("cond", {})
+                }
+            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"), levels)
         return loss

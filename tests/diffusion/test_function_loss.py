@@ -11,6 +11,7 @@ from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import FunctionLoss, PerCell, activation_cost, budgeted_inputs
+from mole.diffusion.project import project
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
 from mole.nets import build_architecture
@@ -68,6 +69,13 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     g = torch.Generator().manual_seed(0)
     with_term = system.loss(batch, generator=g)
+    seen = []
+    system.function.register_forward_hook(lambda module, args, out: seen.append(args[3]))
+    system.hparams.function_projected = True  # the rows' own levels reach the term
+    batch["cond"]["bits"] = torch.tensor([2, 32, 32, 32])
+    projected = system.loss(batch, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seen[-1]["bits"], batch["cond"]["bits"]) and set(seen[-1]) == {"sparsity", "bits", "rank"}
+    assert projected.item() != pytest.approx(with_term.item())  # row 0 is scored at 2 bits
     system.hparams.function_loss = 0.0
     without = system.loss(batch, generator=torch.Generator().manual_seed(0))
     assert with_term.item() > without.item()  # the same noise: the difference is the KL term
@@ -145,6 +153,37 @@ def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits)
     assert pred.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match=r"^function_sparsities: each must be in \(0, 1\)"):
         FunctionLoss(tok, digits.x_train[:32], sparsities=[1.0])
+
+
+def test_rows_are_scored_projected_onto_their_own_levels(members, digits):
+    """levels: each row becomes what `mole sample --project` makes of a draw told its sparsity, bits
+    or rank (exactly, forward); neutral rows stay as predicted; gradients pass straight through."""
+    tok = NeuronTokenizer(canonical="match").fit(members)
+    fn = FunctionLoss(tok, digits.x_train[:32])
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])[:4]
+    params = fn.params(tokens)
+    levels = {
+        "sparsity": torch.tensor([0.0, 0.8, 0.0, 0.0]),
+        "bits": torch.tensor([32, 32, 2, 32]),
+        "rank": torch.tensor([0, 0, 0, 2]),
+    }
+    got = fn.projected(params, levels)
+    arch = fn.arch
+    one = lambda i: {n: v[i : i + 1].detach() for n, v in params.items()}  # noqa: E731
+    want = [
+        one(0),
+        project(arch, one(1), sparsity=0.8).params,
+        project(arch, one(2), bits=2).params,
+        project(arch, one(3), rank=2).params,
+    ]
+    for i, expected in enumerate(want):
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name][i : i + 1], value, atol=1e-5, rtol=1e-5, msg=f"{i} {name}")
+    assert not torch.equal(got[fn.weights[0]][3], params[fn.weights[0]][3])  # rank 2 moved it
+    pred = tokens.clone().requires_grad_()
+    loss = fn(pred, tokens, levels)  # zero on rows 0 only: the projected rows differ from their members
+    loss.backward()
+    assert loss.item() > 1e-4 and pred.grad[1:].abs().sum() > 0
 
 
 def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
