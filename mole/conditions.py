@@ -7,11 +7,18 @@ it achieved through it. To add a condition: one row here (and the zoo column it 
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 
 KINDS = ("continuous", "categorical")
 FLOAT32_BITS = 32  # the `bits` of a float (unquantized) member
 FULL_RANK = 0  # the `rank` of a member without factors
+# The `bits` condition of a ternary member: the information its codes {-1, 0, 1} hold. The zoo's
+# `bits` column stores 2 (the width of the stored codes); as a condition 2 would make ternary and the
+# symmetric 2-bit grid one prompt, though their weights differ (thresholds at 0.7 mean |w| and at
+# max |w| / 2), and a model told "2 bits" could learn neither well.
+TERNARY_BITS = math.log2(3)
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,20 @@ class Condition:
     bound: float | None = None
 
     def value(self, row: dict):
-        """The condition's value in a zoo row (the column, its null filled in)."""
+        """The condition's value in a zoo row (the column, its null filled in; a ternary member's
+        bits are TERNARY_BITS, read from its variant_config)."""
         value = row[self.column]
+        if self.name == "bits" and is_ternary(row.get("variant_config")):
+            return TERNARY_BITS
         return self.null if value is None else value
+
+
+def is_ternary(variant_config: str | dict | None) -> bool:
+    """Whether a zoo row's variant_config (JSON text or dict) is the ternary quantization scheme."""
+    if not variant_config:
+        return False
+    config = json.loads(variant_config) if isinstance(variant_config, str) else variant_config
+    return config.get("scheme") == "ternary"
 
 
 # The order is the order of the models' condition specs (and of their dropout draws): keep it.
@@ -52,7 +70,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("test_acc", "continuous", "test_acc", better="higher", bound=1.0),
     Condition("test_loss", "continuous", "test_loss", better="lower", bound=0.0),
     Condition("sparsity", "continuous", "sparsity", null=0.0),
-    Condition("bits", "continuous", "bits", null=FLOAT32_BITS, integer=True),
+    Condition("bits", "continuous", "bits", null=FLOAT32_BITS),  # float: ternary is TERNARY_BITS
     Condition("rank", "continuous", "rank", null=FULL_RANK, integer=True),
     Condition("start_test_loss", "continuous", "test_loss", start=True),
     Condition("start_test_acc", "continuous", "test_acc", start=True),

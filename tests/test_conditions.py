@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from mole.conditions import BY_NAME, CATEGORICAL, CONDITIONS, KINDS, LEVELS, conditions
+from mole.conditions import BY_NAME, CATEGORICAL, CONDITIONS, KINDS, LEVELS, TERNARY_BITS, conditions
 from mole.diffusion.conditioning import condition_specs
 from mole.diffusion.datamodule import ZooDataModule
 from mole.eval import base
@@ -22,9 +24,18 @@ def test_the_table():
     assert LEVELS == {"test_acc": None, "test_loss": None, "sparsity": 0.0, "bits": 32, "rank": 0}
     assert base.CONDITIONS == LEVELS  # the evaluators' prompted levels
     assert [c.name for c in conditions()] == [c.name for c in CONDITIONS if not c.start]
-    assert BY_NAME["start_test_loss"].column == "test_loss" and BY_NAME["bits"].integer
+    assert BY_NAME["start_test_loss"].column == "test_loss" and BY_NAME["rank"].integer
     row = {"sparsity": None, "bits": None, "rank": 4, "test_acc": 0.5}
     assert [BY_NAME[n].value(row) for n in ("sparsity", "bits", "rank", "test_acc")] == [0.0, 32, 4, 0.5]
+    # a ternary member stores 2-bit codes, and is conditioned on log2(3) bits: not the 2-bit grid
+    ternary = {"bits": 2, "variant_config": '{"bits": 2, "mode": "ptq", "scheme": "ternary"}'}
+    assert BY_NAME["bits"].value(ternary) == TERNARY_BITS == math.log2(3)
+    assert (
+        BY_NAME["bits"].value(
+            {"bits": 2, "variant_config": '{"bits": 2, "mode": "qat", "scheme": "symmetric"}'}
+        )
+        == 2
+    )
 
 
 def test_items_and_specs_follow_the_table(tmp_path_factory, tmp_path):

@@ -39,8 +39,10 @@ def condition_specs(dm) -> dict[str, dict]:
         if c.kind == "categorical":
             specs[c.name] = {"kind": "categorical", "vocab": list(dm.vocab[c.column])}
             continue
-        values = table.column(c.column).take(rows).to_pylist() if len(rows) else []
-        values = [c.null if v is None else float(v) for v in values]
+        columns = {c.column, "variant_config"} & set(table.column_names)
+        taken = table.select(sorted(columns)).take(rows).to_pylist() if len(rows) else []
+        values = [c.value(r) for r in taken]  # nulls filled, ternary bits read as such
+        values = [None if v is None else float(v) for v in values]
         values = [v for v in values if v is not None and math.isfinite(v)]
         lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
         specs[c.name] = {"kind": "continuous", "min": lo, "max": hi}

@@ -43,7 +43,7 @@ MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights
 CELL_COLUMNS = ("architecture", "arch_options", "task", "task_options")  # what a cell is
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
-    "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task",
+    "factors", "test_acc", "test_loss", "sparsity", "bits", "rank", "variant", "task", "variant_config",
 ]  # fmt: skip
 TENSOR_COLUMNS = {"params", "mask", "init_params", "codes", "scales", "factors"}
 BALANCE_COLUMNS = ("test_acc", "test_loss")  # the columns `balance` may even out

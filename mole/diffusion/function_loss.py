@@ -54,7 +54,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from mole.conditions import FLOAT32_BITS, FULL_RANK
+from mole.conditions import FLOAT32_BITS, FULL_RANK, TERNARY_BITS
 from mole.data import TaskData, load_task
 from mole.diffusion.model_dir import task_options_of
 from mole.errors import ConfigError, check_int
@@ -62,7 +62,7 @@ from mole.nets import Architecture, architecture_from_config
 from mole.tokenizer.layout import compile_layout
 from mole.zoo.lowrank import from_factors, plan_layers, to_factors
 from mole.zoo.pruning import topk_straight_through
-from mole.zoo.quant import fake_quantize
+from mole.zoo.quant import TERNARY, fake_quantize
 
 
 class FunctionLoss(nn.Module):
@@ -249,7 +249,7 @@ class FunctionLoss(nn.Module):
         Args:
             params: {name: (B, *shape)} stacked params.
             levels: {"sparsity" | "bits" | "rank": (B,)}; neutral values (sparsity 0, bits 32, rank 0)
-                leave a row as it is. Bits 2 is the symmetric grid (the zoo stores ternary as 2 too).
+                leave a row as it is. Bits TERNARY_BITS is the ternary grid, 2 the symmetric one.
         """
         out = dict(params)
         sparsity = levels.get("sparsity")
@@ -259,12 +259,15 @@ class FunctionLoss(nn.Module):
             values = levels.get(key)
             if values is None:
                 continue
-            for level in sorted({int(v) for v in values.tolist()} - {neutral}):
-                rows = (values == level).view(-1, *[1] * (params[self.weights[0]].dim() - 1))
-                if key == "bits":
-                    moved = fake_quantize(out, self.weights, level)
+            for level in sorted({float(v) for v in values.tolist()} - {float(neutral)}):
+                rows = ((values.float() - level).abs() < 1e-4).view(
+                    -1, *[1] * (params[self.weights[0]].dim() - 1)
+                )
+                if key == "bits":  # TERNARY_BITS: the ternary grid
+                    grid = TERNARY if abs(level - TERNARY_BITS) < 1e-4 else int(level)
+                    moved = fake_quantize(out, self.weights, grid)
                 else:
-                    plans = plan_layers(self.arch, level, "none", "rank")
+                    plans = plan_layers(self.arch, int(level), "none", "rank")
                     with torch.no_grad():
                         low = from_factors(self.arch, to_factors(out, plans), plans)
                     moved = {n: v + (low[n] - v).detach() for n, v in out.items()}

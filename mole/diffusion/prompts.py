@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mole.conditions import FLOAT32_BITS, TERNARY_BITS
 from mole.diffusion.conditioning import encode_conditions
 from mole.errors import ConfigError, check_int
 from mole.tokenizer import MemberTensors
@@ -93,10 +94,18 @@ def encode_prompts(meta: Mapping, per_net: list[dict], extrapolate: bool = False
     ranges (unknown or out-of-range -> ConfigError naming the condition; `extrapolate`: see
     conditioning.encode_conditions)."""
     names = list(dict.fromkeys(n for p in per_net for n in p))
-    # "ternary" is stored (and conditioned) as 2 bits; the projection keeps the ternary grid.
-    values = {n: [2 if (n == "bits" and p[n] == TERNARY) else p[n] for p in per_net] for n in names}
+    ternary = ternary_bits(meta)
+    values = {n: [ternary if (n == "bits" and p[n] == TERNARY) else p[n] for p in per_net] for n in names}
     encoded = encode_conditions(meta, values, extrapolate) if values else {}
     return {n: t.expand(len(per_net)).clone() for n, t in encoded.items()}
+
+
+def ternary_bits(meta: Mapping) -> float:
+    """The bits condition a model reads "ternary" as: TERNARY_BITS where its trained range reaches it
+    (its ternary rows were conditioned so), else 2 (older models conditioned them as 2 bits, the
+    stored code width). Either way the projection keeps the ternary grid."""
+    spec = meta.get("conditions", {}).get("bits")
+    return TERNARY_BITS if spec and spec.get("min", FLOAT32_BITS) <= TERNARY_BITS + 1e-6 else 2
 
 
 def levels_of(prompt: Mapping) -> tuple:

@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 
+from mole.conditions import TERNARY_BITS
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
@@ -74,7 +75,11 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
     system.hparams.function_projected = True  # the rows' own levels reach the term
     batch["cond"]["bits"] = torch.tensor([2, 32, 32, 32])
     projected = system.loss(batch, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(seen[-1]["bits"], batch["cond"]["bits"]) and set(seen[-1]) == {"sparsity", "bits", "rank"}
+    assert torch.equal(seen[-1]["bits"], batch["cond"]["bits"]) and set(seen[-1]) == {
+        "sparsity",
+        "bits",
+        "rank",
+    }
     assert projected.item() != pytest.approx(with_term.item())  # row 0 is scored at 2 bits
     system.hparams.function_loss = 0.0
     without = system.loss(batch, generator=torch.Generator().manual_seed(0))
@@ -160,12 +165,12 @@ def test_rows_are_scored_projected_onto_their_own_levels(members, digits):
     or rank (exactly, forward); neutral rows stay as predicted; gradients pass straight through."""
     tok = NeuronTokenizer(canonical="match").fit(members)
     fn = FunctionLoss(tok, digits.x_train[:32])
-    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])[:4]
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])[:5]
     params = fn.params(tokens)
     levels = {
-        "sparsity": torch.tensor([0.0, 0.8, 0.0, 0.0]),
-        "bits": torch.tensor([32, 32, 2, 32]),
-        "rank": torch.tensor([0, 0, 0, 2]),
+        "sparsity": torch.tensor([0.0, 0.8, 0.0, 0.0, 0.0]),
+        "bits": torch.tensor([32, 32, 2, 32, TERNARY_BITS]),
+        "rank": torch.tensor([0, 0, 0, 2, 0]),
     }
     got = fn.projected(params, levels)
     arch = fn.arch
@@ -175,6 +180,7 @@ def test_rows_are_scored_projected_onto_their_own_levels(members, digits):
         project(arch, one(1), sparsity=0.8).params,
         project(arch, one(2), bits=2).params,
         project(arch, one(3), rank=2).params,
+        project(arch, one(4), bits="ternary").params,
     ]
     for i, expected in enumerate(want):
         for name, value in expected.items():

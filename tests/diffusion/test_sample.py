@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mole.cli import main
+from mole.conditions import TERNARY_BITS
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.model_dir import load_model
 from mole.diffusion.options import SampleOptions
@@ -268,7 +269,7 @@ def test_parse_conditions():
             '{"variant": "imp"}',
             "conditions.variant: unknown value 'imp'; valid: dense, lowrank, magnitude, quantized",
         ),
-        ('{"bits": 1}', "conditions.bits: 1 is outside the trained range [2, 32]"),
+        ('{"bits": 1}', "conditions.bits: 1 is outside the trained range [1.585, 32]"),
         ('{"bits": 5}', "conditions.bits: unsupported bit-width 5; valid: 8, 4, 2, ternary, 32 (float)"),
         ('{"rank": 3, "sparsity": 0.5}', "conditions.rank: cannot be combined with sparsity or bits"),
         ('{"test_acc": ', "conditions: Expected a <class 'dict'>"),
@@ -401,3 +402,16 @@ def test_unknown_unseen_or_ambiguous_cells_are_one_line_errors(
     )
     assert code == 2 and err.startswith(f"mole: error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "g").exists()
+
+
+def test_a_ternary_prompt_is_the_bits_its_model_was_trained_with():
+    """ "ternary" is log2(3) bits for a model whose ternary rows were conditioned so (its range reaches
+    it), and 2 bits for one trained when ternary rows were conditioned as their 2-bit codes."""
+
+    def meta(low):
+        return {"conditions": {"bits": {"kind": "continuous", "min": low, "max": 32}}}
+
+    new = encode_prompts(meta(TERNARY_BITS), [{"bits": "ternary"}, {"bits": 2}])
+    assert new["bits"].tolist() == pytest.approx([TERNARY_BITS, 2.0])
+    old = encode_prompts(meta(2), [{"bits": "ternary"}])
+    assert old["bits"].tolist() == [2.0]
