@@ -171,7 +171,13 @@ def sgd_seconds_per_step(zoo: Path, steps: int = 60, repeats: int = 5) -> float:
     for _ in range(repeats + 1):
         params = arch.init_stacked([row["seed"]], [row["init_scale"]])
         t0 = time.perf_counter()
-        train_stacked(arch.forward_stacked, params, data, [plan], snapshot_steps=[], on_snapshot=None)
+        train_stacked(
+            arch.forward_stacked,
+            params,
+            data,
+            [plan],
+            grads=arch.loss_grads_stacked,  # as the zoo trains
+        )
         seconds.append((time.perf_counter() - t0) / (plan.epochs * one_epoch))
     return float(np.median(seconds[1:]))
 

@@ -71,7 +71,10 @@ def sgd_curves(
     def keep(step: int, live: Params) -> None:
         curve[step] = evaluate_stacked(arch.forward_stacked, live, data)["test_loss"].numpy()
 
-    train_stacked(arch.forward_stacked, params, data, plans, snapshot_steps=steps, on_snapshot=keep)
+    train_stacked(
+        arch.forward_stacked, params, data, plans, snapshot_steps=steps, on_snapshot=keep,
+        grads=arch.loss_grads_stacked,  # as the zoo's members were trained
+    )  # fmt: skip
     return np.asarray(steps), np.stack([curve[s] for s in steps])
 
 
