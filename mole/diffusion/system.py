@@ -76,8 +76,8 @@ class DiffusionSystem(NetSystem):
         function_sparsities: also score the x0 prediction pruned by global magnitude at one of these
             sparsities (see FunctionLoss), for draws meant to be projected onto them; []: dense only.
         function_projected: score each row whose sparsity, bits or rank is not neutral by its x0
-            prediction projected onto them (as `mole sample --project` projects a draw told them;
-            straight-through), not by the raw prediction (FunctionLoss.projected).
+            prediction both as it is and projected onto them, as `mole sample --project` projects a
+            draw told them (FunctionLoss.projected), the two KL terms averaged.
     """
 
     TARGET = "weights"  # the data module's target this system learns from

@@ -190,6 +190,19 @@ def test_rows_are_scored_projected_onto_their_own_levels(members, digits):
     loss = fn(pred, tokens, levels)  # zero on rows 0 only: the projected rows differ from their members
     loss.backward()
     assert loss.item() > 1e-4 and pred.grad[1:].abs().sum() > 0
+    # a projected row counts half raw, half projected; rows at no level count as without levels
+    noisy = tokens + 0.3 * torch.randn_like(tokens)
+    teacher = torch.log_softmax(arch.forward_stacked(params, fn.inputs), -1).detach()
+    raw = fn.kl(teacher, fn.params(noisy), per_row=True)
+    moved = fn.kl(teacher, fn.projected(fn.params(noisy), levels), per_row=True)
+    want = torch.cat([raw[:1], (raw[1:] + moved[1:]) / 2]).mean()
+    torch.testing.assert_close(fn(noisy, tokens, levels), want)
+    neutral = {
+        "sparsity": torch.zeros(5),
+        "bits": torch.full((5,), 32),
+        "rank": torch.zeros(5, dtype=torch.long),
+    }
+    torch.testing.assert_close(fn(noisy, tokens, neutral), fn(noisy, tokens))
 
 
 def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
