@@ -55,7 +55,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from mole.conditions import FLOAT32_BITS, FULL_RANK, TERNARY_BITS
+from mole.conditions import LEVELS, TERNARY_BITS
 from mole.data import TaskData, load_task
 from mole.diffusion.model_dir import task_options_of
 from mole.errors import ConfigError, check_int
@@ -263,7 +263,8 @@ class FunctionLoss(nn.Module):
         sparsity = levels.get("sparsity")
         if sparsity is not None and bool((sparsity > 0).any()):
             out = self.pruned(out, sparsity.float())
-        for key, neutral in (("bits", FLOAT32_BITS), ("rank", FULL_RANK)):
+        for key in ("bits", "rank"):
+            neutral = LEVELS[key]
             values = levels.get(key)
             if values is None:
                 continue
@@ -299,10 +300,12 @@ class FunctionLoss(nn.Module):
         return {k: v * masks[k] if k in masks else v for k, v in params.items()}
 
 
+PROJECTED = ("sparsity", "bits", "rank")  # the levels `projected` moves a row onto
+
+
 def at_a_level(levels: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B,) bool: rows with a sparsity, bits or rank that is not neutral (what `projected` moves)."""
-    neutral = {"sparsity": 0.0, "bits": float(FLOAT32_BITS), "rank": float(FULL_RANK)}
-    rows = [(v.float() - neutral[k]).abs() > 1e-6 for k, v in levels.items() if k in neutral]
+    rows = [(v.float() - LEVELS[k]).abs() > 1e-6 for k, v in levels.items() if k in PROJECTED]
     return torch.stack(rows).any(0) if rows else torch.zeros(0, dtype=torch.bool)
 
 

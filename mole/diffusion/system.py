@@ -15,7 +15,7 @@ from diffusers import DDPMScheduler
 
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import PerCell
+from mole.diffusion.function_loss import PROJECTED, PerCell
 from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError, check_choice
 
@@ -202,8 +202,6 @@ class DiffusionSystem(NetSystem):
                 pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
             levels = None
             if self.hparams.get("function_projected"):
-                levels = {
-                    k: batch["cond"][k] for k in ("sparsity", "bits", "rank") if k in batch.get("cond", {})
-                }
+                levels = {k: batch["cond"][k] for k in PROJECTED if k in batch.get("cond", {})}
             loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"), levels)
         return loss

@@ -24,6 +24,7 @@ from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, canonical_order
 from mole.tokenizer.canonical import match_order, match_reference
+from mole.zoo.quant import level_bits
 from mole.zoo.store import SCHEMA, json_column, read_zoo
 from mole.zoo.train import member_losses
 
@@ -34,7 +35,6 @@ Metric = tuple[str, float]
 # in its zoo column stands for (mole.conditions: dense, float32 weights, full rank). The achieved
 # value is the zoo column of the same name.
 CONDITIONS: dict[str, float | None] = dict(LEVELS)
-TERNARY_BITS = 2  # a "ternary" prompt is stored as bits = 2 (mole.zoo.quant.level_bits)
 ALIGNS = ("match", "canonical", "none")
 
 
@@ -95,7 +95,7 @@ def numeric_level(name: str, value: Any) -> float | None:
     if value is None:
         value = CONDITIONS.get(name)
     if value == "ternary":
-        value = TERNARY_BITS
+        value = level_bits(value)  # the stored code width, as the zoo's bits column holds it
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return None if math.isnan(value) else float(value)
