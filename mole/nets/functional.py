@@ -26,7 +26,7 @@ def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
 
 
 def stacked_conv(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int, shared: bool = False
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, shared: bool = False
 ) -> torch.Tensor:
     """K 1-D or 2-D conv layers at once, as one grouped convolution: member i is group i.
 
@@ -46,7 +46,7 @@ def stacked_conv(
         x: (B, K*C, *S) one batch per member, member-major channels; or, with `shared`, (B, C, *S)
             seen by every member. S is (L,) for signals, (H, W) for images.
         weight: (K, O, C, k) or (K, O, C, k, k), as the plain module's kernels.
-        bias: (K, O).
+        bias: (K, O), or None for none (add it later with `stacked_bias`, e.g. after pooling).
         padding: zero padding on each side of every spatial dim.
         shared: x is one batch for all members (a plain convolution with K*O output channels).
 
@@ -57,12 +57,18 @@ def stacked_conv(
     d = weight.dim() - 3
     w = weight.reshape(k * o, *weight.shape[2:])  # (K*O, C, *k)
     if shared:
-        return _AddBias.apply(CONV[d](x, w, padding=padding), bias)
-    if k == 1:  # two groups, the member and a copy: the same kernels as any larger slice of members
+        out = CONV[d](x, w, padding=padding)
+    elif k == 1:  # two groups, the member and a copy: the same kernels as any larger slice of members
         x2 = channels_last(x.repeat(1, 2, *[1] * d))
-        out = CONV[d](x2, w.repeat(2, *[1] * (d + 1)), padding=padding, groups=2)
-        return _AddBias.apply(out, bias.repeat(2, 1))[:, :o]
-    return _AddBias.apply(CONV[d](x, w, padding=padding, groups=k), bias)
+        out = CONV[d](x2, w.repeat(2, *[1] * (d + 1)), padding=padding, groups=2)[:, :o]
+    else:
+        out = CONV[d](x, w, padding=padding, groups=k)
+    return out if bias is None else stacked_bias(out, bias)
+
+
+def stacked_bias(out: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """out + bias, in place, for maps (B, K*O, *S) with member-major channels and bias (K, O)."""
+    return _AddBias.apply(out, bias)
 
 
 class _AddBias(torch.autograd.Function):

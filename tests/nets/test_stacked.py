@@ -3,7 +3,7 @@ import torch
 
 from mole.errors import ConfigError
 from mole.nets import ARCHITECTURES, architecture_from_config, build_architecture
-from mole.nets.functional import members_to_channels, stacked_conv
+from mole.nets.functional import members_to_channels, stacked_bias, stacked_conv
 
 CASES = [
     ("mlp", (1, 8, 8), {"hidden": [16, 12]}),
@@ -138,8 +138,10 @@ def test_cnn_convolution_follows_the_input_shape():
     "shape,kernel", [((3, 8, 8), (4, 3, 3, 3)), ((3, 7, 6), (2, 3, 5, 5)), ((2, 11), (5, 2, 3))]
 )
 @pytest.mark.parametrize("k", [1, 4])
-def test_stacked_conv_equals_plain_convolutions(shape, kernel, k):
-    """Forward and every gradient (kernel, bias, input) of stacked_conv against nn.Conv1d / nn.Conv2d."""
+@pytest.mark.parametrize("bias_apart", [False, True])
+def test_stacked_conv_equals_plain_convolutions(shape, kernel, k, bias_apart):
+    """Forward and every gradient (kernel, bias, input) of stacked_conv against nn.Conv1d / nn.Conv2d,
+    with the bias inside the call or added after it by stacked_bias."""
     b, pad, conv = (
         6,
         kernel[-1] // 2,
@@ -149,7 +151,10 @@ def test_stacked_conv_equals_plain_convolutions(shape, kernel, k):
     x = torch.rand(k, b, *shape, generator=g, requires_grad=True)
     w = torch.randn(k, *kernel, generator=g, requires_grad=True)
     bias = torch.randn(k, kernel[0], generator=g, requires_grad=True)
-    out = stacked_conv(members_to_channels(x), w, bias, pad)  # (B, K*O, *S)
+    if bias_apart:
+        out = stacked_bias(stacked_conv(members_to_channels(x), w, None, pad), bias)
+    else:
+        out = stacked_conv(members_to_channels(x), w, bias, pad)  # (B, K*O, *S)
     out = out.reshape(b, k, -1, *out.shape[2:]).transpose(0, 1)  # (K, B, O, *S)
     upstream = torch.randn(out.shape, generator=g)
     grads = torch.autograd.grad(out, [x, w, bias], upstream)
