@@ -109,6 +109,10 @@ class Denoiser(ModelMixin, ConfigMixin):
             a little need not push the whole start through the `width`-channel bottleneck.
         log_conditions: continuous conditions embedded on a log scale (positive ones, e.g. a loss:
             its trained range is then spread evenly over decades, not linearly).
+        self_condition: take a previous estimate of the clean tokens as a second input, added to each
+            token's embedding (Chen et al. 2022, "Analog Bits"): sampling hands each step the x0
+            the step before predicted, training the model's own no-gradient estimate half the time
+            and zeros otherwise (DiffusionSystem.loss). Its embedding starts at zero.
     """
 
     @register_to_config
@@ -128,6 +132,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         global_rank: int = 0,
         context_skip: bool = False,
         log_conditions: list[str] | None = None,
+        self_condition: bool = False,
     ):
         super().__init__()
         if width % heads:
@@ -154,12 +159,16 @@ class Denoiser(ModelMixin, ConfigMixin):
         # `width` < token_dim channels cannot do; g(c) depends on the timestep, so it can.
         self.skip = nn.Linear(width, token_dim)
         self.global_path = GlobalPath(max_tokens * token_dim, global_rank, width) if global_rank else None
-        self.context_out = None
+        self.context_out = self.self_embed = None
         self.initialize_weights()
         if context_skip:  # built after the random inits, so every other weight draws as without it
             self.context_out = nn.Linear(width, token_dim)
             nn.init.zeros_(self.context_out.weight)
             nn.init.zeros_(self.context_out.bias)
+        if self_condition:  # likewise, and at zero: a new model ignores the estimate
+            self.self_embed = nn.Linear(token_dim, width)
+            nn.init.zeros_(self.self_embed.weight)
+            nn.init.zeros_(self.self_embed.bias)
 
     def initialize_weights(self) -> None:
         """DiT's init (init_dit, zero_dit); the skip and the global path's up-projection at zero, so
@@ -175,6 +184,9 @@ class Denoiser(ModelMixin, ConfigMixin):
         if self.context_out is not None:
             nn.init.zeros_(self.context_out.weight)
             nn.init.zeros_(self.context_out.bias)
+        if self.self_embed is not None:
+            nn.init.zeros_(self.self_embed.weight)
+            nn.init.zeros_(self.self_embed.bias)
 
     def embed_conditions(
         self, cond: dict[str, torch.Tensor], batch: int, drop: torch.Tensor | dict | None
@@ -192,6 +204,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         token_valid: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         drop: torch.Tensor | dict | None = None,
+        estimate: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict (B, T, token_dim) from noisy tokens.
 
@@ -204,6 +217,8 @@ class Denoiser(ModelMixin, ConfigMixin):
             context: (B, T, context_dim) per-token context, or None.
             drop: classifier-free guidance: (B,) bool, or name -> (B,) bool, replacing conditions
                 by their null embedding.
+            estimate: (B, T, token_dim) a previous estimate of the clean tokens (self_condition;
+                None reads as zeros, "no estimate yet"); ignored by a model without self_condition.
         """
         b, t = x.shape[:2]
         cfg = self.config
@@ -217,6 +232,8 @@ class Denoiser(ModelMixin, ConfigMixin):
             h = h + self.pos_embed.weight[:t]
         if self.context_embed is not None and context is not None:
             h = h + self.context_embed(context)  # G.pt: the starting checkpoint beside the noisy one
+        if self.self_embed is not None and estimate is not None:
+            h = h + self.self_embed(estimate)  # self-conditioning: the last x0 estimate
         c = self.embed_conditions(cond or {}, b, drop)  # (B, W)
         c = c + self.t_embedder(torch.as_tensor(timesteps, device=h.device).reshape(-1).expand(b))
         for block in self.blocks:

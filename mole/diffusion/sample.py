@@ -50,6 +50,7 @@ from mole.diffusion.prompts import (
     guided,
     levels_of,
 )
+from mole.diffusion.system import x0_of
 from mole.errors import ConfigError
 from mole.masks import sample as masks
 from mole.tokenizer import MemberTensors
@@ -254,12 +255,16 @@ def sample_weights(
         encoded = [] if starts is None else [start_tokens(tok, meta, m) for m in starts[lo:hi]]
         ctx = torch.stack([t for t, _ in encoded]) if encoded else None  # (B, T, D)
         valid = torch.ones(b, t_len, dtype=torch.bool)
+        estimate = torch.zeros_like(x) if getattr(denoiser.config, "self_condition", False) else None
         for t in ddim.timesteps:
             ts = torch.full((b,), int(t), dtype=torch.long)
+            sc = {} if estimate is None else {"estimate": estimate}  # only self-conditioned models take one
             predict = functools.partial(  # cond -> the denoiser's prediction at x_t
-                denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx
+                denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx, **sc
             )
             pred = guided(predict, c, guidance_at(options, int(t)), meta.get("cond_drop_keep", ()))
+            if estimate is not None:  # self-conditioning: the next step reads this step's (guided) x0
+                estimate = x0_of(ddim, ddim.config.prediction_type, x, pred, ts)
             x = ddim.step(pred, t, x, generator=gen).prev_sample  # (B, T, D)
             on_step(1)
         for i in range(b):

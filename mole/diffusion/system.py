@@ -34,6 +34,16 @@ def draw_timesteps(
     return (u * steps).long().clamp(0, steps - 1)
 
 
+def x0_of(scheduler, kind: str, noisy: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The clean tokens a "sample" or "v_prediction" prediction implies at timesteps t (B,)."""
+    if kind == "sample":
+        return pred
+    if kind != "v_prediction":
+        raise ValueError(f"no stable x0 from a {kind!r} prediction")
+    ab = scheduler.alphas_cumprod.to(noisy.device)[t].view(-1, *[1] * (noisy.dim() - 1))
+    return ab.sqrt() * noisy - (1 - ab).sqrt() * pred  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
+
+
 # DDPM defaults for normalised tokens: no clipping (tokens are not images in [-1, 1]), cosine betas.
 SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False}
 
@@ -121,6 +131,12 @@ class DiffusionSystem(NetSystem):
                 "model.function_budget",
                 f"must be a positive integer (activation elements) or null, got {function_budget!r}",
             )
+        if getattr(net.config, "self_condition", False) and prediction_type == "epsilon":
+            raise ConfigError(
+                "model.net.self_condition",
+                "needs prediction_type 'sample' or 'v_prediction' (the x0 estimate it feeds back from "
+                "an epsilon prediction divides by sqrt(alpha_bar), which explodes at high noise)",
+            )
         if function_loss and prediction_type == "epsilon":
             raise ConfigError(
                 "model.function_loss",
@@ -186,8 +202,18 @@ class DiffusionSystem(NetSystem):
             tokens.device, generator,
         )  # fmt: skip
         noisy = self.scheduler.add_noise(tokens, noise, t)  # (B, T, D)
-        pred = model(noisy, t, cond, ids, valid, batch.get("start_tokens"), dropped)
         kind = self.scheduler.config.prediction_type
+        start = batch.get("start_tokens")
+        estimate = None
+        if getattr(
+            model.config, "self_condition", False
+        ):  # half the batches: the model's own x0, no gradient
+            estimate = torch.zeros_like(noisy)
+            if torch.rand((), device=tokens.device, generator=generator) < 0.5:
+                with torch.no_grad():
+                    first = model(noisy, t, cond, ids, valid, start, dropped, estimate)
+                    estimate = x0_of(self.scheduler, kind, noisy, first, t)
+        pred = model(noisy, t, cond, ids, valid, start, dropped, estimate)
         if kind == "epsilon":
             want = noise
         elif kind == "v_prediction":
@@ -197,9 +223,7 @@ class DiffusionSystem(NetSystem):
         mse = ((pred - want) ** 2).mean(-1)  # (B, T)
         loss = (mse * valid).sum() / valid.sum().clamp(min=1)
         if self.function is not None and self.hparams.function_loss:
-            if kind == "v_prediction":  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
-                ab = self.scheduler.alphas_cumprod.to(tokens.device)[t].view(-1, 1, 1)
-                pred = ab.sqrt() * noisy - (1 - ab).sqrt() * pred
+            pred = x0_of(self.scheduler, kind, noisy, pred, t)
             levels = None
             if self.hparams.get("function_projected"):
                 levels = {k: batch["cond"][k] for k in PROJECTED if k in batch.get("cond", {})}
