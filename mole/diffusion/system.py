@@ -205,9 +205,8 @@ class DiffusionSystem(NetSystem):
         kind = self.scheduler.config.prediction_type
         start = batch.get("start_tokens")
         estimate = None
-        if getattr(
-            model.config, "self_condition", False
-        ):  # half the batches: the model's own x0, no gradient
+        if getattr(model.config, "self_condition", False):
+            # half the batches read the model's own x0 (no gradient), the others "no estimate yet"
             estimate = torch.zeros_like(noisy)
             if torch.rand((), device=tokens.device, generator=generator) < 0.5:
                 with torch.no_grad():
