@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow  # builds a zoo, trains 10 steps, updates 8 starts 4 times
-def test_bench_learn_writes_every_b9_figure(tmp_path, capsys):
+@pytest.mark.parametrize("recipe", ["digits_mlp_pairs.yaml", "digits_mlp_pairs_canonical.yaml"])
+def test_bench_learn_writes_every_b9_figure(tmp_path, capsys, recipe):
+    """Both recipes: G.pt's plain pairs, and B9's default (canonical order, self-conditioned)."""
     spec = {**TINY_ZOO, "members": 16, "group_size": 16, "snapshots": {"random": 6, "include_init": True}}
     (tmp_path / "zoo.yaml").write_text(yaml.safe_dump(spec))
-    config = yaml.safe_load((ROOT / "configs" / "ltl" / "digits_mlp_pairs.yaml").read_text())
+    config = yaml.safe_load((ROOT / "configs" / "ltl" / recipe).read_text())
     config["trainer"].update(max_steps=10, val_check_interval=10)
     config["data"]["fractions"] = [0.5, 0.25, 0.25]
     (tmp_path / "pairs.yaml").write_text(yaml.safe_dump(config))
@@ -32,6 +34,8 @@ def test_bench_learn_writes_every_b9_figure(tmp_path, capsys):
     assert "| init | 1 |" in capsys.readouterr().out
     result = json.loads((out / "learn.json").read_text())
     assert result["sample"]["guidance_interval"] == [500, 999]  # guidance at high noise only
+    denoiser = json.loads((out / "train" / "model" / "denoiser" / "config.json").read_text())
+    assert denoiser["self_condition"] == (recipe == "digits_mlp_pairs_canonical.yaml")
     assert set(result["summary"]) == {f"{k}/K={n}" for k in ("init", "mid", "mid_good") for n in (1, 2, 4)}
     assert set(result["targets"]) == {
         "init_loss_rel_error", "init_acc_mae", "init_loss_spearman", "sgd_steps", "init_K_not_worse",
