@@ -70,9 +70,10 @@ def split_members(members: Sequence[int], fractions: Sequence[float], seed: int)
 
 
 @lru_cache(maxsize=16)
-def _pairs(n: int) -> np.ndarray:
-    """(n(n-1)/2, 2) all (start, end) positions with start < end in a run of n snapshots."""
-    i, j = np.triu_indices(n, k=1)
+def _pairs(n: int, stays: bool = False) -> np.ndarray:
+    """All (start, end) positions with start < end in a run of n snapshots, (n(n-1)/2, 2); with
+    `stays` also start == end, (n(n+1)/2, 2)."""
+    i, j = np.triu_indices(n, k=0 if stays else 1)
     return np.stack([i, j], 1)
 
 
@@ -212,9 +213,15 @@ class ZooPairs(ZooTokens):
     is given), with the run's init's measured conditions (every init's test loss is ~2.3). The
     training runs' few inits are then not the only ones an update learns to start from.
 
+    With `stays`, every snapshot is also paired with itself (start == end, prompted with its own
+    loss): without them an update never sees a start already at its prompt, since every later
+    snapshot of a run has trained further, and iterated updates (G.pt's recursive prompting) keep
+    moving past the prompt. A run of n snapshots then gives n(n+1)/2 pairs instead of n(n-1)/2.
+
     Args:
         runs: row indices of each run, sorted by step (runs with one snapshot have no pairs).
-        fresh_starts: p above.
+        fresh_starts: p above (never for a stay: its end is its start).
+        stays: pair each snapshot with itself too.
         others: as ZooTokens.
     """
 
@@ -228,12 +235,13 @@ class ZooPairs(ZooTokens):
         cache_items: int = 0,
         cell: np.ndarray | None = None,
         fresh_starts: float = 0.0,
+        stays: bool = False,
     ):
         rows = np.concatenate(runs) if runs else np.zeros(0)
         super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
-        self.fresh_starts = fresh_starts
+        self.fresh_starts, self.stays = fresh_starts, stays
         self.runs = runs
-        self.offsets = np.cumsum([0] + [len(r) * (len(r) - 1) // 2 for r in runs])
+        self.offsets = np.cumsum([0] + [len(_pairs(len(r), stays)) for r in runs])
         self._perms: dict[int, dict] = {}
 
     def __len__(self) -> int:
@@ -277,11 +285,11 @@ class ZooPairs(ZooTokens):
         if not 0 <= idx < len(self):
             raise IndexError(idx)
         run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
-        i, j = _pairs(len(self.runs[run]))[idx - self.offsets[run]]
+        i, j = _pairs(len(self.runs[run]), self.stays)[idx - self.offsets[run]]
         end, ids, cond = self.encode(self.runs[run][j])
         first = self.runs[run][i]
         perm = self.order(self.runs[run][j]) if self.tokenizer.canonical else None  # the end's order
-        if self.fresh(idx) and self.column("step", first) == 0:
+        if i < j and self.fresh(idx) and self.column("step", first) == 0:
             start, start_cond = self.fresh_start(idx, first, perm), self.conditions(self.row(first))
         elif perm is not None:  # the start in its end's neuron order: one order per pair
             start, _, start_cond, _ = self._encode_row(first, perm)
@@ -347,6 +355,8 @@ class ZooDataModule(L.LightningDataModule):
             None: every row once per epoch, shuffled.
         fresh_starts: pairs mode: the share of training pairs starting at a run's init that start at
             a fresh init instead (ZooPairs); 0: none.
+        stay_pairs: pairs mode: training pairs also pair each snapshot with itself, so an update
+            learns to stay at a start already at its prompt (ZooPairs).
     """
 
     def __init__(
@@ -368,9 +378,13 @@ class ZooDataModule(L.LightningDataModule):
         cache_items: int = 20000,
         balance: str | None = None,
         fresh_starts: float = 0.0,
+        stay_pairs: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if stay_pairs and mode != "pairs":
+            raise ConfigError("stay_pairs", "pairs a snapshot with itself: it needs mode pairs")
+        self.stay_pairs = stay_pairs
         if not 0.0 <= fresh_starts <= 1.0:
             raise ConfigError("fresh_starts", f"must be a share in [0, 1], got {fresh_starts}")
         if fresh_starts and mode != "pairs":
@@ -478,6 +492,7 @@ class ZooDataModule(L.LightningDataModule):
                 self.datasets[split] = ZooPairs(
                     ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items,
                     cell, self.fresh_starts if split == "train" else 0.0,
+                    self.stay_pairs and split == "train",
                 )  # fmt: skip
 
     def _split(self, member_index: np.ndarray, zoo_of: np.ndarray) -> dict[str, np.ndarray]:

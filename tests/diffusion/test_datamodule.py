@@ -188,6 +188,27 @@ def test_fresh_starts_replace_a_share_of_the_init_starts_by_fresh_inits(zoo, cac
         ZooDataModule(str(zoo), fresh_starts=0.5)
 
 
+def test_stay_pairs_pair_each_training_snapshot_with_itself(zoo, cache):
+    dm = make(zoo, cache, mode="pairs", stay_pairs=True, fresh_starts=1.0)
+    ds, val = dm.datasets["train"], dm.datasets["val"]
+    runs = [r for r in ds.runs if len(r) > 1]
+    assert len(ds) == sum(len(r) * (len(r) + 1) // 2 for r in ds.runs)  # n(n+1)/2 per run
+    assert len(val) == sum(len(r) * (len(r) - 1) // 2 for r in val.runs)  # training pairs only
+    stays = 0
+    for idx in range(len(ds)):
+        run = int(np.searchsorted(ds.offsets, idx, side="right")) - 1
+        i, j = _pairs(len(ds.runs[run]), True)[idx - ds.offsets[run]]
+        assert i <= j
+        if i == j:  # the start is its end, with its own loss, and never a fresh init
+            item = ds[idx]
+            assert torch.equal(item["start_tokens"], item["tokens"])
+            assert item["cond"]["start_test_loss"] == item["cond"]["test_loss"]
+            stays += 1
+    assert stays == sum(len(r) for r in ds.runs) and runs
+    with pytest.raises(ConfigError, match="^stay_pairs: pairs a snapshot with itself: it needs mode pairs"):
+        ZooDataModule(str(zoo), stay_pairs=True)
+
+
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
     dm = make(zoo, cache)
     dm.save(tmp_path / "dm")
