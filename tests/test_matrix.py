@@ -39,10 +39,8 @@ def test_the_matrix_runs_the_quickstart_recipe_over_cells_that_differ_only_in_th
     assert m.weights == merged(q.weights, rule)  # the quickstart's model and its one scaling rule
     assert rule == {"model": {"init_args": {"function_budget": 400000}}}
     assert (m.sample, m.baselines) == (q.sample, q.baselines)
-    design = yaml.safe_load((MATRIX.parent / "snapshots.yaml").read_text())
-    assert design == {"snapshots": {"random": 8}}  # the one snapshot design, laid over every cell's spec
-    assert m.cells[0].zoo == merged(q.zoo, design) and m.cells[1].zoo["architecture"] == "cnn"
-    assert all(c.zoo["snapshots"]["random"] == 8 for c in load_matrix(MATRIX).cells)
+    assert m.cells[0].zoo == q.zoo and m.cells[1].zoo["architecture"] == "cnn"  # each spec as it is
+    assert all("random" not in c.zoo["snapshots"] for c in load_matrix(MATRIX).cells)  # X2, X10
 
 
 def test_the_tiny_matrix_is_the_quickstarts_tiny_recipe_on_two_digits_cells():
@@ -50,7 +48,7 @@ def test_the_tiny_matrix_is_the_quickstarts_tiny_recipe_on_two_digits_cells():
     assert [c.name for c in m.cells] == ["digits_mlp", "digits_cnn"] and m.seeds == (0,)
     assert m.weights == merged(q.weights, yaml.safe_load((MATRIX.parent / "scaling.yaml").read_text()))
     assert (m.sample, m.baselines) == (q.sample, q.baselines)
-    assert m.cells[0].zoo == merged(q.zoo, yaml.safe_load((MATRIX.parent / "snapshots.yaml").read_text()))
+    assert m.cells[0].zoo == q.zoo
     assert {c.zoo["task"] for c in m.cells} == {"digits"} and m.cells[1].zoo["members"] == 8
     # a preset does what the tiny file's lists do: the files in configs/quickstart/tiny/ laid over
     assert load_matrix(MATRIX, cells=["digits_mlp"], preset="tiny").weights == m.weights
