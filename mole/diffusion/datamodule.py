@@ -356,7 +356,9 @@ class ZooDataModule(L.LightningDataModule):
         fresh_starts: pairs mode: the share of training pairs starting at a run's init that start at
             a fresh init instead (ZooPairs); 0: none.
         stay_pairs: pairs mode: training pairs also pair each snapshot with itself, so an update
-            learns to stay at a start already at its prompt (ZooPairs).
+            learns to stay at a start already at its prompt (ZooPairs). On B9's recipe it ended the
+            overshoot of iterated updates on two seeds but broke the lowest prompt on one
+            (docs/results.md L26, L27): off there.
     """
 
     def __init__(
