@@ -2,7 +2,8 @@
 
 Weights models: a batch of noise tokens x_T (B, T, D) runs through DDIMScheduler's `set_timesteps` /
 `step` loop built from the model's saved (DDPM) scheduler config; every step calls the denoiser with
-the conditions and, for guidance g != 1, again without them (mole.diffusion.prompts.guided). The clean
+the conditions and, for guidance g != 1, again without them (mole.diffusion.prompts.guided); a
+self-conditioned denoiser is also handed the (guided) x0 of the step before. The clean
 tokens are denormalised with the tokenizer's statistics and detokenized into params-only members of
 the model's architecture. Mask models take one pass over frozen inits (mole.masks.sample). Either way
 the members are then projected onto the prompted sparsity / bit grid / rank (mole.diffusion.project).
