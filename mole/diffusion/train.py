@@ -27,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import torch
 import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -165,6 +166,7 @@ class MoleCLI(LightningCLI):
         last = self.run_dir() / "checkpoints" / "last.ckpt"
         fit = self.config_init[self.subcommand]
         if fit.get("ckpt_path") is None and last.is_file():
+            check_same_model(last, self.model)
             if self.trainer.global_rank == 0:  # a line for the user, not chatter for the log
                 print(f"mole train: resuming from {last}", flush=True)
             fit["ckpt_path"] = str(last)
@@ -176,6 +178,23 @@ class MoleCLI(LightningCLI):
         (the quickstart's next model, its report) would otherwise log into this one."""
         if wandb.run is not None and any(isinstance(lg, WandbLogger) for lg in self.trainer.loggers):
             wandb.finish()
+
+
+def check_same_model(ckpt: Path, model: L.LightningModule) -> None:
+    """Refuse, in one line, to resume `model` from a checkpoint of another one (a changed network
+    option, e.g. self_condition, between two runs of one run_dir); Lightning would raise a traceback
+    of missing keys. Only tensors are read (weights_only)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    here = model.state_dict()
+    differ = sorted(
+        set(saved) ^ set(here) | {n for n in set(saved) & set(here) if saved[n].shape != here[n].shape}
+    )
+    if differ:
+        raise ConfigError(
+            "run_dir",
+            f"{ckpt} is a checkpoint of another model ({len(differ)} tensors differ, e.g. {differ[0]}): "
+            "rerun the command that started it, or choose another --run_dir",
+        )
 
 
 def _mole_error_in(error: BaseException) -> MoleError | None:

@@ -149,6 +149,25 @@ def test_bad_config_is_one_line_error(zoo, cache, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_resuming_another_models_checkpoint_is_one_line_error(zoo, cache, tmp_path, capsys):
+    """A run_dir rerun with a changed network option: refused in one line, the checkpoint untouched;
+    the same command again resumes."""
+    run_dir = tmp_path / "run"
+    assert main(command(zoo, cache, run_dir, "--trainer.max_steps", "2")[3:]) == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    capsys.readouterr()
+    changed = command(zoo, cache, run_dir, "--trainer.max_steps", "3", "--model.init_args.net.init_args.self_condition", "true")  # fmt: skip
+    assert main(changed[3:]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"mole: error: run_dir: {last} is a checkpoint of another model"
+    )
+    assert "self_embed" in err[0] and last.read_bytes() == before
+    assert main(command(zoo, cache, run_dir, "--trainer.max_steps", "3")[3:]) == 0
+    assert f"resuming from {last}" in capsys.readouterr().out and global_step(last) == 3
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [
