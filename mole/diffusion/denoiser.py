@@ -232,8 +232,8 @@ class Denoiser(ModelMixin, ConfigMixin):
             h = h + self.pos_embed.weight[:t]
         if self.context_embed is not None and context is not None:
             h = h + self.context_embed(context)  # G.pt: the starting checkpoint beside the noisy one
-        if self.self_embed is not None and estimate is not None:
-            h = h + self.self_embed(estimate)  # self-conditioning: the last x0 estimate
+        if self.self_embed is not None:  # self-conditioning: the last x0 estimate (None: zeros)
+            h = h + (self.self_embed.bias if estimate is None else self.self_embed(estimate))
         c = self.embed_conditions(cond or {}, b, drop)  # (B, W)
         c = c + self.t_embedder(torch.as_tensor(timesteps, device=h.device).reshape(-1).expand(b))
         for block in self.blocks:

@@ -51,7 +51,6 @@ from mole.diffusion.prompts import (
     guided,
     levels_of,
 )
-from mole.diffusion.system import x0_of
 from mole.errors import ConfigError
 from mole.masks import sample as masks
 from mole.tokenizer import MemberTensors
@@ -264,9 +263,10 @@ def sample_weights(
                 denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx, **sc
             )
             pred = guided(predict, c, guidance_at(options, int(t)), meta.get("cond_drop_keep", ()))
+            stepped = ddim.step(pred, t, x, generator=gen)
+            x = stepped.prev_sample  # (B, T, D)
             if estimate is not None:  # self-conditioning: the next step reads this step's (guided) x0
-                estimate = x0_of(ddim, ddim.config.prediction_type, x, pred, ts)
-            x = ddim.step(pred, t, x, generator=gen).prev_sample  # (B, T, D)
+                estimate = stepped.pred_original_sample
             on_step(1)
         for i in range(b):
             tokens = tok.denormalize(x[i], layout) if meta.get("normalized", True) else x[i]

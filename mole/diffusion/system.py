@@ -207,10 +207,9 @@ class DiffusionSystem(NetSystem):
         estimate = None
         if getattr(model.config, "self_condition", False):
             # half the batches read the model's own x0 (no gradient), the others "no estimate yet"
-            estimate = torch.zeros_like(noisy)
             if torch.rand((), device=tokens.device, generator=generator) < 0.5:
                 with torch.no_grad():
-                    first = model(noisy, t, cond, ids, valid, start, dropped, estimate)
+                    first = model(noisy, t, cond, ids, valid, start, dropped)
                     estimate = x0_of(self.scheduler, kind, noisy, first, t)
         pred = model(noisy, t, cond, ids, valid, start, dropped, estimate)
         if kind == "epsilon":
