@@ -113,7 +113,8 @@ def run_prompts(
         "condition": condition,
         "better": c.better,
         "options": {
-            k: getattr(options, k) for k in ("steps", "guidance", "guidance_interval", "temperature", "seed")
+            k: getattr(options, k)
+            for k in ("steps", "guidance", "guidance_interval", "timestep_spacing", "temperature", "seed")
         },
         "zoo": ref,
         "inside": {

@@ -238,7 +238,7 @@ def sample_weights(
         raise ConfigError(
             "model", f"the denoiser takes {denoiser.config.token_dim} channels, its tokenizer makes {d}"
         )
-    ddim = DDIMScheduler.from_config(scheduler.config)
+    ddim = DDIMScheduler.from_config(scheduler.config, timestep_spacing=options.timestep_spacing)
     ddim.set_timesteps(options.steps)
     gen = torch.Generator().manual_seed(int(options.seed))
     noise = torch.randn(num, t_len, d, generator=gen) * (

@@ -35,6 +35,7 @@ def test_defaults_and_frozen():
         ("temperature", 2.5, r"must be a number in \[0, 2\], got 2.5"),
         ("scope", "rowwise", "unknown 'rowwise'; valid: global, layerwise"),
         ("init_scheme", "zeros", "unknown 'zeros'; valid: signed_constant, normal, kaiming_uniform"),
+        ("timestep_spacing", "last", "unknown 'last'; valid: leading, trailing, linspace"),
         (
             "guidance_interval",
             (700, 300),

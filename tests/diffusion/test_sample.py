@@ -14,7 +14,7 @@ from mole.cli import main
 from mole.conditions import TERNARY_BITS
 from mole.diffusion.generated import generate_zoo
 from mole.diffusion.model_dir import load_model
-from mole.diffusion.options import SampleOptions
+from mole.diffusion.options import SPACINGS, SampleOptions
 from mole.diffusion.prompts import encode_prompts, fill_constants, guided, parse_conditions
 from mole.diffusion.sample import guidance_at, sample, sample_weights
 from mole.errors import ConfigError
@@ -247,6 +247,30 @@ def test_guidance_interval_guides_only_inside_it(model):
     assert all(x.equal(y) for x, y in zip(everywhere, draw(guidance_interval=None)))
     assert all(x.equal(y) for x, y in zip(nowhere, draw(guidance=1.0, guidance_interval=None)))
     assert not any(x.equal(y) for x, y in zip(draw(), everywhere))  # partly guided: neither of them
+
+
+def test_timestep_spacing_places_the_first_call(model):
+    """Five leading steps first call the denoiser at t=800 (pure noise read as if it held signal);
+    trailing ones at t=999, the last training timestep; the option reaches the sampler."""
+    loaded = load_model(model)
+    seen = []
+
+    class Spy:  # the denoiser, recording each call's timestep
+        config = loaded.net.config
+
+        def __call__(self, x, t, *args, **kw):
+            seen.append(int(t[0]))
+            return loaded.net(x, t, *args, **kw)
+
+    prompt = {"test_acc": [0.3, 0.7], "variant": "dense"}
+    for spacing, first in (("leading", [800, 600, 400, 200, 0]), ("trailing", [999, 799, 599, 399, 199])):
+        seen.clear()
+        options = SampleOptions(steps=5, guidance=1.0, timestep_spacing=spacing)
+        sample(model, prompt, num=2, options=options, model=(Spy(), *loaded[1:]))
+        assert seen == first
+    assert SampleOptions().timestep_spacing == "leading"  # the default keeps earlier draws bit for bit
+    one = [sample(model, prompt, num=2, options=SampleOptions(steps=1, timestep_spacing=s)) for s in SPACINGS]
+    assert not one[0][0].equal(one[1][0])  # one step: t=0 (leading) and t=999 (trailing) differ
 
 
 def test_parse_conditions():
