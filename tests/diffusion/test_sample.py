@@ -80,7 +80,10 @@ def test_same_seed_same_networks_other_seed_differs(model):
 def test_temperature_zero_gives_one_network_per_prompt(model):
     prompt = {"test_acc": 0.5, "variant": "dense"}
     cold = sample(model, prompt, num=3, options=SampleOptions(steps=4, seed=1, temperature=0.0))
-    assert cold[0].equal(cold[1]) and cold[1].equal(cold[2])
+    for other in cold[1:]:  # the same net up to float rounding: a batched matmul may round rows apart
+        assert all(
+            torch.allclose(cold[0].params[n], other.params[n], rtol=1e-5, atol=1e-6) for n in other.params
+        )
     warm = sample(model, prompt, num=2, options=SampleOptions(steps=4, seed=1, temperature=0.5))
     assert not warm[0].equal(warm[1])
 
