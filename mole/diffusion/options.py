@@ -48,8 +48,8 @@ class SampleOptions:
             "leading" (0, 1000/steps, ...: with 5 steps the first call is at t=800, where pure noise is
             read as if it held signal), "trailing" (..., 999: the first call at the last training
             timestep, Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed")
-            or "linspace". Measured on the matrix's models (ledger X13): trailing makes a one-step draw
-            a network instead of noise, and at 5 steps it moves B2 / B3 within sampling noise.
+            or "linspace". Measured on two matrix cells (ledger X13): trailing makes a one-step draw a
+            network instead of noise; at the recipe's 5 steps it moved B2 and B3 by at most 0.07.
     """
 
     steps: int = 50

@@ -266,11 +266,11 @@ def test_timestep_spacing_places_the_first_call(model):
             return loaded.net(x, t, *args, **kw)
 
     prompt = {"test_acc": [0.3, 0.7], "variant": "dense"}
-    for spacing, first in (("leading", [800, 600, 400, 200, 0]), ("trailing", [999, 799, 599, 399, 199])):
+    for spacing, steps in (("leading", [800, 600, 400, 200, 0]), ("trailing", [999, 799, 599, 399, 199])):
         seen.clear()
         options = SampleOptions(steps=5, guidance=1.0, timestep_spacing=spacing)
         sample(model, prompt, num=2, options=options, model=(Spy(), *loaded[1:]))
-        assert seen == first
+        assert seen == steps
     assert SampleOptions().timestep_spacing == "leading"  # the default keeps earlier draws bit for bit
     one = [sample(model, prompt, num=2, options=SampleOptions(steps=1, timestep_spacing=s)) for s in SPACINGS]
     assert not one[0][0].equal(one[1][0])  # one step: t=0 (leading) and t=999 (trailing) differ
