@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mole.errors import ConfigError, check_int
+from mole.errors import ConfigError, check_choice, check_int
 from mole.zoo.pruning import SCOPES
 from mole.zoo.variants.supermask import INITS
 
@@ -91,9 +91,6 @@ class SampleOptions:
                     f"must be two timesteps [lo, hi] with 0 <= lo <= hi, got {interval!r}",
                 )
             object.__setattr__(self, "guidance_interval", tuple(interval))
-        if self.timestep_spacing not in SPACINGS:
-            raise ConfigError(
-                "timestep_spacing", f"unknown {self.timestep_spacing!r}; valid: {', '.join(SPACINGS)}"
-            )
+        check_choice(self.timestep_spacing, SPACINGS, "timestep_spacing")
         if self.init_scheme not in INITS:
             raise ConfigError("init_scheme", f"unknown {self.init_scheme!r}; valid: {', '.join(INITS)}")
