@@ -88,6 +88,11 @@ class DiffusionSystem(NetSystem):
         function_projected: score each row whose sparsity, bits or rank is not neutral by its x0
             prediction both as it is and projected onto them, as `mole sample --project` projects a
             draw told them (FunctionLoss.projected), the two KL terms averaged.
+        function_guidance: g_max > 1 scores the function term on the classifier-free-guided x0,
+            uncond + g (cond - uncond) with g ~ U[1, g_max] per row, as sampling at guidance g
+            reads it; the unconditional pass (conditions but `cond_drop_keep` left out, as sampling's)
+            runs without gradient, so only the conditional prediction learns to make guided draws
+            the member's function. None or 1: the conditional x0 alone.
     """
 
     TARGET = "weights"  # the data module's target this system learns from
@@ -110,12 +115,15 @@ class DiffusionSystem(NetSystem):
         function_sparsities: list[float] | None = None,
         function_budget: int | None = None,
         function_projected: bool = False,
+        function_guidance: float | None = None,
     ):
         super().__init__()
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
+        if function_guidance is not None:
+            check_number(function_guidance, "model.function_guidance", 1)
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
@@ -221,6 +229,22 @@ class DiffusionSystem(NetSystem):
         mse = ((pred - want) ** 2).mean(-1)  # (B, T)
         loss = (mse * valid).sum() / valid.sum().clamp(min=1)
         if self.function is not None and self.hparams.function_loss:
+            gmax = self.hparams.get("function_guidance") or 1.0
+            if gmax > 1:  # the function of the guided draw, as sampling at guidance g makes it
+                keep = self.hparams.cond_drop_keep or ()
+                with torch.no_grad():
+                    uncond = model(
+                        noisy,
+                        t,
+                        {n: v for n, v in cond.items() if n in keep},
+                        ids,
+                        valid,
+                        start,
+                        None,
+                        estimate,
+                    )
+                g = 1 + (gmax - 1) * torch.rand(b, device=tokens.device, generator=generator)  # (B,)
+                pred = uncond + g[:, None, None] * (pred - uncond)
             pred = x0_of(self.scheduler, kind, noisy, pred, t)
             levels = None
             if self.hparams.get("function_projected"):

@@ -235,3 +235,41 @@ def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
     assert abs(misread.item() - got.item()) > 0.1 * got.item()
     with pytest.raises(ConfigError, match=r"^function_loss: cell ids \[0, 3\], the term knows 3"):
         PerCell(losses)(pred[:2], target[:2], torch.tensor([0, 3]))
+
+
+def test_function_guidance_scores_the_guided_x0(zoo, tmp_path):
+    """function_guidance g_max: the term reads uncond + g (cond - uncond), g in [1, g_max] per row, the
+    unconditional pass (no conditions, no gradient) as sampling's; the weight MSE still reads cond."""
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    system = DiffusionSystem(
+        Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_inputs=16, function_guidance=4.0
+    )
+    system.function = PerCell.from_datamodule(dm, 16)
+    torch.manual_seed(0)
+    with torch.no_grad():  # the conditions' zero-initialised gates would make cond == uncond
+        for p in system.net.parameters():
+            p.normal_(0, 0.1)
+    batch = next(iter(dm.train_dataloader()))
+    calls, scored = [], []
+    system.net.register_forward_hook(
+        lambda module, args, out: calls.append((out.detach().clone(), dict(args[2]), torch.is_grad_enabled()))
+    )
+    system.function.register_forward_hook(lambda module, args, out: scored.append(args[0].detach().clone()))
+    loss = system.loss(batch, generator=torch.Generator().manual_seed(0), drop=False)
+    (cond, cond_in, cond_grad), (uncond, uncond_in, uncond_grad) = calls
+    assert cond_in and uncond_in == {} and cond_grad and not uncond_grad
+    step = (scored[0] - uncond).flatten(1)  # (B, T * D) = g (cond - uncond), one g per row
+    diff = (cond - uncond).flatten(1)
+    g = (step * diff).sum(1) / (diff * diff).sum(1)
+    torch.testing.assert_close(step, g[:, None] * diff, atol=1e-5, rtol=1e-4)
+    assert torch.all((g >= 1) & (g <= 4)) and g.std() > 0
+    loss.backward()  # the term's gradient reaches the denoiser through the conditional pass
+    assert all(p.grad is not None for p in system.net.parameters() if p.requires_grad)
+
+    system.hparams.function_guidance = 1.0  # off: one pass, the conditional x0 scored
+    calls.clear(), scored.clear()
+    system.loss(batch, generator=torch.Generator().manual_seed(0), drop=False)
+    assert len(calls) == 1 and torch.equal(scored[0], calls[0][0])
+    with pytest.raises(ConfigError, match=r"^model\.function_guidance: must be a number >= 1"):
+        DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance=0.5)
