@@ -8,6 +8,7 @@ is written by mole.diffusion.model_dir.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,6 +43,15 @@ def x0_of(scheduler, kind: str, noisy: torch.Tensor, pred: torch.Tensor, t: torc
         raise ValueError(f"no stable x0 from a {kind!r} prediction")
     ab = scheduler.alphas_cumprod.to(noisy.device)[t].view(-1, *[1] * (noisy.dim() - 1))
     return ab.sqrt() * noisy - (1 - ab).sqrt() * pred  # x0 = sqrt(ab) x_t - sqrt(1 - ab) v
+
+
+def guidance_range(value: float | Sequence[float] | None) -> tuple[float, float]:
+    """DiffusionSystem.function_guidance as (lo, hi): a number g is (g, g), None is (1, 1)."""
+    if value is None:
+        return 1.0, 1.0
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    return float(value[0]), float(value[1])
 
 
 # DDPM defaults for normalised tokens: no clipping (tokens are not images in [-1, 1]), cosine betas.
@@ -88,11 +98,11 @@ class DiffusionSystem(NetSystem):
         function_projected: score each row whose sparsity, bits or rank is not neutral by its x0
             prediction both as it is and projected onto them, as `mole sample --project` projects a
             draw told them (FunctionLoss.projected), the two KL terms averaged.
-        function_guidance: g_max > 1 scores the function term on the classifier-free-guided x0,
-            uncond + g (cond - uncond) with g ~ U[1, g_max] per row, as sampling at guidance g
-            reads it; the unconditional pass (conditions but `cond_drop_keep` left out, as sampling's)
-            runs without gradient, so only the conditional prediction learns to make guided draws
-            the member's function. None or 1: the conditional x0 alone.
+        function_guidance: score the function term on the classifier-free-guided x0,
+            uncond + g (cond - uncond), as sampling at guidance g reads it: a number is g, [lo, hi]
+            draws g ~ U[lo, hi] per row. The unconditional pass (conditions but `cond_drop_keep`
+            left out, as sampling's) runs without gradient, so only the conditional prediction
+            learns to make guided draws the member's function. None or 1: the conditional x0 alone.
     """
 
     TARGET = "weights"  # the data module's target this system learns from
@@ -115,14 +125,23 @@ class DiffusionSystem(NetSystem):
         function_sparsities: list[float] | None = None,
         function_budget: int | None = None,
         function_projected: bool = False,
-        function_guidance: float | None = None,
+        function_guidance: float | list[float] | None = None,
     ):
         super().__init__()
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
-        if function_guidance is not None:
+        if isinstance(function_guidance, (list, tuple)):
+            if len(function_guidance) != 2:
+                raise ConfigError(
+                    "model.function_guidance", f"must be g or [lo, hi], got {function_guidance!r}"
+                )
+            for g in function_guidance:
+                check_number(g, "model.function_guidance", 1)
+            if function_guidance[0] > function_guidance[1]:
+                raise ConfigError("model.function_guidance", f"needs lo <= hi, got {function_guidance!r}")
+        elif function_guidance is not None:
             check_number(function_guidance, "model.function_guidance", 1)
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
@@ -229,8 +248,8 @@ class DiffusionSystem(NetSystem):
         mse = ((pred - want) ** 2).mean(-1)  # (B, T)
         loss = (mse * valid).sum() / valid.sum().clamp(min=1)
         if self.function is not None and self.hparams.function_loss:
-            gmax = self.hparams.get("function_guidance") or 1.0
-            if gmax > 1:  # the function of the guided draw, as sampling at guidance g makes it
+            lo, hi = guidance_range(self.hparams.get("function_guidance"))
+            if hi > 1:  # the function of the guided draw, as sampling at guidance g makes it
                 keep = self.hparams.cond_drop_keep or ()
                 with torch.no_grad():
                     uncond = model(
@@ -243,7 +262,7 @@ class DiffusionSystem(NetSystem):
                         None,
                         estimate,
                     )
-                g = 1 + (gmax - 1) * torch.rand(b, device=tokens.device, generator=generator)  # (B,)
+                g = lo + (hi - lo) * torch.rand(b, device=tokens.device, generator=generator)  # (B,)
                 pred = uncond + g[:, None, None] * (pred - uncond)
             pred = x0_of(self.scheduler, kind, noisy, pred, t)
             levels = None

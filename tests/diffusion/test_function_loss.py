@@ -238,12 +238,16 @@ def test_a_mixed_batch_scores_each_row_with_its_own_architecture(digits):
 
 
 def test_function_guidance_scores_the_guided_x0(zoo, tmp_path):
-    """function_guidance g_max: the term reads uncond + g (cond - uncond), g in [1, g_max] per row, the
-    unconditional pass (no conditions, no gradient) as sampling's; the weight MSE still reads cond."""
+    """function_guidance [lo, hi]: the term reads uncond + g (cond - uncond), g ~ U[lo, hi] per row (a
+    number: g itself), the unconditional pass (no conditions, no gradient) as sampling's; the weight
+    MSE still reads cond."""
     dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
     system = DiffusionSystem(
-        Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_inputs=16, function_guidance=4.0
+        Denoiser.sized("tiny", **model_args(dm)),
+        function_loss=1.0,
+        function_inputs=16,
+        function_guidance=[1.0, 4.0],
     )
     system.function = PerCell.from_datamodule(dm, 16)
     torch.manual_seed(0)
@@ -267,9 +271,24 @@ def test_function_guidance_scores_the_guided_x0(zoo, tmp_path):
     loss.backward()  # the term's gradient reaches the denoiser through the conditional pass
     assert all(p.grad is not None for p in system.net.parameters() if p.requires_grad)
 
+    system.hparams.function_guidance = 3.0  # one g for every row
+    calls.clear(), scored.clear()
+    system.loss(batch, generator=torch.Generator().manual_seed(0), drop=False)
+    (cond, _, _), (uncond, _, _) = calls
+    torch.testing.assert_close(scored[0], uncond + 3.0 * (cond - uncond))
+
     system.hparams.function_guidance = 1.0  # off: one pass, the conditional x0 scored
     calls.clear(), scored.clear()
     system.loss(batch, generator=torch.Generator().manual_seed(0), drop=False)
     assert len(calls) == 1 and torch.equal(scored[0], calls[0][0])
     with pytest.raises(ConfigError, match=r"^model\.function_guidance: must be a number >= 1"):
         DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance=0.5)
+    for bad, why in (
+        ([2.0], "must be g or"),
+        ([4.0, 2.0], "needs lo <= hi"),
+        ([0.5, 2.0], "must be a number >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^model\.function_guidance: {why}"):
+            DiffusionSystem(
+                Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance=bad
+            )
