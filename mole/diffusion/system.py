@@ -103,6 +103,8 @@ class DiffusionSystem(NetSystem):
             draws g ~ U[lo, hi] per row. The unconditional pass (conditions but `cond_drop_keep`
             left out, as sampling's) runs without gradient, so only the conditional prediction
             learns to make guided draws the member's function. None or 1: the conditional x0 alone.
+        function_guidance_share: the fraction of rows (drawn per row) whose term reads the guided x0;
+            the others read the conditional x0 alone, as without `function_guidance`.
     """
 
     TARGET = "weights"  # the data module's target this system learns from
@@ -126,6 +128,7 @@ class DiffusionSystem(NetSystem):
         function_budget: int | None = None,
         function_projected: bool = False,
         function_guidance: float | list[float] | None = None,
+        function_guidance_share: float = 1.0,
     ):
         super().__init__()
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
@@ -143,6 +146,11 @@ class DiffusionSystem(NetSystem):
                 raise ConfigError("model.function_guidance", f"needs lo <= hi, got {function_guidance!r}")
         elif function_guidance is not None:
             check_number(function_guidance, "model.function_guidance", 1)
+        check_number(function_guidance_share, "model.function_guidance_share", 0)
+        if function_guidance_share > 1:
+            raise ConfigError(
+                "model.function_guidance_share", f"must be in [0, 1], got {function_guidance_share!r}"
+            )
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
@@ -263,6 +271,9 @@ class DiffusionSystem(NetSystem):
                         estimate,
                     )
                 g = lo + (hi - lo) * torch.rand(b, device=tokens.device, generator=generator)  # (B,)
+                share = self.hparams.get("function_guidance_share", 1.0)
+                if share < 1:  # the other rows score the conditional x0, g = 1
+                    g = torch.where(torch.rand(b, device=tokens.device, generator=generator) < share, g, 1.0)
                 pred = uncond + g[:, None, None] * (pred - uncond)
             pred = x0_of(self.scheduler, kind, noisy, pred, t)
             levels = None

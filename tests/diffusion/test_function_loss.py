@@ -277,12 +277,28 @@ def test_function_guidance_scores_the_guided_x0(zoo, tmp_path):
     (cond, _, _), (uncond, _, _) = calls
     torch.testing.assert_close(scored[0], uncond + 3.0 * (cond - uncond))
 
+    system.hparams.function_guidance_share = 0.5  # some rows guided, the others at g = 1
+    dm8 = ZooDataModule(str(zoo), batch_size=8, cache_dir=str(tmp_path / "cache"))
+    dm8.setup()
+    batch8 = next(iter(dm8.train_dataloader()))
+    calls.clear(), scored.clear()
+    system.loss(batch8, generator=torch.Generator().manual_seed(1), drop=False)
+    (cond, _, _), (uncond, _, _) = calls
+    plain = torch.isclose(scored[0], cond, atol=1e-6).flatten(1).all(1)
+    guided = torch.isclose(scored[0], uncond + 3.0 * (cond - uncond), atol=1e-6).flatten(1).all(1)
+    assert torch.all(plain ^ guided) and plain.any() and guided.any()
+    system.hparams.function_guidance_share = 1.0
+
     system.hparams.function_guidance = 1.0  # off: one pass, the conditional x0 scored
     calls.clear(), scored.clear()
     system.loss(batch, generator=torch.Generator().manual_seed(0), drop=False)
     assert len(calls) == 1 and torch.equal(scored[0], calls[0][0])
     with pytest.raises(ConfigError, match=r"^model\.function_guidance: must be a number >= 1"):
         DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance=0.5)
+    with pytest.raises(ConfigError, match=r"^model\.function_guidance_share: must be in \[0, 1\]"):
+        DiffusionSystem(
+            Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance_share=1.5
+        )
     for bad, why in (
         ([2.0], "must be g or"),
         ([4.0, 2.0], "needs lo <= hi"),
