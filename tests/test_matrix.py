@@ -36,8 +36,11 @@ def test_the_matrix_runs_the_quickstart_recipe_over_cells_that_differ_only_in_th
         assert list(yaml.safe_load((MATRIX.parent / cell).read_text())) == ["zoo"]
     m = load_matrix(MATRIX, cells=["digits_mlp", "digits_cnn"])  # the cells whose zoo specs exist here
     q, rule = load_recipe("default"), yaml.safe_load((MATRIX.parent / "scaling.yaml").read_text())
-    assert m.weights == merged(q.weights, rule)  # the quickstart's model and its one scaling rule
+    guided = yaml.safe_load((MATRIX.parent / "guided.yaml").read_text())
+    # the quickstart's model, its one scaling rule, and the function term on guided draws (X18)
+    assert m.weights == merged(merged(q.weights, rule), guided)
     assert rule == {"model": {"init_args": {"function_budget": 400000}}}
+    assert guided == {"model": {"init_args": {"function_guidance": [1.0, 6.0]}}}
     assert (m.sample, m.baselines) == (q.sample, q.baselines)
     assert m.cells[0].zoo == q.zoo and m.cells[1].zoo["architecture"] == "cnn"  # each spec as it is
     assert all("random" not in c.zoo["snapshots"] for c in load_matrix(MATRIX).cells)  # X2, X10
@@ -46,7 +49,8 @@ def test_the_matrix_runs_the_quickstart_recipe_over_cells_that_differ_only_in_th
 def test_the_tiny_matrix_is_the_quickstarts_tiny_recipe_on_two_digits_cells():
     m, q = load_matrix(TINY), load_recipe("tiny")
     assert [c.name for c in m.cells] == ["digits_mlp", "digits_cnn"] and m.seeds == (0,)
-    assert m.weights == merged(q.weights, yaml.safe_load((MATRIX.parent / "scaling.yaml").read_text()))
+    rule, guided = (yaml.safe_load((MATRIX.parent / f).read_text()) for f in ("scaling.yaml", "guided.yaml"))
+    assert m.weights == merged(merged(q.weights, rule), guided)
     assert (m.sample, m.baselines) == (q.sample, q.baselines)
     assert m.cells[0].zoo == q.zoo
     assert {c.zoo["task"] for c in m.cells} == {"digits"} and m.cells[1].zoo["members"] == 8
