@@ -54,6 +54,24 @@ def guidance_range(value: float | Sequence[float] | None) -> tuple[float, float]
     return float(value[0]), float(value[1])
 
 
+def check_function_guidance(value: float | Sequence[float] | None, share: float) -> None:
+    """DiffusionSystem's function_guidance (g >= 1, or [lo, hi] with 1 <= lo <= hi) and its share in
+    [0, 1], else a ConfigError naming the field."""
+    field = "model.function_guidance"
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(field, f"must be g or [lo, hi], got {value!r}")
+        for g in value:
+            check_number(g, field, 1)
+        if value[0] > value[1]:
+            raise ConfigError(field, f"needs lo <= hi, got {value!r}")
+    elif value is not None:
+        check_number(value, field, 1)
+    check_number(share, "model.function_guidance_share", 0)
+    if share > 1:
+        raise ConfigError("model.function_guidance_share", f"must be in [0, 1], got {share!r}")
+
+
 # DDPM defaults for normalised tokens: no clipping (tokens are not images in [-1, 1]), cosine betas.
 SCHEDULER_DEFAULTS = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "clip_sample": False}
 
@@ -135,22 +153,7 @@ class DiffusionSystem(NetSystem):
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
-        if isinstance(function_guidance, (list, tuple)):
-            if len(function_guidance) != 2:
-                raise ConfigError(
-                    "model.function_guidance", f"must be g or [lo, hi], got {function_guidance!r}"
-                )
-            for g in function_guidance:
-                check_number(g, "model.function_guidance", 1)
-            if function_guidance[0] > function_guidance[1]:
-                raise ConfigError("model.function_guidance", f"needs lo <= hi, got {function_guidance!r}")
-        elif function_guidance is not None:
-            check_number(function_guidance, "model.function_guidance", 1)
-        check_number(function_guidance_share, "model.function_guidance_share", 0)
-        if function_guidance_share > 1:
-            raise ConfigError(
-                "model.function_guidance_share", f"must be in [0, 1], got {function_guidance_share!r}"
-            )
+        check_function_guidance(function_guidance, function_guidance_share)
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
