@@ -125,6 +125,13 @@ def context_members(
     return members * num if len(members) == 1 else members
 
 
+def unconditional(cond: dict[str, torch.Tensor], keep: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """The conditions classifier-free guidance's unconditional pass is told: only those in `keep`
+    (mole.json's "cond_drop_keep"); every other one gets its null embedding. Sampling (`guided`) and
+    training's guided function term (DiffusionSystem.function_guidance) both read it."""
+    return {n: v for n, v in cond.items() if n in keep}
+
+
 def guided(
     predict: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     cond: dict[str, torch.Tensor],
@@ -144,5 +151,5 @@ def guided(
     pred = predict(cond)
     if guidance == 1.0 or not cond:
         return pred
-    uncond = predict({n: v for n, v in cond.items() if n in keep})
+    uncond = predict(unconditional(cond, keep))
     return uncond + guidance * (pred - uncond)

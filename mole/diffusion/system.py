@@ -17,6 +17,7 @@ from diffusers import DDPMScheduler
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import PROJECTED, PerCell
+from mole.diffusion.prompts import unconditional
 from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
 from mole.errors import ConfigError, check_choice
 
@@ -261,12 +262,11 @@ class DiffusionSystem(NetSystem):
         if self.function is not None and self.hparams.function_loss:
             lo, hi = guidance_range(self.hparams.get("function_guidance"))
             if hi > 1:  # the function of the guided draw, as sampling at guidance g makes it
-                keep = self.hparams.cond_drop_keep or ()
                 with torch.no_grad():
                     uncond = model(
                         noisy,
                         t,
-                        {n: v for n, v in cond.items() if n in keep},
+                        unconditional(cond, self.hparams.cond_drop_keep or ()),
                         ids,
                         valid,
                         start,
