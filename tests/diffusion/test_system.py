@@ -11,7 +11,7 @@ from mole.diffusion.conditioning import drop_conditions, encode_conditions, mode
 from mole.diffusion.datamodule import ZooDataModule
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.system import DiffusionSystem, draw_timesteps
-from mole.diffusion.training import adamw_with_warmup, check_target, lr_factor
+from mole.diffusion.training import adamw_with_warmup, check_target, fused_on_cpu, lr_factor
 from mole.errors import ConfigError
 from mole.tokenizer import MemberTensors, NeuronTokenizer
 from mole.zoo import store
@@ -216,6 +216,27 @@ def test_lr_schedule_warms_up_then_decays_to_zero_at_max_steps(zoo, cache):
         DiffusionSystem(Denoiser(**model_args(dm), **TINY), lr_schedule="linear")
     with pytest.raises(ConfigError, match="^model.lr_schedule: cosine needs trainer.max_steps above"):
         system.configure_optimizers()  # no trainer: no max_steps to decay to
+
+
+def test_adamw_is_fused_on_the_cpu_and_matches_the_default_loop():
+    cpu = [{"params": [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(5))]}]
+    assert fused_on_cpu(cpu) is True
+    elsewhere = [{"params": [torch.nn.Parameter(torch.randn(3, device="meta"))]}]
+    assert fused_on_cpu(elsewhere) is None and fused_on_cpu([{"params": []}]) is None  # torch's default
+    opt = adamw_with_warmup(cpu, 0.01, 0.1, 0)["optimizer"]  # no warm-up: the rate is 0.01 throughout
+    assert opt.defaults["fused"] is True
+    twin = [{"params": [torch.nn.Parameter(p.detach().clone()) for p in cpu[0]["params"]]}]
+    start = cpu[0]["params"][0].detach().clone()
+    loop = torch.optim.AdamW(twin, lr=0.01, weight_decay=0.1)  # what it replaces: torch's per-tensor loop
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in cpu[0]["params"]]
+        for p, q, g in zip(cpu[0]["params"], twin[0]["params"], grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        loop.step()
+    assert (cpu[0]["params"][0] - start).abs().mean() > 0.005  # five steps of about lr each moved them
+    for p, q in zip(cpu[0]["params"], twin[0]["params"]):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_timestep_sampling_uniform_or_logit_normal(zoo, cache):
