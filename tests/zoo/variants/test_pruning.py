@@ -345,9 +345,19 @@ def test_topk_straight_through_counts_as_n_removed_whatever_the_ties(sparsity):
                 assert kept[tied].tolist() == sorted(kept[tied].tolist())  # False ... False True ... True
 
 
+@pytest.mark.parametrize("counts", [3, 12])  # a few sparsity levels (grouped thresholds), many (ranking)
+def test_keep_highest_matches_a_stable_ranking_with_per_row_counts_and_ties(counts):
+    g = torch.Generator().manual_seed(counts)
+    scores = (torch.rand(40, 300, generator=g) * 6).round()  # 7 values: ties at every threshold
+    scores[::4] = torch.rand(10, 300, generator=g)  # and some rows without ties
+    drop = torch.randint(0, 301, (counts,), generator=g)[torch.randint(counts, (40,), generator=g)]
+    rank = scores.argsort(dim=1, stable=True).argsort(dim=1)  # 0 for the lowest, earlier first among equals
+    assert torch.equal(pruning._keep_highest(scores, drop), rank >= drop[:, None])
+
+
 def test_topk_straight_through_per_row_counts_and_one_answer_per_path():
     scores = torch.arange(10.0).repeat(3, 1)  # (3, 10)
-    keep = pruning.topk_straight_through(scores, torch.tensor([0.0, 0.5, 0.9]))  # per row: the ranking
+    keep = pruning.topk_straight_through(scores, torch.tensor([0.0, 0.5, 0.9]))  # per row: a group each
     assert keep.sum(1).tolist() == [10, 5, 1] and keep[2, 9] == 1
     assert torch.equal(pruning.topk_straight_through(scores, 0.0), torch.ones(3, 10))
     g = torch.Generator().manual_seed(1)
@@ -355,7 +365,7 @@ def test_topk_straight_through_per_row_counts_and_one_answer_per_path():
     one = pruning.topk_straight_through(random, 0.35)  # one count for all rows: the threshold
     mixed = pruning.topk_straight_through(
         torch.cat([random, torch.zeros(1, 40)]), torch.tensor([0.35] * 6 + [0.5])
-    )  # counts differ: the ranking
+    )  # counts differ: one group per count
     assert torch.equal(one, mixed[:6])
     want = pruning.masks_from_scores({"w": random}, 0.35, "layerwise")["w"]  # the non-differentiable masks
     assert torch.equal(one.bool(), want)
