@@ -39,7 +39,10 @@ def test_the_matrix_runs_the_quickstart_recipe_over_cells_that_differ_only_in_th
     guided = yaml.safe_load((MATRIX.parent / "guided.yaml").read_text())
     # the quickstart's model, its one scaling rule, and the function term on guided draws (X18)
     assert m.weights == merged(merged(q.weights, rule), guided)
-    assert rule == {"model": {"init_args": {"function_budget": 400000}}}
+    budgets = {"function_budget": 400000, "net": {"init_args": {"global_budget": 12000000}}}
+    assert rule == {"model": {"init_args": budgets}}
+    net = m.weights["model"]["init_args"]["net"]["init_args"]  # the budget joins the quickstart's net
+    assert net["global_rank"] == 256 and net["global_budget"] == 12000000 and net["width"] == 64
     assert guided == {"model": {"init_args": {"function_guidance": [1.0, 6.0]}}}
     assert (m.sample, m.baselines) == (q.sample, q.baselines)
     assert m.cells[0].zoo == q.zoo and m.cells[1].zoo["architecture"] == "cnn"  # each spec as it is

@@ -39,6 +39,14 @@ DENOISER_SIZES = {
 }
 
 
+def global_path_rank(rank: int, budget: int | None, size: int) -> int:
+    """The global path's rank: `rank`, cut so that U and V (2 * size * rank parameters) fit `budget`,
+    but never below 1 while a path is asked for (rank > 0)."""
+    if not rank or budget is None:
+        return rank
+    return max(1, min(rank, budget // (2 * size)))
+
+
 class GlobalPath(nn.Module):
     """A global low-rank affine map of the whole noisy sequence, gated and shifted by the conditioning.
 
@@ -104,6 +112,12 @@ class Denoiser(ModelMixin, ConfigMixin):
         global_rank: r > 0 adds a global low-rank linear path (see GlobalPath):
             out += U ((1 + gain(c)) * V x + shift(c)) over the whole flattened sequence, next to the
             transformer.
+        global_budget: the most parameters the global path may hold (None: no cap). Its rank is cut to
+            fit, rank = min(global_rank, global_budget // (2 * max_tokens * token_dim)), at least 1: U
+            and V grow with the padded sequence, so a wide network's path would otherwise dwarf the
+            rest of the model (a 64-256-128-10 MLP's 394 tokens of 257 values: 52M parameters at
+            rank 256, against the quickstart MLP's 4.6M), and its step with it. The rank built is
+            `global_rank_used`.
         context_skip: add a condition-gated copy of the context to the output, out += g(c) * context
             (needs context_dim == token_dim; g starts at zero): a G.pt update that moves its start
             a little need not push the whole start through the `width`-channel bottleneck.
@@ -130,6 +144,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         position_embedding: bool = True,
         num_frequencies: int = 8,
         global_rank: int = 0,
+        global_budget: int | None = None,
         context_skip: bool = False,
         log_conditions: list[str] | None = None,
         self_condition: bool = False,
@@ -139,6 +154,13 @@ class Denoiser(ModelMixin, ConfigMixin):
             raise ConfigError("denoiser.heads", f"width {width} is not divisible by {heads} heads")
         if global_rank < 0:
             raise ConfigError("denoiser.global_rank", f"must be >= 0, got {global_rank}")
+        if global_budget is not None and (
+            isinstance(global_budget, bool) or not isinstance(global_budget, int) or global_budget < 1
+        ):
+            raise ConfigError(
+                "denoiser.global_budget",
+                f"must be a positive number of parameters or null, got {global_budget!r}",
+            )
         if context_skip and context_dim != token_dim:
             raise ConfigError(
                 "denoiser.context_skip", f"needs context_dim == token_dim, got {context_dim} and {token_dim}"
@@ -158,7 +180,8 @@ class Denoiser(ModelMixin, ConfigMixin):
         # epsilon / v prediction must hand the noise in x_t through, which a per-token bottleneck of
         # `width` < token_dim channels cannot do; g(c) depends on the timestep, so it can.
         self.skip = nn.Linear(width, token_dim)
-        self.global_path = GlobalPath(max_tokens * token_dim, global_rank, width) if global_rank else None
+        rank = self.global_rank_used = global_path_rank(global_rank, global_budget, max_tokens * token_dim)
+        self.global_path = GlobalPath(max_tokens * token_dim, rank, width) if rank else None
         self.context_out = self.self_embed = None
         self.initialize_weights()
         if context_skip:  # built after the random inits, so every other weight draws as without it

@@ -163,6 +163,25 @@ def test_global_path_starts_as_the_plain_dit_and_round_trips(tmp_path):
         tiny(global_rank=-1)
 
 
+def test_global_budget_cuts_the_rank_to_fit_and_round_trips(tmp_path):
+    size = 8 * D  # max_tokens * token_dim: U and V hold 2 * size parameters per direction
+    assert tiny(global_rank=6, global_budget=None).global_rank_used == 6  # no cap
+    assert tiny(global_rank=6, global_budget=2 * size * 6).global_rank_used == 6  # fits exactly
+    cut = tiny(global_rank=6, global_budget=2 * size * 4 + 1)
+    assert cut.global_rank_used == 4 and cut.global_path.down.weight.shape == (4, size)
+    assert (
+        sum(p.numel() for p in (cut.global_path.down.weight, cut.global_path.up.weight)) <= 2 * size * 4 + 1
+    )
+    assert tiny(global_rank=6, global_budget=1).global_rank_used == 1  # a path asked for keeps one direction
+    assert tiny(global_rank=0, global_budget=10**6).global_path is None  # a budget adds no path
+    cut.save_pretrained(tmp_path / "denoiser")
+    again = Denoiser.from_pretrained(tmp_path / "denoiser", low_cpu_mem_usage=False)
+    assert again.config.global_budget == 2 * size * 4 + 1 and again.global_rank_used == 4
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigError, match="^denoiser.global_budget: must be a positive number"):
+            tiny(global_rank=6, global_budget=bad)
+
+
 def test_context_skip_copies_the_gated_start_and_leaves_other_models_alone(tmp_path):
     x, t, cond, ids, valid = inputs()
     ctx = torch.randn(B, T, D, generator=torch.Generator().manual_seed(5))  # (B, T, D) a start's tokens
