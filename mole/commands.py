@@ -154,6 +154,7 @@ def bench_matrix(
     preset: str | None = None,
     wandb: WandbMode | None = None,
     progress: bool = True,
+    table_only: bool = False,
 ) -> int:
     """Run the benchmark matrix: one recipe over cells x training seeds, one table.
 
@@ -169,8 +170,10 @@ def bench_matrix(
         preset: also merge each recipe file's override in this preset's folder (e.g. tiny)
         wandb: W&B for training: offline, online or disabled (default: $WANDB_MODE, else offline)
         progress: show progress bars
+        table_only: run nothing; write the table of every chosen cell and seed finished in OUT
+            (e.g. cells run side by side by separate commands), naming the others
     """
-    path = run_matrix(matrix, out, cells, seeds, preset, progress, wandb)
+    path = run_matrix(matrix, out, cells, seeds, preset, progress, wandb, table_only=table_only)
     print((path.parent / "matrix.md").read_text())
     return 0
 

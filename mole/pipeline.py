@@ -131,6 +131,12 @@ def load_recipe(preset: str = "default", folder: str | Path | None = None) -> Re
 
 
 # ---------------------------------------------------------------------------- stages
+def run_config(config: Mapping[str, Any], zoo: Path, run: Path) -> dict[str, Any]:
+    """The config a run trains with and records in its done.json: `config` on `zoo`, with the data
+    cache shared by the run folders beside `run`."""
+    return merged(config, {"data": {"zoo": str(zoo), "cache_dir": str(run.parent / "cache")}})
+
+
 def train_model(zoo: Path, run: Path, config: Mapping[str, Any], wandb: str, progress: bool) -> Path:
     """Train (or resume, or find done) one model through `mole train`'s LightningCLI; the model folder.
 
@@ -141,7 +147,7 @@ def train_model(zoo: Path, run: Path, config: Mapping[str, Any], wandb: str, pro
         wandb: "offline", "online" or "disabled".
         progress: Lightning's progress bar.
     """
-    config = merged(config, {"data": {"zoo": str(zoo), "cache_dir": str(run.parent / "cache")}})
+    config = run_config(config, zoo, run)
     model = run / "model"
     done = run / "done.json"
     if done.is_file() and model.is_dir() and json.loads(done.read_text()) == config:

@@ -8,6 +8,11 @@ Its tiny version (two digits cells, one seed, the quickstart's tiny recipe; test
 
     python scripts/bench_matrix.py --matrix configs/matrix/tiny.yaml --out runs/matrix-tiny
 
+Cells can run side by side, one command each (`--cells [digits_mlp] --seeds [1]`); each writes the
+table of what it ran, and `--table_only true` then tabulates every cell and seed finished in OUT:
+
+    python scripts/bench_matrix.py --matrix configs/matrix/matrix.yaml --out runs/matrix --table_only true
+
 The same as `mole bench matrix`. A thin script over mole.bench.matrix.run_matrix: the same zoo build, `mole train`, sampling and
 `mole eval` as the quickstart, per cell and seed. Prints the table (OUT/matrix.md) and writes
 OUT/matrix.json; --json_out also copies the JSON there.
@@ -35,6 +40,7 @@ def main(
     preset: str | None = None,
     json_out: str | None = None,
     progress: bool = False,
+    table_only: bool = False,
 ) -> str:
     """Run (or resume) a benchmark matrix, print its table, write its JSON.
 
@@ -46,8 +52,9 @@ def main(
         preset: merge each recipe file's override in this preset's folder (e.g. tiny).
         json_out: also write matrix.json there.
         progress: progress bars.
+        table_only: run nothing; tabulate every chosen cell and seed finished in OUT, naming the others.
     """
-    path = run_matrix(matrix, out, cells, seeds, preset, progress)
+    path = run_matrix(matrix, out, cells, seeds, preset, progress, table_only=table_only)
     if json_out:
         shutil.copyfile(path, json_out)
     print((path.parent / "matrix.md").read_text())

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import mmap
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,38 @@ def test_a_rerun_through_the_script_resumes_without_retraining(tiny, capsys):
     again = json.loads(Path(path).read_text())
     assert again["rows"] == result["rows"]  # the train seconds kept are the first run's
     assert "| digits_cnn | 0 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_table_only_tabulates_what_is_finished_and_runs_nothing(tiny, tmp_path):
+    out, result, _ = tiny
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    stamps = {f: f.stat().st_mtime_ns for f in copy.rglob("*") if f.is_file() and "matrix" not in f.name}
+    lines: list[str] = []
+    again = json.loads(run_matrix(TINY, copy, progress=False, log=lines.append, table_only=True).read_text())
+
+    def placeless(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "report"} for r in rows]
+
+    assert placeless(again["rows"]) == placeless(result["rows"]) and lines == []  # both finished, as recipe
+    assert all(r["report"].startswith(str(copy)) for r in again["rows"])  # the copy's own reports
+    # a cell whose evaluation is gone is named and left out; nothing is trained, sampled or evaluated
+    (copy / "digits_cnn" / "seed0" / "eval" / "results.json").unlink()
+    lines.clear()
+    part = json.loads(run_matrix(TINY, copy, progress=False, log=lines.append, table_only=True).read_text())
+    assert [(r["cell"], r["seed"]) for r in part["rows"]] == [("digits_mlp", 0)]
+    assert lines == ["[digits_cnn seed 0] not finished: left out of the table"]
+    assert "(1 of 2 finished)" in (copy / "matrix.md").read_text()
+    assert not (copy / "digits_cnn" / "seed0" / "eval" / "results.json").exists()
+    assert all(f.stat().st_mtime_ns == t for f, t in stamps.items() if f.exists())
+    # a seed trained with another config is kept and named
+    done = copy / "digits_mlp" / "train" / "seed0" / "done.json"
+    done.write_text(json.dumps({**json.loads(done.read_text()), "seed_everything": 7}))
+    lines.clear()
+    run_matrix(TINY, copy, progress=False, log=lines.append, table_only=True)
+    assert lines[0].startswith("[digits_mlp seed 0] trained with another config than the recipe's: ")
+    with pytest.raises(
+        ConfigError, match=r"^out: .*: no finished cell and seed of .*tiny\.yaml to tabulate$"
+    ):
+        run_matrix(TINY, tmp_path / "empty", table_only=True)

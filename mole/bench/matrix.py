@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from mole.baselines.run import run_baselines
-from mole.bench.spec import Cell, Matrix, load_matrix
+from mole.bench.spec import Cell, Matrix, load_matrix, shown
 from mole.bench.table import write_tables
 from mole.data import load_task
 from mole.diffusion.generated import generate_zoo
@@ -49,7 +49,7 @@ from mole.eval import benchmarks as bench
 from mole.eval import load_rows
 from mole.eval.run import evaluate_zoos
 from mole.io import read_json, write_json
-from mole.pipeline import member_snapshots, merged, train_model
+from mole.pipeline import member_snapshots, merged, run_config, train_model
 from mole.quiet import chatter_to
 from mole.zoo.build import build_zoo, default_processes
 from mole.zoo.spec import ZooSpec
@@ -212,6 +212,41 @@ def run_seed(m: Matrix, cell: Cell, seed: int, folder: Path, zoo: Path, pruning:
     return row
 
 
+def same_recipe(a: dict, b: dict) -> bool:
+    """Two run configs alike but for where their zoo and cache lie (a run folder copied or moved)."""
+
+    def placeless(config: dict) -> dict:
+        data = {k: v for k, v in config.get("data", {}).items() if k not in ("zoo", "cache_dir")}
+        return {**config, "data": data}
+
+    return placeless(a) == placeless(b)
+
+
+def finished_row(m: Matrix, cell: Cell, seed: int, folder: Path, log: Callable[[str], None]) -> dict | None:
+    """The row of one cell and seed read from `folder` when every stage of it is complete there (its
+    model, the three generated sets, their evaluation on exactly those sets, the measures), else None.
+    Runs nothing. A seed trained with another config than the matrix's recipe is kept, with a line to
+    `log` naming it (its train/seed<S>/config.yaml says what it ran)."""
+    zoo, run, here = folder / "zoo", folder / "train" / f"seed{seed}", folder / f"seed{seed}"
+    sets = {k: here / "generated" / k for k in SETS}
+    pruning, done = folder / "baselines" / "pruning", here / "eval" / "done.json"
+    files = [run / "done.json", here / "measures.json", here / "eval" / "results.json", done]
+    files += [f / "manifest.json" for f in (zoo, pruning, *sets.values())]
+    if not all(f.is_file() for f in files):
+        return None
+    measures = read_json(here / "measures.json", "measures")
+    evaluated = sorted(read_json(done, "evaluation").values())  # by content: the folder may have moved
+    if not {"train", "sample"} <= set(measures) or evaluated != sorted(
+        fingerprint([*sets.values(), zoo, pruning]).values()
+    ):
+        return None  # sampled again since it was evaluated: the evaluation is not of these sets
+    config = run_config(merged(m.weights, {"seed_everything": seed}), zoo, run)
+    if not same_recipe(read_json(run / "done.json", "training"), config):
+        log(f"[{cell.name} seed {seed}] trained with another config than the recipe's: {run / 'config.yaml'}")
+    sgd = [r for r in load_rows(zoo) if r["variant"] == "dense"]
+    return record(cell, seed, sgd, sets, read_json(here / "eval" / "results.json", "results"), measures)
+
+
 def run_cell(m: Matrix, cell: Cell, folder: Path, wandb: str, progress: bool,
              log: Callable[[str], None]) -> list[dict]:  # fmt: skip
     """Build the cell's zoo and pruning baselines, then run every training seed; its matrix rows."""
@@ -235,8 +270,12 @@ def run_matrix(
     progress: bool = True,
     wandb: str | None = None,
     log: Callable[[str], None] = print,
+    table_only: bool = False,
 ) -> Path:
     """Run (or resume) a benchmark matrix into `out`; returns the path of OUT/matrix.json.
+
+    With `table_only` it runs nothing: the table holds every chosen cell and seed finished in `out`,
+    whichever command ran it (cells run side by side by separate commands, say), and names the others.
 
     Args:
         matrix_file: the matrix file (configs/matrix/matrix.yaml; mole.bench.spec).
@@ -247,8 +286,11 @@ def run_matrix(
         progress: progress bars.
         wandb: "offline", "online" or "disabled" for `mole train` (default: $WANDB_MODE, else offline).
         log: where one line per stage goes.
+        table_only: only write the table from what is finished (see above).
     """
     m = load_matrix(matrix_file, cells, seeds, preset)
+    if table_only:
+        return table_of_finished(m, Path(out), log)
     env = os.environ.get("WANDB_MODE")
     wandb = wandb or (env if env in WANDB_MODES else "offline")
     if wandb not in WANDB_MODES:
@@ -259,3 +301,19 @@ def run_matrix(
         rows = [row for cell in m.cells for row in run_cell(m, cell, out / cell.name, wandb, progress, log)]
         log(f"library output: {out / LOG}")
         return write_tables(rows, m, out)
+
+
+def table_of_finished(m: Matrix, out: Path, log: Callable[[str], None] = print) -> Path:
+    """Write the table of every cell and seed of `m` finished in `out` (finished_row); the others are
+    named in `log`. A ConfigError when none is."""
+    rows = []
+    for cell in m.cells:
+        for seed in m.seeds:
+            row = finished_row(m, cell, seed, out / cell.name, log)
+            if row is None:
+                log(f"[{cell.name} seed {seed}] not finished: left out of the table")
+            else:
+                rows.append(row)
+    if not rows:
+        raise ConfigError("out", f"{out}: no finished cell and seed of {shown(m.file)} to tabulate")
+    return write_tables(rows, m, out)

@@ -117,7 +117,13 @@ def write_tables(rows: Sequence[Mapping], m: Matrix, out: Path) -> Path:
     md = [
         f"# Benchmark matrix: {shown(m.file)}" + (f" (preset {m.preset})" if m.preset != "default" else ""),
         "",
-        f"{len(m.cells)} cells × {len(m.seeds)} training seeds of the weight model, one recipe. ✓ / ✗: the "
+        f"{len(m.cells)} cells × {len(m.seeds)} training seeds of the weight model, one recipe"
+        + (
+            f" ({len(rows)} of {len(m.cells) * len(m.seeds)} finished)"
+            if len(rows) < len(m.cells) * len(m.seeds)
+            else ""
+        )
+        + ". ✓ / ✗: the "
         "figure against its target (mole.eval.benchmarks.TARGETS; B3's MAE and monotone prompts from "
         "DESIGN §5). B4's parts met are named (frontier: above the noise / interpolation frontier at "
         "equal novelty; novel, diverse, accurate: no worse than the SGD members). Sample seconds: "
