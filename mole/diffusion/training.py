@@ -50,7 +50,7 @@ def lr_factor(
 def fused_on_cpu(groups: list[dict]) -> bool | None:
     """AdamW's `fused` for these parameter groups: True when every parameter lives on the CPU, where
     torch's default is a loop of ~10 elementwise passes per tensor and the fused kernel one (5-7x
-    faster on a 7-52M-parameter denoiser, docs/results.md W-rows; the two agree to float rounding).
+    faster on a 7-52M-parameter denoiser, docs/results.md W21; the two agree to float rounding).
     None (torch's default, `foreach` on CUDA) elsewhere: a GPU step is not bound by it, and Lightning's
     mixed precision refuses fused optimizers with gradient clipping."""
     params = [p for g in groups for p in g["params"]]

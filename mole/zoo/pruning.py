@@ -123,8 +123,8 @@ def _keep_highest(flat: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         keep = flat > flat.kthvalue(lo, dim=1, keepdim=True).values
         if bool((keep.sum(1) == flat.shape[1] - lo).all()):  # no tie at the threshold: the same set
             return keep
-    counts = drop.unique()
-    if lo != hi and len(counts) <= 8:  # a few counts (sparsity levels): each group takes the threshold path
+    counts = drop.unique() if lo != hi else drop[:1]
+    if len(counts) > 1 and len(counts) <= 8:  # a few counts (sparsity levels): a threshold per group
         keep = torch.empty_like(flat, dtype=torch.bool)
         for d in counts:
             rows = drop == d
