@@ -56,7 +56,10 @@ from mole.zoo.spec import ZooSpec
 
 WANDB_MODES = ("offline", "online", "disabled")
 LOG = "matrix.log"  # library chatter of every stage
-SETS = ("dense", "prompts", "sparse")  # the generated sets, each a folder and an evaluate_zoos input
+SETS = ("dense", "prompts", "sparse")
+PRUNING = (
+    Path("baselines") / "pruning"
+)  # a cell's pruning baselines, beside its zoo  # the generated sets, each a folder and an evaluate_zoos input
 
 
 # ---------------------------------------------------------------------------- peak memory
@@ -185,21 +188,35 @@ def record(cell: Cell, seed: int, sgd: Sequence[dict], sets: dict[str, Path], re
     }
 
 
+def seed_folders(folder: Path, seed: int) -> tuple[Path, Path]:
+    """A cell folder's (training run, everything after it) for one training seed (module docstring)."""
+    return folder / "train" / f"seed{seed}", folder / f"seed{seed}"
+
+
+def seed_config(m: Matrix, seed: int) -> dict[str, Any]:
+    """The recipe's weights config at training seed `seed`, as `mole train CONFIG --seed_everything S`."""
+    return merged(m.weights, {"seed_everything": seed})
+
+
+def final_dense(zoo: Path) -> list[dict]:
+    """The zoo's final dense members (the SGD nets every figure compares with)."""
+    return [r for r in load_rows(zoo) if r["variant"] == "dense"]
+
+
 def run_seed(m: Matrix, cell: Cell, seed: int, folder: Path, zoo: Path, pruning: Path, wandb: str,
              progress: bool, log: Callable[[str], None]) -> dict:  # fmt: skip
     """Train, sample and evaluate one cell at one training seed; its matrix row."""
-    run, here = folder / "train" / f"seed{seed}", folder / f"seed{seed}"
+    run, here = seed_folders(folder, seed)
     measures_file = here / "measures.json"
     measures = json.loads(measures_file.read_text()) if measures_file.is_file() else {}
-    # the training seed is LightningCLI's seed_everything, as `mole train CONFIG --seed_everything S`
-    config = merged(m.weights, {"seed_everything": seed})
+    config = seed_config(m, seed)
     before = stamp(run / "done.json")
     model, seconds, peak, how = measured(lambda: train_model(zoo, run, config, wandb, progress))
     if stamp(run / "done.json") != before or "train" not in measures:  # it trained (or nothing was kept)
         measures["train"] = {"seconds": seconds, "peak_mb": peak, "memory": how}
         write_json(measures_file, measures)
     log(f"[{cell.name} seed {seed}] train {measures['train']['seconds']:.1f} s")
-    sgd = [r for r in load_rows(zoo) if r["variant"] == "dense"]
+    sgd = final_dense(zoo)
     (sets, sampled), seconds, peak, how = measured(
         lambda: sample_sets(model, here / "generated", sgd, m.sample)
     )
@@ -227,9 +244,8 @@ def finished_row(m: Matrix, cell: Cell, seed: int, folder: Path, log: Callable[[
     model, the three generated sets, their evaluation on exactly those sets, the measures), else None.
     Runs nothing. A seed trained with another config than the matrix's recipe is kept, with a line to
     `log` naming it (its train/seed<S>/config.yaml says what it ran)."""
-    zoo, run, here = folder / "zoo", folder / "train" / f"seed{seed}", folder / f"seed{seed}"
-    sets = {k: here / "generated" / k for k in SETS}
-    pruning, done = folder / "baselines" / "pruning", here / "eval" / "done.json"
+    (run, here), zoo, pruning = seed_folders(folder, seed), folder / "zoo", folder / PRUNING
+    sets, done = {k: here / "generated" / k for k in SETS}, here / "eval" / "done.json"
     files = [run / "done.json", here / "measures.json", here / "eval" / "results.json", done]
     files += [f / "manifest.json" for f in (zoo, pruning, *sets.values())]
     if not all(f.is_file() for f in files):
@@ -240,11 +256,11 @@ def finished_row(m: Matrix, cell: Cell, seed: int, folder: Path, log: Callable[[
         fingerprint([*sets.values(), zoo, pruning]).values()
     ):
         return None  # sampled again since it was evaluated: the evaluation is not of these sets
-    config = run_config(merged(m.weights, {"seed_everything": seed}), zoo, run)
+    config = run_config(seed_config(m, seed), zoo, run)
     if not same_recipe(read_json(run / "done.json", "training"), config):
         log(f"[{cell.name} seed {seed}] trained with another config than the recipe's: {run / 'config.yaml'}")
-    sgd = [r for r in load_rows(zoo) if r["variant"] == "dense"]
-    return record(cell, seed, sgd, sets, read_json(here / "eval" / "results.json", "results"), measures)
+    results = read_json(here / "eval" / "results.json", "results")
+    return record(cell, seed, final_dense(zoo), sets, results, measures)
 
 
 def run_cell(m: Matrix, cell: Cell, folder: Path, wandb: str, progress: bool,
@@ -254,9 +270,9 @@ def run_cell(m: Matrix, cell: Cell, folder: Path, wandb: str, progress: bool,
         ZooSpec.from_dict(cell.zoo), folder / "zoo", progress=progress, processes=default_processes()
     )
     log(f"[{cell.name}] zoo: {len(built.built)} shard(s) built, {len(built.skipped)} done before")
-    sgd = [r for r in load_rows(built.zoo) if r["variant"] == "dense"]
+    sgd = final_dense(built.zoo)
     data = load_task(sgd[0]["task"], **json.loads(sgd[0]["task_options"]))
-    pruning = folder / "baselines" / "pruning"
+    pruning = folder / PRUNING
     run_baselines(member_snapshots(built.zoo, sgd), data, m.baselines["pruning"], pruning, progress=progress)
     return [run_seed(m, cell, s, folder, built.zoo, pruning, wandb, progress, log) for s in m.seeds]
 

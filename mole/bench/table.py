@@ -114,16 +114,13 @@ def write_tables(rows: Sequence[Mapping], m: Matrix, out: Path) -> Path:
                                      "cells": [c.name for c in m.cells], "targets": targets, "rows": rows,
                                      "means": means, "plot": str(plot)})  # fmt: skip
     memory = sorted({r["memory"] for r in rows})
+    total = len(m.cells) * len(m.seeds)
+    finished = f" ({len(rows)} of {total} finished)" if len(rows) < total else ""  # --table_only
     md = [
         f"# Benchmark matrix: {shown(m.file)}" + (f" (preset {m.preset})" if m.preset != "default" else ""),
         "",
-        f"{len(m.cells)} cells × {len(m.seeds)} training seeds of the weight model, one recipe"
-        + (
-            f" ({len(rows)} of {len(m.cells) * len(m.seeds)} finished)"
-            if len(rows) < len(m.cells) * len(m.seeds)
-            else ""
-        )
-        + ". ✓ / ✗: the "
+        f"{len(m.cells)} cells × {len(m.seeds)} training seeds of the weight model, one recipe{finished}. "
+        "✓ / ✗: the "
         "figure against its target (mole.eval.benchmarks.TARGETS; B3's MAE and monotone prompts from "
         "DESIGN §5). B4's parts met are named (frontier: above the noise / interpolation frontier at "
         "equal novelty; novel, diverse, accurate: no worse than the SGD members). Sample seconds: "
