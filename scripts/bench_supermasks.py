@@ -97,8 +97,17 @@ def refined_accuracy(model: MaskRefiner, arch, data, d: Draw) -> tuple[torch.Ten
     return masked_accuracy(arch, d.init, masks, data.x_test, data.y_test), seconds
 
 
-def compare(arch, data, d: Draw, model: MaskRefiner, epochs: int, popup: bool = True) -> dict:
-    """Test accuracy (mean, std) and seconds per mask of every method on one cell's inits."""
+def compare(
+    arch,
+    data,
+    d: Draw,
+    model: MaskRefiner,
+    epochs: int,
+    popup: bool = True,
+    teacher: MaskRefiner | None = None,
+) -> dict:
+    """Test accuracy (mean, std) and seconds per mask of every method on one cell's inits (`teacher`:
+    a row for the refiner the learned one was distilled from)."""
     n, s = len(d.seeds), float(d.sparsity[0])
     out: dict = {}
     began = time.perf_counter()
@@ -113,6 +122,8 @@ def compare(arch, data, d: Draw, model: MaskRefiner, epochs: int, popup: bool = 
     rule = MaskRefiner(1, c.steps, c.step_size, c.levels, c.families)  # untrained: zero correction
     out["rule"] = refined_accuracy(rule, arch, data, d)
     out["learned"] = refined_accuracy(model, arch, data, d)
+    if teacher is not None:
+        out["teacher"] = refined_accuracy(teacher, arch, data, d)
     if popup:
         began = time.perf_counter()
         trained = run_baselines(rows, data, {"edge_popup": {"sparsity": s}}, group_size=n)
@@ -143,6 +154,12 @@ def main(
     widths: list[int] = [64, 128, 256],  # noqa: B006
     wide_sparsity: float = 0.5,
     seed: int = 0,
+    teacher_steps: int = 0,
+    teacher_step_size: float = 0.1,
+    teacher_train_steps: int = 120,
+    teacher_dir: str | None = None,
+    distill: float = 1.0,
+    save_dir: str | None = None,
 ) -> None:
     """Issue 21's tables: random / construction / learned / edge-popup per cell, and over-parameterization.
 
@@ -160,50 +177,71 @@ def main(
         widths: hidden widths of the over-parameterization MLPs (empty: no table).
         wide_sparsity: their sparsity.
         seed: torch's seed for the refiner's init.
+        teacher_steps: when > 0, first train a teacher refiner of this many steps (of
+            `teacher_step_size`, `teacher_train_steps` training steps), then distill it into the
+            learned refiner (RefinerTraining.distill); the teacher gets its own row.
+        teacher_dir: instead, load the teacher of each architecture from TEACHER_DIR/<arch>_teacher
+            (an earlier run's `save_dir`).
+        distill: the teacher term's weight.
+        save_dir: save each trained refiner to SAVE_DIR/<arch> (and a trained teacher to
+            SAVE_DIR/<arch>_teacher), reloadable with MaskRefiner.from_pretrained.
     """
     data = load_task("digits")
     result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
                                  "train_steps": train_steps, "pool": pool, "refine_steps": refine_steps,
                                  "step_size": step_size, "width": width, "lr": lr, "widths": widths, "wide_sparsity": wide_sparsity,
-                                 "torch_threads": torch.get_num_threads()},
+                                 "teacher_steps": teacher_steps, "teacher_step_size": teacher_step_size,
+                                 "teacher_train_steps": teacher_train_steps, "teacher_dir": teacher_dir,
+                                 "distill": distill, "torch_threads": torch.get_num_threads()},
                     "cells": [], "training": {}, "targets": [], "overparam": []}  # fmt: skip
-    models = {}
+    models, teachers = {}, {}
     for name in archs:
         arch = build_architecture(name, data.input_shape, data.num_classes, **ARCHS[name])
-        torch.manual_seed(seed)
+
+        def trained(steps: int, size: float, train: int, teacher=None, name=name, arch=arch):
+            torch.manual_seed(seed)
+            options = RefinerTraining(steps=train, lr=lr, pool=pool * len(dists) * len(sparsities),
+                                      dists=tuple(dists), sparsities=tuple(sparsities), distill=distill)  # fmt: skip
+            refiner = MaskRefiner(width=width, steps=steps, step_size=size, levels=tuple(sparsities),
+                                  families=tuple(dists))  # fmt: skip
+            label = name if teacher is not None or not teacher_steps else f"{name} teacher"
+            return train_refiner(refiner, arch, data, options, log=lambda e: print(label, e, flush=True),
+                                 teacher=teacher)  # fmt: skip
+
+        teacher = None
+        if teacher_dir is not None:
+            teacher = MaskRefiner.from_pretrained(Path(teacher_dir) / f"{name}_teacher")
+        elif teacher_steps > 0:
+            began = time.perf_counter()
+            teacher, history = trained(teacher_steps, teacher_step_size, teacher_train_steps)
+            result["training"][f"{name}_teacher"] = {
+                "seconds": time.perf_counter() - began,
+                "history": history,
+            }
+            if save_dir is not None:
+                teacher.save_pretrained(Path(save_dir) / f"{name}_teacher")
         began = time.perf_counter()
-        options = RefinerTraining(
-            steps=train_steps,
-            lr=lr,
-            pool=pool * len(dists) * len(sparsities),
-            dists=tuple(dists),
-            sparsities=tuple(sparsities),
-        )
-        model, history = train_refiner(
-            MaskRefiner(
-                width=width,
-                steps=refine_steps,
-                step_size=step_size,
-                levels=tuple(sparsities),
-                families=tuple(dists),
-            ),  # fmt: skip
-            arch,
-            data,
-            options,
-            log=lambda e, name=name: print(name, e, flush=True),
-        )
-        models[name] = model
+        model, history = trained(refine_steps, step_size, train_steps, teacher)
+        models[name], teachers[name] = model, teacher
         result["training"][name] = {"seconds": time.perf_counter() - began, "history": history}
+        if save_dir is not None:
+            model.save_pretrained(Path(save_dir) / name)
         for c, (dist, s) in enumerate((d, s) for s in sparsities for d in dists):
             d = draw(arch, "test", inits, [dist], [s], start=c * inits)  # fresh unseen inits per cell
-            cell = {"arch": name, "sparsity": s, "init": dist, **compare(arch, data, d, model, epochs)}
+            cell = {
+                "arch": name,
+                "sparsity": s,
+                "init": dist,
+                **compare(arch, data, d, model, epochs, teacher=teacher),
+            }
             result["cells"].append(cell)
             print(json.dumps(cell), flush=True)
         for s in sparsities:
             cells = [c for c in result["cells"] if c["arch"] == name and c["sparsity"] == s]
             mean = {
                 k: float(np.mean([c[k]["mean"] for c in cells]))
-                for k in ("construction", "rule", "learned", "edge_popup")
+                for k in ("construction", "rule", "learned", "edge_popup", "teacher")
+                if k in cells[0]
             }
             gain, ratio = 100 * (mean["learned"] - mean["construction"]), mean["learned"] / mean["edge_popup"]
             learned_points = 100 * (mean["learned"] - mean["rule"])
@@ -216,7 +254,7 @@ def main(
         for w in widths:
             arch = build_architecture("mlp", data.input_shape, data.num_classes, hidden=[w, w])
             d = draw(arch, "test", inits, ["signed_constant"], [wide_sparsity], start=10_000 + w)
-            row = {"width": w, **compare(arch, data, d, models["mlp"], epochs)}
+            row = {"width": w, **compare(arch, data, d, models["mlp"], epochs, teacher=teachers["mlp"])}
             result["overparam"].append(row)
             print(json.dumps(row), flush=True)
     result["plots"] = [str(p) for p in plots(result, Path(out))]
@@ -225,6 +263,13 @@ def main(
 
 
 METHODS = ("random", "construction", "rule", "learned", "edge_popup")
+
+
+def methods(rows: list[dict]) -> tuple[str, ...]:
+    """METHODS, and the teacher when the rows have one."""
+    return METHODS + (("teacher",) if rows and "teacher" in rows[0] else ())
+
+
 TARGET_COLUMNS = ("arch", "sparsity", "construction", "rule", "learned", "edge_popup", "gain_points", "gain_met",
                   "learned_over_rule_points", "ratio_edge_popup", "ratio_target", "ratio_met")  # fmt: skip
 
@@ -240,13 +285,13 @@ def plots(result: dict, out: Path) -> list[Path]:
                 s: np.array([c[k]["mean"] for c in cells if c["sparsity"] == s])
                 for s in dict.fromkeys(c["sparsity"] for c in cells)
             }
-            for k in METHODS
+            for k in methods(cells)
         }
         paths.append(plot_sparsity(curves, out.with_name(f"{out.stem}_{name}.png")))
     if result["overparam"]:
         fig, ax = pyplot().subplots(figsize=(6, 4.5))
         widths = [r["width"] for r in result["overparam"]]
-        for k in METHODS:
+        for k in methods(result["overparam"]):
             mean = [r[k]["mean"] for r in result["overparam"]]
             std = [r[k]["std"] for r in result["overparam"]]
             ax.errorbar(widths, mean, yerr=std, marker="o", capsize=3, label=k)
@@ -265,12 +310,13 @@ def show(result: dict) -> None:
     def cell(c: dict, k: str) -> str:
         return f"{c[k]['mean']:.3f} ± {c[k]['std']:.3f} ({c[k]['seconds_per_mask']:.3g} s)"
 
-    cells = [[c["arch"], c["sparsity"], c["init"], *(cell(c, k) for k in METHODS)] for c in result["cells"]]
-    print(table(["arch", "sparsity", "init", *METHODS], cells), end="\n\n")
+    names = methods(result["cells"])
+    cells = [[c["arch"], c["sparsity"], c["init"], *(cell(c, k) for k in names)] for c in result["cells"]]
+    print(table(["arch", "sparsity", "init", *names], cells), end="\n\n")
     print(table(TARGET_COLUMNS, [[t[k] for k in TARGET_COLUMNS] for t in result["targets"]]), end="\n\n")
     if result["overparam"]:
-        rows = [[r["width"], *(cell(r, k) for k in METHODS)] for r in result["overparam"]]
-        print(table(["width", *METHODS], rows))
+        rows = [[r["width"], *(cell(r, k) for k in names)] for r in result["overparam"]]
+        print(table(["width", *names], rows))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from mole.data import TaskData
 from mole.errors import ConfigError
 from mole.masks.construction import DEFAULTS as CONSTRUCTION
 from mole.masks.construction import least_squares_scores, prior_data
-from mole.masks.refiner import MaskProblem, MaskRefiner, refine, refinements
+from mole.masks.refiner import MaskProblem, MaskRefiner, mask_logits, refine, refinements
 from mole.nets import Architecture, Params
 from mole.zoo.pruning import topk_straight_through
 from mole.zoo.variants.supermask import INITS, frozen_init
@@ -104,6 +104,8 @@ class RefinerTraining:
         dists, sparsities: what the inits are drawn as.
         construction: the construction's options (ridge, passes).
         seed: the loss batches' draw.
+        distill: weight of the teacher term when a teacher is given (train_refiner): the binary
+            cross-entropy of the final step's scores (`mask_logits`) against the teacher's masks.
     """
 
     steps: int = 100
@@ -120,6 +122,7 @@ class RefinerTraining:
         default_factory=lambda: {"ridge": CONSTRUCTION["ridge"], "passes": CONSTRUCTION["passes"]}
     )
     seed: int = 0
+    distill: float = 1.0
 
 
 def construction_scores(
@@ -130,6 +133,21 @@ def construction_scores(
     for lo in range(0, len(d.seeds), chunk):
         init = {n: p[lo : lo + chunk] for n, p in d.init.items()}
         parts.append(least_squares_scores(arch, init, x, y, d.sparsity[lo : lo + chunk], **options))
+    return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
+
+
+def teacher_masks(
+    teacher: MaskRefiner, arch: Architecture, d: Draw, scores: Params, x, y, chunk: int = 32
+) -> Params:
+    """{weight name: (B, *shape)} the float {0, 1} masks a teacher refiner gives a draw's inits (each
+    net's kept MLP), `chunk` nets at a time."""
+    parts = []
+    with torch.no_grad():
+        for lo in range(0, len(d.seeds), chunk):
+            part = slice(lo, lo + chunk)
+            p = MaskProblem(arch, {n: v[part] for n, v in d.init.items()},
+                            {n: v[part] for n, v in scores.items()}, d.sparsity[part], x, y)  # fmt: skip
+            parts.append({n: topk_straight_through(v, p.sparsity) for n, v in refine(teacher, p).items()})
     return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
 
 
@@ -158,6 +176,7 @@ def train_refiner(
     data: TaskData,
     options: RefinerTraining | None = None,
     log: Callable[[dict], None] | None = None,
+    teacher: MaskRefiner | None = None,
 ) -> tuple[MaskRefiner, list[dict]]:
     """Train `model` across inits (module docstring); returns (it, with the best checkpoint on
     validation kept per condition, and the history).
@@ -170,6 +189,10 @@ def train_refiner(
         options: see RefinerTraining.
         log: called with each history entry ({"step", "val_acc", "kept_for"[, "loss"]}: the trained
             MLP's mean validation accuracy and the conditions it was kept for at that step).
+        teacher: a refiner (typically of many steps) whose masks of the training inits `model` is
+            also fitted to: `options.distill` x the binary cross-entropy of the final step's scores
+            against the teacher's mask bits, beside the function loss. Distillation gives a model of
+            few steps a target per weight, where the loss alone gives one per net.
     """
     o = options or RefinerTraining()
     if o.pool % (len(o.dists) * len(o.sparsities)):
@@ -179,6 +202,7 @@ def train_refiner(
     x, y = prior_data(data, o.inputs)
     pool = draw(arch, "train", o.pool, o.dists, o.sparsities)
     pool_scores = construction_scores(arch, pool, x, y, o.construction)
+    targets = None if teacher is None else teacher_masks(teacher, arch, pool, pool_scores, x, y)
     val = draw(arch, "val", o.val, o.dists, o.sparsities)
     val_scores = construction_scores(arch, val, x, y, o.construction)
     optimizer = torch.optim.AdamW(model.mlp.parameters(), lr=o.lr, weight_decay=0.0)
@@ -223,6 +247,12 @@ def train_refiner(
             logits = arch.forward_stacked({n: p * masks[n] if n in masks else p for n, p in init.items()}, xb)
             losses.append(F.cross_entropy(logits.flatten(0, 1), yb.repeat(len(pick))))
         loss = torch.stack(losses).mean()
+        if targets is not None:  # the last step's scores against the teacher's masks, tensor by tensor
+            bce = [
+                F.binary_cross_entropy_with_logits(mask_logits(v, masks[n]), targets[n][pick])
+                for n, v in s.items()
+            ]
+            loss = loss + o.distill * torch.stack(bce).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -189,6 +189,24 @@ def features(
     return out
 
 
+def mask_logits(s: torch.Tensor, mask: torch.Tensor, sharpness: float = 4.0) -> torch.Tensor:
+    """(B, ...) logits of being kept: each score's distance to its tensor's keep threshold (midway
+    between the lowest kept and the highest removed score of `mask`, the top-k of `s`), over the
+    tensor's standard deviation, times `sharpness`. Positive exactly where `mask` keeps; what a
+    teacher's mask is matched through (mole.masks.across_inits.train_refiner)."""
+    flat, keep = s.flatten(1), mask.detach().flatten(1) > 0
+    big = torch.finfo(flat.dtype).max
+    lowest_kept = torch.where(keep, flat.detach(), big).amin(1)
+    highest_removed = torch.where(keep, -big, flat.detach()).amax(1)
+    middle = torch.where(
+        keep.all(1),
+        lowest_kept - 1,
+        torch.where(keep.any(1), (lowest_kept + highest_removed) / 2, highest_removed + 1),
+    )
+    scale = flat.detach().std(1).clamp(min=1e-12)
+    return (sharpness * (flat - middle[:, None]) / scale[:, None]).view_as(s)
+
+
 # ---------------------------------------------------------------------------- refinement
 @dataclass(frozen=True)
 class MaskProblem:

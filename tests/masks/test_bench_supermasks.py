@@ -25,3 +25,21 @@ def test_the_benchmark_reports_every_method_with_the_rule_beside_the_learned_mas
     assert all(Path(p).stat().st_size > 0 for p in got["plots"]) and got["overparam"][0]["width"] == 16
     printed = capsys.readouterr().out
     assert "learned_over_rule_points" in printed and "| rule |" in printed  # the tables, as Markdown
+
+
+def test_a_distilled_run_reports_its_teacher_and_reloads_it(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tiny = dict(archs=["mlp"], inits=2, dists=["normal"], sparsities=[0.5], epochs=1, train_steps=1, pool=1,
+                refine_steps=1, widths=[])  # fmt: skip
+    bench.main(out=str(tmp_path / "a.json"), teacher_steps=2, teacher_train_steps=1,
+               save_dir=str(tmp_path / "models"), **tiny)  # fmt: skip
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert {"mlp", "mlp_teacher"} <= set(first["training"]) and "teacher" in first["cells"][0]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["mlp", "mlp_teacher"]
+    assert "teacher" in first["targets"][0]
+    bench.main(out=str(tmp_path / "b.json"), teacher_dir=str(tmp_path / "models"), **tiny)
+    again = json.loads((tmp_path / "b.json").read_text())
+    assert "mlp_teacher" not in again["training"]  # loaded, not trained
+    assert again["cells"][0]["teacher"]["mean"] == first["cells"][0]["teacher"]["mean"]

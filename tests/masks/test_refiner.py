@@ -13,6 +13,7 @@ from mole.masks.across_inits import (
     draw,
     evaluate,
     init_seeds,
+    teacher_masks,
     train_refiner,
 )
 from mole.masks.construction import least_squares_masks, least_squares_scores, prior_data, standardized
@@ -23,6 +24,7 @@ from mole.masks.refiner import (
     MaskRefiner,
     features,
     mask_gradients,
+    mask_logits,
     refine,
     refinements,
     std_of,
@@ -204,3 +206,45 @@ def test_a_saved_refiner_reloads_with_its_kept_mlps(tmp_path, digits):
     scores = least_squares_scores(arch, init, x, y, sparsity)
     a, b = (refine(m, MaskProblem(arch, init, scores, sparsity, x, y)) for m in (model, back))
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_mask_logits_are_positive_exactly_where_the_mask_keeps():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 6, 5, generator=g)
+    sparsity = torch.tensor([0.5, 0.8, 0.0])
+    mask = topk_straight_through(s, sparsity)
+    logits = mask_logits(s, mask)
+    assert torch.equal(logits > 0, mask > 0) and torch.equal(logits < 0, mask == 0)
+    s.requires_grad_()
+    mask_logits(s, mask).sum().backward()  # the threshold is read detached: d logit / d score > 0
+    assert bool((s.grad > 0).all())
+
+
+def test_teacher_masks_are_the_teachers_refined_top_k(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16])
+    d = draw(arch, "train", 5, ("normal",), (0.5, 0.8))
+    x, y = prior_data(digits, 128)
+    scores = construction_scores(arch, d, x, y, {"ridge": 0.3, "passes": 3})
+    teacher = nudged(MaskRefiner(width=8, steps=2, step_size=0.3), seed=4)
+    got = teacher_masks(teacher, arch, d, scores, x, y, chunk=2)  # chunks of 2, 2, 1
+    want = refine(teacher, MaskProblem(arch, d.init, scores, d.sparsity, x, y))
+    for n, v in want.items():
+        assert torch.equal(got[n], topk_straight_through(v, d.sparsity))
+
+
+def test_distillation_adds_the_teacher_term_to_the_loss(digits):
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[16])
+    options = dict(steps=2, batch=4, pool=4, val=4, val_every=1, inputs=128, loss_inputs=64,
+                   dists=("normal",), sparsities=(0.5, 0.8))  # fmt: skip
+    teacher = nudged(MaskRefiner(width=8, steps=3, step_size=0.3), seed=5)
+
+    def first_loss(distill: float, with_teacher: bool) -> float:
+        torch.manual_seed(0)
+        student = MaskRefiner(width=8, steps=1)
+        _, history = train_refiner(student, arch, digits, RefinerTraining(**options, distill=distill),
+                                   teacher=teacher if with_teacher else None)  # fmt: skip
+        return history[1]["loss"]
+
+    plain = first_loss(1.0, False)
+    assert first_loss(0.0, True) == plain  # weight 0: the function loss alone
+    assert first_loss(1.0, True) > plain + 0.05  # a cross-entropy against the teacher's bits
