@@ -160,6 +160,7 @@ def main(
     teacher_dir: str | None = None,
     distill: float = 1.0,
     save_dir: str | None = None,
+    context: bool = False,
 ) -> None:
     """Issue 21's tables: random / construction / learned / edge-popup per cell, and over-parameterization.
 
@@ -185,6 +186,8 @@ def main(
         distill: the teacher term's weight.
         save_dir: save each trained refiner to SAVE_DIR/<arch> (and a trained teacher to
             SAVE_DIR/<arch>_teacher), reloadable with MaskRefiner.from_pretrained.
+        context: the learned refiner (not a teacher) also reads its neighbours' gradients and kept
+            fractions (MaskRefiner's `context`).
     """
     data = load_task("digits")
     result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
@@ -192,28 +195,30 @@ def main(
                                  "step_size": step_size, "width": width, "lr": lr, "widths": widths, "wide_sparsity": wide_sparsity,
                                  "teacher_steps": teacher_steps, "teacher_step_size": teacher_step_size,
                                  "teacher_train_steps": teacher_train_steps, "teacher_dir": teacher_dir,
-                                 "distill": distill, "torch_threads": torch.get_num_threads()},
+                                 "distill": distill, "context": context, "torch_threads": torch.get_num_threads()},
                     "cells": [], "training": {}, "targets": [], "overparam": []}  # fmt: skip
     models, teachers = {}, {}
     for name in archs:
         arch = build_architecture(name, data.input_shape, data.num_classes, **ARCHS[name])
 
-        def trained(steps: int, size: float, train: int, teacher=None, name=name, arch=arch):
+        def trained(steps: int, size: float, train: int, teacher=None, role="learned", name=name, arch=arch):
             torch.manual_seed(seed)
             options = RefinerTraining(steps=train, lr=lr, pool=pool * len(dists) * len(sparsities),
                                       dists=tuple(dists), sparsities=tuple(sparsities), distill=distill)  # fmt: skip
             refiner = MaskRefiner(width=width, steps=steps, step_size=size, levels=tuple(sparsities),
-                                  families=tuple(dists))  # fmt: skip
-            label = name if teacher is not None or not teacher_steps else f"{name} teacher"
+                                  families=tuple(dists), context=context and role == "learned")  # fmt: skip
+            label = name if role == "learned" else f"{name} {role}"
             return train_refiner(refiner, arch, data, options, log=lambda e: print(label, e, flush=True),
                                  teacher=teacher)  # fmt: skip
 
         teacher = None
         if teacher_dir is not None:
-            teacher = MaskRefiner.from_pretrained(Path(teacher_dir) / f"{name}_teacher")
+            teacher = MaskRefiner.from_pretrained(
+                Path(teacher_dir) / f"{name}_teacher", low_cpu_mem_usage=False
+            )
         elif teacher_steps > 0:
             began = time.perf_counter()
-            teacher, history = trained(teacher_steps, teacher_step_size, teacher_train_steps)
+            teacher, history = trained(teacher_steps, teacher_step_size, teacher_train_steps, role="teacher")
             result["training"][f"{name}_teacher"] = {
                 "seconds": time.perf_counter() - began,
                 "history": history,

@@ -51,6 +51,7 @@ from mole.nets import Architecture, Params
 from mole.zoo.pruning import topk_straight_through
 
 FEATURES = 11  # per weight, see the module docstring
+CONTEXT = 4  # with `context`: the gradient and the kept fraction averaged over the weight's unit and input
 GRADIENT = 5  # the feature that is the standardised minus mask gradient
 
 
@@ -58,10 +59,10 @@ FAMILIES = {"signed_constant": 1.0, "normal": math.sqrt(2 / math.pi), "kaiming_u
 # an init distribution's mean |w| / std, by which a given init's family is recognised
 
 
-def mlp(width: int) -> nn.Sequential:
-    """FEATURES -> width -> width -> 1, its output layer at zero (no correction)."""
+def mlp(width: int, inputs: int = FEATURES) -> nn.Sequential:
+    """inputs -> width -> width -> 1, its output layer at zero (no correction)."""
     net = nn.Sequential(
-        nn.Linear(FEATURES, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)
+        nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)
     )
     nn.init.zeros_(net[-1].weight)
     nn.init.zeros_(net[-1].bias)
@@ -84,6 +85,10 @@ class MaskRefiner(ModelMixin, ConfigMixin):
             (0: the MLP alone moves the scores).
         levels: the sparsity levels conditions are kept for.
         families: the init families conditions are kept for (FAMILIES keys).
+        context: also read, per weight, the standardised mask gradient and the kept fraction
+            averaged over its output unit (the weight tensor's row: all its fan-in) and over its input
+            unit (its column), CONTEXT more features: what a weight's neighbours do, which a step
+            of few passes cannot learn by moving with them.
     """
 
     @register_to_config
@@ -94,6 +99,7 @@ class MaskRefiner(ModelMixin, ConfigMixin):
         step_size: float = 0.1,
         levels: tuple[float, ...] = (0.5, 0.8, 0.9),
         families: tuple[str, ...] = tuple(FAMILIES),
+        context: bool = False,
     ):
         super().__init__()
         if steps < 1 or width < 1:
@@ -105,8 +111,9 @@ class MaskRefiner(ModelMixin, ConfigMixin):
             raise ConfigError(
                 "refiner.families", f"need levels and families of {', '.join(FAMILIES)}, got {families}"
             )
-        self.mlp = mlp(width)
-        self.kept = nn.ModuleList(mlp(width) for _ in range(len(levels) * len(families)))
+        inputs = FEATURES + CONTEXT * context
+        self.mlp = mlp(width, inputs)
+        self.kept = nn.ModuleList(mlp(width, inputs) for _ in range(len(levels) * len(families)))
 
     def condition(self, init: Params, sparsity: torch.Tensor) -> torch.Tensor:
         """(B,) long: each net's condition, the index of its kept MLP (level-major)."""
@@ -158,8 +165,10 @@ def features(
     x: torch.Tensor,
     y: torch.Tensor,
     step: float,
+    context: bool = False,
 ) -> Params:
-    """{weight name: (B, *shape, FEATURES)} the refiner's input at one step (module docstring).
+    """{weight name: (B, *shape, FEATURES [+ CONTEXT])} the refiner's input at one step (module
+    docstring; `context`: MaskRefiner's).
 
     Args:
         arch: the architecture; init: frozen weights (B, ...); z: standardised construction scores;
@@ -180,12 +189,15 @@ def features(
         g = -grads[n] / std_of(grads[n])
         const = torch.ones_like(sn)
         family = (w.abs() / std_of(w)).flatten(1).mean(1).view_as(std_of(w))  # (B, 1, ...)
-        out[n] = torch.stack(
-            [sn, z[n], 2 * masks[n] - 1, sn - threshold, w / std_of(w), g,
-             const * sparsity.view(-1, *[1] * (sn.dim() - 1)), const * depth[n],
-             const * float(sn.dim() > 3), const * step, const * family],
-            dim=-1,
-        )  # fmt: skip
+        columns = [sn, z[n], 2 * masks[n] - 1, sn - threshold, w / std_of(w), g,
+                   const * sparsity.view(-1, *[1] * (sn.dim() - 1)), const * depth[n],
+                   const * float(sn.dim() > 3), const * step, const * family]  # fmt: skip
+        if context:  # (B, out, in, *kernel): a row is an output unit's fan-in, a column an input's fan-out
+            unit, source = tuple(range(2, sn.dim())), (1, *range(3, sn.dim()))
+            columns += [
+                v.mean(dims, keepdim=True).expand_as(sn) for v in (g, masks[n]) for dims in (unit, source)
+            ]
+        out[n] = torch.stack(columns, dim=-1)
     return out
 
 
@@ -251,7 +263,9 @@ def refinements(model: MaskRefiner, p: MaskProblem, training: bool = False) -> I
     s = dict(z)
     steps, size = model.config.steps, model.config.step_size
     for t in range(steps):
-        feats = features(p.arch, p.init, z, s, p.sparsity, p.x, p.y, t / steps)
+        feats = features(
+            p.arch, p.init, z, s, p.sparsity, p.x, p.y, t / steps, model.config.get("context", False)
+        )
         s = {n: s[n] + size * f[..., GRADIENT] + model(f, condition) for n, f in feats.items()}
         yield s
 

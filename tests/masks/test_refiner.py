@@ -18,8 +18,10 @@ from mole.masks.across_inits import (
 )
 from mole.masks.construction import least_squares_masks, least_squares_scores, prior_data, standardized
 from mole.masks.refiner import (
+    CONTEXT,
     FAMILIES,
     FEATURES,
+    GRADIENT,
     MaskProblem,
     MaskRefiner,
     features,
@@ -248,3 +250,37 @@ def test_distillation_adds_the_teacher_term_to_the_loss(digits):
     plain = first_loss(1.0, False)
     assert first_loss(0.0, True) == plain  # weight 0: the function loss alone
     assert first_loss(1.0, True) > plain + 0.05  # a cross-entropy against the teacher's bits
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_context_features_average_the_gradient_and_kept_bits_over_each_unit_and_input(name, digits):
+    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
+    init = frozen_init(arch, [3, 4], "normal")
+    x, y = prior_data(digits, 64)
+    sparsity = torch.tensor([0.5, 0.8])
+    z = standardized(least_squares_scores(arch, init, x, y, sparsity))
+    plain = features(arch, init, z, z, sparsity, x, y, 0.0)
+    f = features(arch, init, z, z, sparsity, x, y, 0.0, context=True)
+    for n, v in f.items():
+        assert v.shape == (*init[n].shape, FEATURES + CONTEXT) and torch.equal(v[..., :FEATURES], plain[n])
+        g, kept = v[..., GRADIENT], (v[..., 2] > 0).float()
+        u, i = (
+            v.shape[1] - 1,
+            v.shape[2] - 1,
+        )  # (B, out, in, *kernel): the last unit's fan-in, input's fan-out
+        assert torch.allclose(
+            v[:, u, 0].reshape(len(v), -1, v.shape[-1])[:, 0, FEATURES], g[:, u].flatten(1).mean(1)
+        )
+        assert torch.allclose(
+            v[:, 0, i].reshape(len(v), -1, v.shape[-1])[:, 0, FEATURES + 1], g[:, :, i].flatten(1).mean(1)
+        )
+        assert torch.allclose(
+            v[:, u, 0].reshape(len(v), -1, v.shape[-1])[:, 0, FEATURES + 2], kept[:, u].flatten(1).mean(1)
+        )
+        other = (1, *range(3, g.dim()))  # every unit, the kernel: an input's fan-out
+        assert torch.allclose(v[..., FEATURES + 3], kept.mean(other, keepdim=True).expand_as(kept))
+    model = MaskRefiner(width=8, steps=2, context=True)
+    s = refine(
+        model, MaskProblem(arch, init, least_squares_scores(arch, init, x, y, sparsity), sparsity, x, y)
+    )
+    assert set(s) == set(z)  # a context model refines (its MLPs read FEATURES + CONTEXT)
