@@ -161,6 +161,7 @@ def main(
     distill: float = 1.0,
     save_dir: str | None = None,
     context: bool = False,
+    decay: bool = False,
 ) -> None:
     """Issue 21's tables: random / construction / learned / edge-popup per cell, and over-parameterization.
 
@@ -188,6 +189,7 @@ def main(
             SAVE_DIR/<arch>_teacher), reloadable with MaskRefiner.from_pretrained.
         context: the learned refiner (not a teacher) also reads its neighbours' gradients and kept
             fractions (MaskRefiner's `context`).
+        decay: anneal every refiner's learning rate to zero over its training (RefinerTraining.decay).
     """
     data = load_task("digits")
     result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
@@ -195,7 +197,7 @@ def main(
                                  "step_size": step_size, "width": width, "lr": lr, "widths": widths, "wide_sparsity": wide_sparsity,
                                  "teacher_steps": teacher_steps, "teacher_step_size": teacher_step_size,
                                  "teacher_train_steps": teacher_train_steps, "teacher_dir": teacher_dir,
-                                 "distill": distill, "context": context, "torch_threads": torch.get_num_threads()},
+                                 "distill": distill, "context": context, "decay": decay, "torch_threads": torch.get_num_threads()},
                     "cells": [], "training": {}, "targets": [], "overparam": []}  # fmt: skip
     models, teachers = {}, {}
     for name in archs:
@@ -204,7 +206,8 @@ def main(
         def trained(steps: int, size: float, train: int, teacher=None, role="learned", name=name, arch=arch):
             torch.manual_seed(seed)
             options = RefinerTraining(steps=train, lr=lr, pool=pool * len(dists) * len(sparsities),
-                                      dists=tuple(dists), sparsities=tuple(sparsities), distill=distill)  # fmt: skip
+                                      dists=tuple(dists), sparsities=tuple(sparsities), distill=distill,
+                                      decay=decay)  # fmt: skip
             refiner = MaskRefiner(width=width, steps=steps, step_size=size, levels=tuple(sparsities),
                                   families=tuple(dists), context=context and role == "learned")  # fmt: skip
             label = name if role == "learned" else f"{name} {role}"

@@ -123,6 +123,7 @@ class RefinerTraining:
     )
     seed: int = 0
     distill: float = 1.0
+    decay: bool = False
 
 
 def construction_scores(
@@ -206,6 +207,7 @@ def train_refiner(
     val = draw(arch, "val", o.val, o.dists, o.sparsities)
     val_scores = construction_scores(arch, val, x, y, o.construction)
     optimizer = torch.optim.AdamW(model.mlp.parameters(), lr=o.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, o.steps) if o.decay else None
     g = torch.Generator().manual_seed(o.seed)
     history: list[dict] = []
 
@@ -256,6 +258,8 @@ def train_refiner(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if step % o.val_every == 0 or step == o.steps:
             validate(step, float(loss.detach()))
     return model, history

@@ -284,3 +284,24 @@ def test_context_features_average_the_gradient_and_kept_bits_over_each_unit_and_
         model, MaskProblem(arch, init, least_squares_scores(arch, init, x, y, sparsity), sparsity, x, y)
     )
     assert set(s) == set(z)  # a context model refines (its MLPs read FEATURES + CONTEXT)
+
+
+def test_decay_anneals_the_learning_rate_to_zero(digits, monkeypatch):
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    options = RefinerTraining(steps=4, batch=2, pool=2, val=2, val_every=4, inputs=64, loss_inputs=32, lr=0.01,
+                              dists=("normal",), sparsities=(0.5,), decay=True)  # fmt: skip
+    train_refiner(MaskRefiner(width=4, steps=1), arch, digits, options)
+    assert seen[0] == 0.01 and all(a > b for a, b in zip(seen, seen[1:])) and len(seen) == 4
+    seen.clear()
+    train_refiner(
+        MaskRefiner(width=4, steps=1), arch, digits, RefinerTraining(**{**options.__dict__, "decay": False})
+    )
+    assert seen == [0.01] * 4
