@@ -10,7 +10,8 @@ weights: a random layer-wise mask (the floor), the least-squares construction (t
 baseline), the refiner's rule untrained (`refine_steps` fixed steps along the mask gradient from the
 construction: what the learning starts from), the learned refiner, and edge-popup (the edge_popup
 baseline, trained `epochs` on each init), each with its wall seconds per mask (stacked, on this
-machine). Targets: the learned masks >= the construction + 3 points at every sparsity of every
+machine); with a teacher (`--teacher_steps` or `--teacher_dir`), the learned refiner is distilled
+from it and the teacher gets a sixth row. Targets: the learned masks >= the construction + 3 points at every sparsity of every
 architecture; learned / edge-popup >= 0.95 at 50% and >= 0.90 at 80% (means over the init
 distributions).
 
@@ -191,6 +192,11 @@ def main(
             fractions (MaskRefiner's `context`).
         decay: anneal every refiner's learning rate to zero over its training (RefinerTraining.decay).
     """
+    if teacher_dir is not None and teacher_steps > 0:
+        print(
+            "error: teacher_dir and teacher_steps: give one (load a teacher, or train one)", file=sys.stderr
+        )
+        raise SystemExit(2)
     data = load_task("digits")
     result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
                                  "train_steps": train_steps, "pool": pool, "refine_steps": refine_steps,

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_supermasks.py"
 
 
@@ -43,3 +45,15 @@ def test_a_distilled_run_reports_its_teacher_and_reloads_it(tmp_path):
     again = json.loads((tmp_path / "b.json").read_text())
     assert "mlp_teacher" not in again["training"]  # loaded, not trained
     assert again["cells"][0]["teacher"]["mean"] == first["cells"][0]["teacher"]["mean"]
+
+
+def test_a_teacher_both_loaded_and_trained_is_a_one_line_error(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(out=str(tmp_path / "x.json"), teacher_dir=str(tmp_path), teacher_steps=2)
+    assert exit_.value.code == 2 and not (tmp_path / "x.json").exists()
+    assert capsys.readouterr().err.strip() == (
+        "error: teacher_dir and teacher_steps: give one (load a teacher, or train one)"
+    )
