@@ -126,15 +126,21 @@ class RefinerTraining:
     decay: bool = False
 
 
+def in_chunks(d: Draw, chunk: int, part: Callable[[slice], Params]) -> Params:
+    """part(nets) for the draw's nets `chunk` at a time, concatenated along the nets."""
+    parts = [part(slice(lo, lo + chunk)) for lo in range(0, len(d.seeds), chunk)]
+    return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
+
+
 def construction_scores(
     arch: Architecture, d: Draw, x: torch.Tensor, y: torch.Tensor, options: dict, chunk: int = 32
 ) -> Params:
     """The construction's raw scores of every init of a draw, `chunk` nets at a time."""
-    parts = []
-    for lo in range(0, len(d.seeds), chunk):
-        init = {n: p[lo : lo + chunk] for n, p in d.init.items()}
-        parts.append(least_squares_scores(arch, init, x, y, d.sparsity[lo : lo + chunk], **options))
-    return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
+    return in_chunks(
+        d,
+        chunk,
+        lambda nets: least_squares_scores(arch, sliced(d.init, nets), x, y, d.sparsity[nets], **options),
+    )
 
 
 def teacher_masks(
@@ -142,14 +148,18 @@ def teacher_masks(
 ) -> Params:
     """{weight name: (B, *shape)} the float {0, 1} masks a teacher refiner gives a draw's inits (each
     net's kept MLP), `chunk` nets at a time."""
-    parts = []
+
+    def masks(nets: slice) -> Params:
+        p = MaskProblem(arch, sliced(d.init, nets), sliced(scores, nets), d.sparsity[nets], x, y)
+        return {n: topk_straight_through(v, p.sparsity) for n, v in refine(teacher, p).items()}
+
     with torch.no_grad():
-        for lo in range(0, len(d.seeds), chunk):
-            part = slice(lo, lo + chunk)
-            p = MaskProblem(arch, {n: v[part] for n, v in d.init.items()},
-                            {n: v[part] for n, v in scores.items()}, d.sparsity[part], x, y)  # fmt: skip
-            parts.append({n: topk_straight_through(v, p.sparsity) for n, v in refine(teacher, p).items()})
-    return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
+        return in_chunks(d, chunk, masks)
+
+
+def sliced(params: Params, nets: slice) -> Params:
+    """The nets `nets` of stacked tensors."""
+    return {n: v[nets] for n, v in params.items()}
 
 
 def evaluate(

@@ -48,13 +48,20 @@ def nudged(model: MaskRefiner, seed: int = 0) -> MaskRefiner:
     return model
 
 
+def inits_and_scores(name: str, digits, seeds: list[int], dist: str, sparsity: list[float], inputs: int):
+    """(arch, init, x, y, sparsity, construction scores) of frozen inits of one of ARCHS."""
+    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
+    init = frozen_init(arch, seeds, dist)
+    x, y = prior_data(digits, inputs)
+    sparsity = torch.tensor(sparsity)
+    return arch, init, x, y, sparsity, least_squares_scores(arch, init, x, y, sparsity)
+
+
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_zero_correction_is_the_construction_exactly(name, digits):
-    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
-    init = frozen_init(arch, [5, 6, 7], "normal")
-    x, y = prior_data(digits, 256)
-    sparsity = torch.tensor([0.5, 0.8, 0.9])
-    scores = least_squares_scores(arch, init, x, y, sparsity)
+    arch, init, x, y, sparsity, scores = inits_and_scores(
+        name, digits, [5, 6, 7], "normal", [0.5, 0.8, 0.9], 256
+    )
     for training in (False, True):  # each net's kept MLP, or the one being trained
         out = refine(
             MaskRefiner(steps=2, step_size=0), MaskProblem(arch, init, scores, sparsity, x, y), training
@@ -71,11 +78,9 @@ def test_zero_correction_is_the_construction_exactly(name, digits):
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_an_untrained_refiner_follows_the_mask_gradient_by_its_step_size(name, digits):
-    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
-    init = frozen_init(arch, [3, 4], "signed_constant")
-    x, y = prior_data(digits, 128)
-    sparsity = torch.tensor([0.5, 0.8])
-    scores = least_squares_scores(arch, init, x, y, sparsity)
+    arch, init, x, y, sparsity, scores = inits_and_scores(
+        name, digits, [3, 4], "signed_constant", [0.5, 0.8], 128
+    )
     s = standardized(scores)
     for out in refinements(
         MaskRefiner(steps=3, step_size=0.25), MaskProblem(arch, init, scores, sparsity, x, y)
@@ -92,11 +97,9 @@ def test_an_untrained_refiner_follows_the_mask_gradient_by_its_step_size(name, d
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_sparsity_conditioning_is_exact(name, digits):
-    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
-    init = frozen_init(arch, [1, 2, 3, 4], "kaiming_uniform")
-    x, y = prior_data(digits, 128)
-    sparsity = torch.tensor([0.5, 0.8, 0.9, 0.8])
-    scores = least_squares_scores(arch, init, x, y, sparsity)
+    arch, init, x, y, sparsity, scores = inits_and_scores(
+        name, digits, [1, 2, 3, 4], "kaiming_uniform", [0.5, 0.8, 0.9, 0.8], 128
+    )
     model = nudged(MaskRefiner(steps=2))
     problem = MaskProblem(arch, init, scores, sparsity, x, y)
     *_, last = refinements(model, problem)  # the last step, moved for sure
@@ -127,11 +130,10 @@ def test_refine_keeps_each_nets_most_accurate_step_on_the_training_examples(digi
 
 
 def test_features_are_per_weight_and_read_the_sparsity(digits):
-    arch = build_architecture("cnn", digits.input_shape, 10, **ARCHS["cnn"])
-    init = frozen_init(arch, [1, 2], "signed_constant")
-    x, y = prior_data(digits, 64)
-    sparsity = torch.tensor([0.5, 0.9])
-    z = standardized(least_squares_scores(arch, init, x, y, sparsity))
+    arch, init, x, y, sparsity, scores = inits_and_scores(
+        "cnn", digits, [1, 2], "signed_constant", [0.5, 0.9], 64
+    )
+    z = standardized(scores)
     f = features(arch, init, z, z, sparsity, x, y, 0.0)
     for n, v in f.items():
         assert v.shape == (*init[n].shape, FEATURES)
@@ -254,11 +256,8 @@ def test_distillation_adds_the_teacher_term_to_the_loss(digits):
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_context_features_average_the_gradient_and_kept_bits_over_each_unit_and_input(name, digits):
-    arch = build_architecture(name, digits.input_shape, 10, **ARCHS[name])
-    init = frozen_init(arch, [3, 4], "normal")
-    x, y = prior_data(digits, 64)
-    sparsity = torch.tensor([0.5, 0.8])
-    z = standardized(least_squares_scores(arch, init, x, y, sparsity))
+    arch, init, x, y, sparsity, scores = inits_and_scores(name, digits, [3, 4], "normal", [0.5, 0.8], 64)
+    z = standardized(scores)
     plain = features(arch, init, z, z, sparsity, x, y, 0.0)
     f = features(arch, init, z, z, sparsity, x, y, 0.0, context=True)
     for n, v in f.items():
