@@ -197,6 +197,14 @@ def main(
             "error: teacher_dir and teacher_steps: give one (load a teacher, or train one)", file=sys.stderr
         )
         raise SystemExit(2)
+    if teacher_dir is not None:
+        for name in archs:
+            if not (Path(teacher_dir) / f"{name}_teacher" / "config.json").is_file():
+                print(
+                    f"error: teacher_dir: no saved teacher at {Path(teacher_dir) / f'{name}_teacher'}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(2)
     data = load_task("digits")
     result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
                                  "train_steps": train_steps, "pool": pool, "refine_steps": refine_steps,

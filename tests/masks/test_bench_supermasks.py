@@ -57,3 +57,16 @@ def test_a_teacher_both_loaded_and_trained_is_a_one_line_error(tmp_path, capsys)
     assert capsys.readouterr().err.strip() == (
         "error: teacher_dir and teacher_steps: give one (load a teacher, or train one)"
     )
+
+
+def test_a_teacher_dir_without_the_teacher_is_a_one_line_error(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(out=str(tmp_path / "x.json"), archs=["mlp"], teacher_dir=str(tmp_path))
+    assert exit_.value.code == 2 and not (tmp_path / "x.json").exists()
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: teacher_dir: no saved teacher at {tmp_path / 'mlp_teacher'}"
+    )
