@@ -163,6 +163,8 @@ def main(
     save_dir: str | None = None,
     context: bool = False,
     decay: bool = False,
+    clip: float = 0.0,
+    batch: int = 9,
 ) -> None:
     """Issue 21's tables: random / construction / learned / edge-popup per cell, and over-parameterization.
 
@@ -191,6 +193,9 @@ def main(
         context: the learned refiner (not a teacher) also reads its neighbours' gradients and kept
             fractions (MaskRefiner's `context`).
         decay: anneal every refiner's learning rate to zero over its training (RefinerTraining.decay).
+        clip: clip every refiner's gradient norm to this (RefinerTraining.clip; 0: off).
+        batch: training inits per refiner step (RefinerTraining.batch), a multiple of the
+            (distribution, sparsity) pairs.
     """
     if teacher_dir is not None and teacher_steps > 0:
         print(
@@ -211,7 +216,7 @@ def main(
                                  "step_size": step_size, "width": width, "lr": lr, "widths": widths, "wide_sparsity": wide_sparsity,
                                  "teacher_steps": teacher_steps, "teacher_step_size": teacher_step_size,
                                  "teacher_train_steps": teacher_train_steps, "teacher_dir": teacher_dir,
-                                 "distill": distill, "context": context, "decay": decay, "torch_threads": torch.get_num_threads()},
+                                 "distill": distill, "context": context, "decay": decay, "clip": clip, "batch": batch, "torch_threads": torch.get_num_threads()},
                     "cells": [], "training": {}, "targets": [], "overparam": []}  # fmt: skip
     models, teachers = {}, {}
     for name in archs:
@@ -221,7 +226,7 @@ def main(
             torch.manual_seed(seed)
             options = RefinerTraining(steps=train, lr=lr, pool=pool * len(dists) * len(sparsities),
                                       dists=tuple(dists), sparsities=tuple(sparsities), distill=distill,
-                                      decay=decay)  # fmt: skip
+                                      decay=decay, clip=clip, batch=batch)  # fmt: skip
             refiner = MaskRefiner(width=width, steps=steps, step_size=size, levels=tuple(sparsities),
                                   families=tuple(dists), context=context and role == "learned")  # fmt: skip
             label = name if role == "learned" else f"{name} {role}"

@@ -106,6 +106,8 @@ class RefinerTraining:
         seed: the loss batches' draw.
         distill: weight of the teacher term when a teacher is given (train_refiner): the binary
             cross-entropy of the final step's scores (`mask_logits`) against the teacher's masks.
+        decay: anneal the learning rate to zero over the steps (cosine).
+        clip: clip the gradient's global norm to this before each step (0: no clipping).
     """
 
     steps: int = 100
@@ -124,6 +126,7 @@ class RefinerTraining:
     seed: int = 0
     distill: float = 1.0
     decay: bool = False
+    clip: float = 0.0
 
 
 def in_chunks(d: Draw, chunk: int, part: Callable[[slice], Params]) -> Params:
@@ -198,8 +201,9 @@ def train_refiner(
         data: the task; training examples drive the construction, the features and the loss, the
             validation split picks the kept model.
         options: see RefinerTraining.
-        log: called with each history entry ({"step", "val_acc", "kept_for"[, "loss"]}: the trained
-            MLP's mean validation accuracy and the conditions it was kept for at that step).
+        log: called with each history entry ({"step", "val_acc", "kept_for"[, "loss", "grad_norm"]}: the
+            trained MLP's mean validation accuracy, the conditions it was kept for at that step, and the
+            step's training loss and gradient norm before clipping).
         teacher: a refiner (typically of many steps) whose masks of the training inits `model` is
             also fitted to: `options.distill` x the binary cross-entropy of the final step's scores
             against the teacher's mask bits, beside the function loss. Distillation gives a model of
@@ -224,7 +228,7 @@ def train_refiner(
     conditions = model.condition(val.init, val.sparsity)  # (val,) each val init's kept MLP
     best = {c: -1.0 for c in conditions.unique().tolist()}
 
-    def validate(step: int, loss: float | None) -> None:
+    def validate(step: int, loss: float | None, norm: float | None = None) -> None:
         """Validate the MLP being trained; keep it for every condition it does best on so far."""
         model.eval()
         acc = evaluate(model, arch, val, val_scores, x, y, data.x_val, data.y_val, training=True)
@@ -237,7 +241,7 @@ def train_refiner(
                 model.kept[c].load_state_dict(model.mlp.state_dict())
                 kept.append(c)
         entry = {"step": step, "val_acc": float(acc.mean()), "kept_for": kept}
-        history.append(entry if loss is None else {**entry, "loss": loss})
+        history.append(entry if loss is None else {**entry, "loss": loss, "grad_norm": norm})
         if log is not None:
             log(history[-1])
 
@@ -267,9 +271,10 @@ def train_refiner(
             loss = loss + o.distill * torch.stack(bce).mean()
         optimizer.zero_grad()
         loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.mlp.parameters(), o.clip if o.clip > 0 else float("inf"))
         optimizer.step()
         if schedule is not None:
             schedule.step()
         if step % o.val_every == 0 or step == o.steps:
-            validate(step, float(loss.detach()))
+            validate(step, float(loss.detach()), float(norm))
     return model, history

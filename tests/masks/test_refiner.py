@@ -184,6 +184,7 @@ def test_training_keeps_the_best_model_on_validation_never_below_the_constructio
                               dists=("signed_constant", "normal"), sparsities=(0.5, 0.9))  # fmt: skip
     model, history = train_refiner(MaskRefiner(width=8, steps=2), arch, digits, options)
     assert [h["step"] for h in history] == [0, 2, 4, 6] and "loss" not in history[0]
+    assert all(h["grad_norm"] > 0 for h in history[1:])
     assert sorted(history[0]["kept_for"]) == [0, 1, 6, 7]  # the untrained rule: the first candidate
     val = draw(arch, "val", 8, options.dists, options.sparsities)
     x, y = prior_data(digits, 128)
@@ -304,3 +305,28 @@ def test_decay_anneals_the_learning_rate_to_zero(digits, monkeypatch):
         MaskRefiner(width=4, steps=1), arch, digits, RefinerTraining(**{**options.__dict__, "decay": False})
     )
     assert seen == [0.01] * 4
+
+
+def test_clip_bounds_the_gradient_norm_each_step_takes(digits, monkeypatch):
+    norms = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        grads = [p.grad for p in self.param_groups[0]["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    arch = build_architecture("mlp", digits.input_shape, 10, hidden=[8])
+    options = RefinerTraining(steps=3, batch=2, pool=2, val=2, val_every=3, inputs=64, loss_inputs=32,
+                              dists=("normal",), sparsities=(0.5,))  # fmt: skip
+    torch.manual_seed(0)
+    train_refiner(MaskRefiner(width=4, steps=1), arch, digits, options)
+    free, norms[:] = list(norms), []
+    torch.manual_seed(0)
+    clip = min(free) / 10
+    train_refiner(
+        MaskRefiner(width=4, steps=1), arch, digits, RefinerTraining(**{**options.__dict__, "clip": clip})
+    )
+    assert min(free) > 0 and len(norms) == 3
+    assert all(n <= clip * (1 + 1e-4) for n in norms)  # unclipped, every step's norm was 10x this
