@@ -194,12 +194,13 @@ def main(
             fractions (MaskRefiner's `context`).
         decay: anneal every refiner's learning rate to zero over its training (RefinerTraining.decay).
         clip: clip every refiner's gradient norm to this (RefinerTraining.clip; 0: off).
-        batch: training inits per refiner step (RefinerTraining.batch), a multiple of the
-            (distribution, sparsity) pairs.
+        batch: training inits per refiner step (RefinerTraining.batch; every (distribution,
+            sparsity) pair equally often when a multiple of their number).
     """
     if teacher_dir is not None and teacher_steps > 0:
         print(
-            "error: teacher_dir and teacher_steps: give one (load a teacher, or train one)", file=sys.stderr
+            "error: teacher_dir and teacher_steps: give one (load a teacher, or train one: --teacher_steps 0 to load)",
+            file=sys.stderr,
         )
         raise SystemExit(2)
     if teacher_dir is not None:

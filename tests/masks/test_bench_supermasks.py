@@ -55,7 +55,7 @@ def test_a_teacher_both_loaded_and_trained_is_a_one_line_error(tmp_path, capsys)
         bench.main(out=str(tmp_path / "x.json"), teacher_dir=str(tmp_path), teacher_steps=2)
     assert exit_.value.code == 2 and not (tmp_path / "x.json").exists()
     assert capsys.readouterr().err.strip() == (
-        "error: teacher_dir and teacher_steps: give one (load a teacher, or train one)"
+        "error: teacher_dir and teacher_steps: give one (load a teacher, or train one: --teacher_steps 0 to load)"
     )
 
 
