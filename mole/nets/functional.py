@@ -56,8 +56,8 @@ def stacked_conv(
     k, o = weight.shape[:2]
     d = weight.dim() - 3
     w = weight.reshape(k * o, *weight.shape[2:])  # (K*O, C, *k)
-    if shared:
-        out = CONV[d](x, w, padding=padding)
+    if shared:  # oneDNN writes a one-channel input's maps channels-first: pooling them costs ~8x
+        out = channels_last(CONV[d](x, w, padding=padding))
     elif k == 1:  # two groups, the member and a copy: the same kernels as any larger slice of members
         x2 = channels_last(x.repeat(1, 2, *[1] * d))
         out = CONV[d](x2, w.repeat(2, *[1] * (d + 1)), padding=padding, groups=2)[:, :o]

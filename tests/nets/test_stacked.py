@@ -190,3 +190,12 @@ def test_stacked_cnn_member_does_not_depend_on_its_company(shape, options):
         part = run(lo, hi)
         for name, a, c in zip(["logits", *params], whole, part):
             assert torch.equal(a[lo:hi], c), (name, lo, hi)
+
+
+def test_shared_input_conv_maps_come_out_channels_last():
+    """Evaluation feeds every member one batch; its maps are pooled channels-last (the fast path)."""
+    x, w = torch.rand(16, 1, 8, 8), torch.rand(4, 8, 1, 3, 3)
+    out = stacked_conv(x, w, None, 1, shared=True)  # (B, K*O, 8, 8)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    plain = torch.nn.functional.conv2d(x, w.reshape(32, 1, 3, 3), padding=1)
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)
