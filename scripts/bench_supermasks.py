@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mole.baselines import run_baselines  # noqa: E402
 from mole.baselines.base import full_row  # noqa: E402
 from mole.data import load_task  # noqa: E402
+from mole.errors import ConfigError, MoleError  # noqa: E402
 from mole.eval.plots import plot_sparsity, pyplot, save  # noqa: E402
 from mole.eval.report import table  # noqa: E402
 from mole.masks.across_inits import (  # noqa: E402
@@ -198,19 +199,13 @@ def main(
             sparsity) pair equally often when a multiple of their number).
     """
     if teacher_dir is not None and teacher_steps > 0:
-        print(
-            "error: teacher_dir and teacher_steps: give one (load a teacher, or train one: --teacher_steps 0 to load)",
-            file=sys.stderr,
+        raise ConfigError(
+            "teacher_dir and teacher_steps",
+            "give one (load a teacher, or train one: --teacher_steps 0 to load)",
         )
-        raise SystemExit(2)
-    if teacher_dir is not None:
-        for name in archs:
-            if not (Path(teacher_dir) / f"{name}_teacher" / "config.json").is_file():
-                print(
-                    f"error: teacher_dir: no saved teacher at {Path(teacher_dir) / f'{name}_teacher'}",
-                    file=sys.stderr,
-                )
-                raise SystemExit(2)
+    for name in archs if teacher_dir is not None else ():
+        if not (Path(teacher_dir) / f"{name}_teacher" / "config.json").is_file():
+            raise ConfigError("teacher_dir", f"no saved teacher at {Path(teacher_dir) / f'{name}_teacher'}")
     data = load_task("digits")
     result: dict = {"settings": {"inits": inits, "dists": dists, "sparsities": sparsities, "epochs": epochs,
                                  "train_steps": train_steps, "pool": pool, "refine_steps": refine_steps,
@@ -347,5 +342,15 @@ def show(result: dict) -> None:
         print(table(["width", *names], rows))
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command line: 0, or 2 with one line on stderr for bad input (as scripts/bench_matrix.py)."""
+    try:
+        auto_cli(main, args=argv)
+    except MoleError as e:
+        print(f"bench_supermasks: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    auto_cli(main)
+    sys.exit(run())

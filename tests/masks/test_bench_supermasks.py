@@ -4,15 +4,19 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_supermasks.py"
 
 
-def test_the_benchmark_reports_every_method_with_the_rule_beside_the_learned_masks(tmp_path, capsys):
+def load():
+    """The script as a module."""
     spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_reports_every_method_with_the_rule_beside_the_learned_masks(tmp_path, capsys):
+    bench = load()
     out = tmp_path / "b6.json"
     bench.main(out=str(out), archs=["mlp"], inits=2, dists=["normal"], sparsities=[0.5], epochs=1,
                train_steps=1, pool=1, refine_steps=2, widths=[16])  # fmt: skip
@@ -30,9 +34,7 @@ def test_the_benchmark_reports_every_method_with_the_rule_beside_the_learned_mas
 
 
 def test_a_distilled_run_reports_its_teacher_and_reloads_it(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load()
     tiny = dict(archs=["mlp"], inits=2, dists=["normal"], sparsities=[0.5], epochs=1, train_steps=1, pool=1,
                 refine_steps=1, widths=[])  # fmt: skip
     bench.main(out=str(tmp_path / "a.json"), teacher_steps=2, teacher_train_steps=1,
@@ -48,25 +50,22 @@ def test_a_distilled_run_reports_its_teacher_and_reloads_it(tmp_path):
 
 
 def test_a_teacher_both_loaded_and_trained_is_a_one_line_error(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    with pytest.raises(SystemExit) as exit_:
-        bench.main(out=str(tmp_path / "x.json"), teacher_dir=str(tmp_path), teacher_steps=2)
-    assert exit_.value.code == 2 and not (tmp_path / "x.json").exists()
+    bench = load()
+    out = tmp_path / "x.json"
+    assert bench.run(["--out", str(out), "--teacher_dir", str(tmp_path), "--teacher_steps", "2"]) == 2
+    assert not out.exists()
     assert capsys.readouterr().err.strip() == (
-        "error: teacher_dir and teacher_steps: give one (load a teacher, or train one: --teacher_steps 0 to load)"
+        "bench_supermasks: error: teacher_dir and teacher_steps: give one (load a teacher, or train one: "
+        "--teacher_steps 0 to load)"
     )
 
 
 def test_a_teacher_dir_without_the_teacher_is_a_one_line_error(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_supermasks", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    with pytest.raises(SystemExit) as exit_:
-        bench.main(out=str(tmp_path / "x.json"), archs=["mlp"], teacher_dir=str(tmp_path))
-    assert exit_.value.code == 2 and not (tmp_path / "x.json").exists()
+    bench = load()
+    out = tmp_path / "x.json"
+    assert bench.run(["--out", str(out), "--archs", "[mlp]", "--teacher_dir", str(tmp_path)]) == 2
+    assert not out.exists()
     assert (
         capsys.readouterr().err.strip()
-        == f"error: teacher_dir: no saved teacher at {tmp_path / 'mlp_teacher'}"
+        == f"bench_supermasks: error: teacher_dir: no saved teacher at {tmp_path / 'mlp_teacher'}"
     )
