@@ -60,3 +60,24 @@ def test_a_bad_guidance_interval_is_a_one_line_error_before_anything_is_written(
         == "mole: error: guidance_interval: must be two timesteps [lo, hi] with 0 <= lo <= hi, got (9, 1)\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_nearest_members_match_every_final_to_each_outputs_own_start():
+    from mole.bench.learn import nearest_members
+    from mole.diffusion.update import Start
+    from mole.eval import learn
+    from mole.tokenizer.canonical import match_order
+    from tests.eval.helpers import member
+
+    finals = [member(10), member(11), member(12)]
+    starts = [Start(member(0), "a"), Start(member(1), "b")]
+    # two outputs per start; the first of start 1 is final 2 matched to start 1: what its bank holds
+    copy = match_order(finals[2], starts[1].member.params)[0]
+    outputs = {1: [member(20), member(21), copy, member(22)], 2: [member(k) for k in range(30, 34)]}
+    steps = []
+    near = nearest_members(finals, starts, outputs, on_step=lambda done, total: steps.append((done, total)))
+    assert near[1][2] == pytest.approx(0.0, abs=1e-5)
+    for k, outs in outputs.items():
+        for j, out in enumerate(outs):  # one bank per output, as each start's is built
+            assert near[k][j] == learn.nearest(out, learn.aligned_bank(finals, starts[j // 2].member))[0]
+    assert near[1][0] > 1.0 and steps == [(1, 2), (2, 2)]

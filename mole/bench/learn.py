@@ -36,6 +36,7 @@ from mole.eval.base import load_rows, rows_at
 from mole.eval.plots import pyplot, save
 from mole.io import write_json
 from mole.pipeline import train_model
+from mole.progress import StageProgress
 from mole.tokenizer import MemberTensors
 from mole.zoo.build import build_zoo
 from mole.zoo.spec import ZooSpec
@@ -90,6 +91,30 @@ def pick_prompts(train_rows: list[dict], meta: Mapping, n: int) -> list[dict]:
         a = float(np.clip(np.median(acc[near]), spec["test_acc"]["min"], spec["test_acc"]["max"]))
         out.append({"test_loss": float(target), "test_acc": a})
     return out
+
+
+def nearest_members(
+    finals: list[MemberTensors],
+    starts: list[Start],
+    outputs: Mapping[int, list[MemberTensors]],
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[int, list[float]]:
+    """{K: [distance]}: each output's distance to the nearest of `finals`, every final weight-matched to
+    the output's start first (an update keeps its start's neuron order). outputs[K] holds
+    len(outputs[K]) // len(starts) consecutive outputs per start, start-major.
+
+    One start's bank of matched finals at a time: all of them at once grew with starts x finals (16 GB
+    on a 2048-run zoo, ledger L13)."""
+    per = {k: len(outs) // len(starts) for k, outs in outputs.items()}
+    near = {k: [0.0] * len(outs) for k, outs in outputs.items()}
+    for i, s in enumerate(starts):
+        bank = learn.aligned_bank(finals, s.member)  # (finals, P)
+        for k, outs in outputs.items():
+            for j in range(i * per[k], (i + 1) * per[k]):
+                near[k][j] = learn.nearest(outs[j], bank)[0]
+        if on_step is not None:
+            on_step(i + 1, len(starts))
+    return near
 
 
 # ---------------------------------------------------------------------------- figures
@@ -269,9 +294,9 @@ def run_learn(
         kind: learn.sgd_curves(arch, [s.member for s, k in zip(starts, kinds) if k == kind], data, plan, sgd_steps, sgd_every)
         for kind in ("init", "mid")
     }  # fmt: skip
-    # training members' final snapshots, weight-matched to each start (the distance to the nearest)
     finals = [MemberTensors.from_row(r) for r in rows_at(zoo, [r for r in train_rows if r["final"]])]
-    banks = [learn.aligned_bank(finals, s.member) for s in starts]
+    with StageProgress("nearest training members", unit="starts", enabled=progress) as on_step:
+        near = nearest_members(finals, starts, {k: got["members"] for k, got in achieved.items()}, on_step)
     start_metrics = evaluate([s.member for s in starts], data)
     good = float(np.median(start_metrics["test_loss"][inits:].numpy()))  # "good": mid starts below the median
     records = []
@@ -288,7 +313,7 @@ def run_learn(
                 "prompt_loss": asks[p]["test_loss"], "prompt_acc": asks[p]["test_acc"],
                 "test_loss": loss, "test_acc": float(got["metrics"]["test_acc"][j]),
                 "sgd_steps": float(learn.steps_to_reach(steps, curve[:, [col]], np.array([loss]))[0]),
-                "moved": learn.distance(m, starts[i].member), "nearest_member": learn.nearest(m, banks[i])[0],
+                "moved": learn.distance(m, starts[i].member), "nearest_member": near[k][j],
             })  # fmt: skip
     for r in records:  # the good mid-training starts as a kind of their own
         if r["kind"] == "mid" and r["start_loss"] <= good:
