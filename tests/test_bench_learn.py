@@ -1,4 +1,5 @@
-"""`mole bench learn` (B9) end to end on a tiny zoo and a few training steps: every figure is written."""
+"""`mole bench learn` (B9) end to end on a tiny zoo and a few training steps (every figure is written), and
+its nearest-training-member stage."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mole.bench.learn import run_learn
+from mole.bench.learn import nearest_members, run_learn
 from mole.cli import main
+from mole.diffusion.update import Start
 from mole.errors import ConfigError
+from mole.eval import learn
+from mole.tokenizer.canonical import match_order
 from tests.conftest import TINY_ZOO
+from tests.eval.helpers import member
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,12 +68,6 @@ def test_a_bad_guidance_interval_is_a_one_line_error_before_anything_is_written(
 
 
 def test_nearest_members_match_every_final_to_each_outputs_own_start():
-    from mole.bench.learn import nearest_members
-    from mole.diffusion.update import Start
-    from mole.eval import learn
-    from mole.tokenizer.canonical import match_order
-    from tests.eval.helpers import member
-
     finals = [member(10), member(11), member(12)]
     starts = [Start(member(0), "a"), Start(member(1), "b")]
     # two outputs per start; the first of start 1 is final 2 matched to start 1: what its bank holds
