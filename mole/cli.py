@@ -177,6 +177,19 @@ def _help_hint(argv: list[str], commands: dict[str, Any] = COMMANDS) -> str:
     return " ".join([*words, "--help"])
 
 
+def run_script(function, name: str, argv: list[str] | None = None) -> int:
+    """A benchmark script's command line: `function`'s arguments as flags (jsonargparse's auto_cli);
+    0, or 2 with one line "NAME: error: ..." on stderr for bad input (a MoleError), as `mole` answers."""
+    from jsonargparse import auto_cli
+
+    try:
+        auto_cli(function, args=argv)
+    except MoleError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Run `mole ARGV`; returns the exit code (2 on bad input, with one line on stderr; 130 on Ctrl-C)."""

@@ -24,11 +24,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from jsonargparse import auto_cli
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.bench.matrix import run_matrix  # noqa: E402
-from mole.errors import MoleError  # noqa: E402
+from mole.cli import run_script  # noqa: E402
 
 
 def main(
@@ -64,12 +62,7 @@ def main(
 def run(argv: list[str] | None = None) -> int:
     """The command line: 0, or 2 with one line on stderr for bad input (a bad matrix file, an OUT that
     holds another run), as `mole bench matrix` answers."""
-    try:
-        auto_cli(main, args=argv)
-    except MoleError as e:
-        print(f"bench_matrix: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(main, "bench_matrix", argv)
 
 
 if __name__ == "__main__":

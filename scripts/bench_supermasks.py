@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jsonargparse import auto_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing mole
 from mole.baselines import run_baselines  # noqa: E402
 from mole.baselines.base import full_row  # noqa: E402
+from mole.cli import run_script  # noqa: E402
 from mole.data import load_task  # noqa: E402
-from mole.errors import ConfigError, MoleError  # noqa: E402
+from mole.errors import ConfigError  # noqa: E402
 from mole.eval.plots import plot_sparsity, pyplot, save  # noqa: E402
 from mole.eval.report import table  # noqa: E402
 from mole.masks.across_inits import (  # noqa: E402
@@ -344,12 +344,7 @@ def show(result: dict) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """The command line: 0, or 2 with one line on stderr for bad input (as scripts/bench_matrix.py)."""
-    try:
-        auto_cli(main, args=argv)
-    except MoleError as e:
-        print(f"bench_supermasks: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_script(main, "bench_supermasks", argv)
 
 
 if __name__ == "__main__":
