@@ -235,3 +235,16 @@ def test_log_conditions_spread_a_positive_range_over_decades():
             conditions={"test_acc": {"kind": "continuous", "min": 0.0, "max": 1.0}},
             log_conditions=["test_acc"],
         )
+
+
+def test_continuous_conditions_start_spread_over_their_range():
+    # Two N(0, 0.02) layers (DiT's scalar embedder init) gave an embedding that barely moved over the
+    # range and learned too slowly for a 2000-step recipe to follow prompts (docs/results.md X27):
+    # the layers are Xavier, the categorical tables stay N(0, 0.02).
+    torch.manual_seed(0)
+    model = tiny()
+    v = torch.linspace(0.1, 0.9, 32)
+    with torch.no_grad():
+        emb = model.cond_embedders["test_acc"](v, torch.zeros(32, dtype=torch.bool))  # (32, W)
+    assert (emb - emb.mean(0)).norm(dim=1).mean() > 0.5  # N(0, 0.02) layers: ~0.02
+    assert model.cond_embedders["variant"].table.weight.std() < 0.03
