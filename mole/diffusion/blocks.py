@@ -235,15 +235,24 @@ def embed_conditions(
     return c
 
 
-def init_dit(model: nn.Module, embeddings: Sequence[nn.Embedding | None], embedders: nn.ModuleDict) -> None:
-    """DiT's init, the random part: Xavier linears (continuous conditions' embedders among them),
-    N(0, 0.02) embeddings and categorical conditions' tables.
+CONDITION_INITS = ("dit", "xavier")  # how continuous conditions' embedders are drawn (init_dit)
 
-    DiT draws both layers of its scalar embedders from N(0, 0.02): a product of two small layers, each
-    one's gradient scaled by the other. After a 2000-step recipe such an embedding spread over its
-    range a third as far as the timestep's, and the conditional model drew the same nets at every
-    prompted accuracy (guidance alone made it follow). Xavier layers spread it 2.5x as far after the
-    same training; with a zoo whose middle is drawable, prompts are then followed (docs/results.md X27).
+
+def init_dit(
+    model: nn.Module,
+    embeddings: Sequence[nn.Embedding | None],
+    embedders: nn.ModuleDict,
+    condition_init: str = "dit",
+) -> None:
+    """DiT's init, the random part: Xavier linears, N(0, 0.02) embeddings and condition embedders.
+
+    condition_init "xavier" leaves continuous conditions' embedders at Xavier (categorical tables
+    stay N(0, 0.02)). DiT's two N(0, 0.02) layers are a product of two small layers, each one's
+    gradient scaled by the other: after a 2000-step weights recipe the digits / MLP model's accuracy
+    embedding spread over its range a third as far as the timestep's, and at guidance 1 it drew the
+    same nets at every prompt. Xavier spreads it 2.5x as far; with a zoo whose middle accuracies are
+    drawable it takes B3 to Spearman 0.980 (docs/results.md X27). The pairs recipe of B9 measured worse
+    with it (L35), so "dit" stays the default.
     """
 
     def _basic_init(module: nn.Module) -> None:
@@ -259,6 +268,9 @@ def init_dit(model: nn.Module, embeddings: Sequence[nn.Embedding | None], embedd
     for m in embedders.values():
         if isinstance(m, LabelEmbedder):
             nn.init.normal_(m.table.weight, std=0.02)
+        elif condition_init == "dit":
+            nn.init.normal_(m.mlp[0].weight, std=0.02)
+            nn.init.normal_(m.mlp[2].weight, std=0.02)
 
 
 def zero_dit(blocks: nn.ModuleList, final_layer: FinalLayer) -> None:

@@ -21,6 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from mole.diffusion.blocks import (
+    CONDITION_INITS,
     DiTBlock,
     FinalLayer,
     TimestepEmbedder,
@@ -127,6 +128,8 @@ class Denoiser(ModelMixin, ConfigMixin):
             token's embedding (Chen et al. 2022, "Analog Bits"): sampling hands each step the x0
             the step before predicted, training the model's own no-gradient estimate half the time
             and zeros otherwise (DiffusionSystem.loss). Its embedding starts at zero.
+        condition_init: "dit" (DiT's N(0, 0.02) layers) or "xavier" for the continuous conditions'
+            embedders (mole.diffusion.blocks.init_dit: Xavier lets a short recipe learn the prompt).
     """
 
     @register_to_config
@@ -148,6 +151,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         context_skip: bool = False,
         log_conditions: list[str] | None = None,
         self_condition: bool = False,
+        condition_init: str = "dit",
     ):
         super().__init__()
         if width % heads:
@@ -160,6 +164,11 @@ class Denoiser(ModelMixin, ConfigMixin):
             raise ConfigError(
                 "denoiser.global_budget",
                 f"must be a positive number of parameters or null, got {global_budget!r}",
+            )
+        if condition_init not in CONDITION_INITS:
+            raise ConfigError(
+                "denoiser.condition_init",
+                f"unknown {condition_init!r}; valid: {', '.join(CONDITION_INITS)}",
             )
         if context_skip and context_dim != token_dim:
             raise ConfigError(
@@ -196,7 +205,7 @@ class Denoiser(ModelMixin, ConfigMixin):
     def initialize_weights(self) -> None:
         """DiT's init (init_dit, zero_dit); the skip and the global path's up-projection at zero, so
         a new model's output is zero."""
-        init_dit(self, (self.pos_embed, self.layer_embed), self.cond_embedders)
+        init_dit(self, (self.pos_embed, self.layer_embed), self.cond_embedders, self.config.condition_init)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         zero_dit(self.blocks, self.final_layer)
