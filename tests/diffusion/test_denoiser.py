@@ -237,7 +237,7 @@ def test_log_conditions_spread_a_positive_range_over_decades():
         )
 
 
-def test_condition_init_xavier_spreads_continuous_conditions_over_their_range():
+def test_condition_init_xavier_spreads_continuous_conditions_over_their_range(tmp_path):
     # DiT's two N(0, 0.02) layers (the default) give an embedding that barely moves over the range and
     # learns too slowly for a 2000-step weights recipe to follow prompts; "xavier" leaves them at
     # Xavier (docs/results.md X27). Categorical tables stay N(0, 0.02) either way.
@@ -254,5 +254,8 @@ def test_condition_init_xavier_spreads_continuous_conditions_over_their_range():
         assert model.config.condition_init == how
     assert spread["dit"] < 0.1 < 0.5 < spread["xavier"]
     assert tiny().config.condition_init == "dit"
+    model.save_pretrained(tmp_path / "denoiser")  # the last one built: xavier
+    again = Denoiser.from_pretrained(tmp_path / "denoiser", low_cpu_mem_usage=False)
+    assert again.config.condition_init == "xavier"
     with pytest.raises(ConfigError, match=r"^denoiser\.condition_init: unknown 'he'; valid: dit, xavier"):
         tiny(condition_init="he")
