@@ -308,3 +308,44 @@ def test_function_guidance_scores_the_guided_x0(zoo, tmp_path):
             DiffusionSystem(
                 Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance=bad
             )
+
+
+def test_function_max_t_scores_only_rows_at_or_below_it(zoo, tmp_path):
+    """function_max_t: rows noised above it add nothing to the term; the kept rows' mean is weighted by
+    their share of the batch, so each kept row counts as much as without the cap."""
+    dm = ZooDataModule(str(zoo), batch_size=8, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    system = DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_inputs=16)
+    system.function = PerCell.from_datamodule(dm, 16)
+    batch = next(iter(dm.train_dataloader()))
+    calls, scored = [], []
+    system.net.register_forward_hook(
+        lambda module, args, out: calls.append((args[1].clone(), out.detach().clone()))
+    )
+    system.function.register_forward_hook(
+        lambda module, args, out: scored.append((args[0].clone(), out.detach()))
+    )
+
+    def run(max_t):
+        system.hparams.function_max_t = max_t
+        calls.clear(), scored.clear()
+        return system.loss(batch, generator=torch.Generator().manual_seed(3), drop=False).detach()
+
+    every = run(None)
+    (t, pred), (_, term) = calls[0], scored[0]
+    mse = every - term
+    cap = int(t.float().median())
+    keep = t <= cap
+    assert 0 < keep.sum() < len(t)  # the cap splits this batch
+    capped = run(cap)
+    assert torch.equal(calls[0][0], t)  # the same noise levels drawn
+    assert torch.equal(scored[0][0], pred[keep])  # only the kept rows reach the term
+    want = system.function(pred[keep], batch["tokens"][keep], None)
+    torch.testing.assert_close(capped, mse + keep.float().mean() * want, rtol=1e-5, atol=1e-6)
+    assert t.min() > 0  # (this seed's draw) so a cap below every row can be set
+    alone = run(int(t.min()) - 1)  # no row at or below the cap: the term is not run at all
+    assert not scored and alone.item() == pytest.approx(mse.item(), rel=1e-5)
+    system.hparams.function_max_t = None
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ConfigError, match=r"^model\.function_max_t: must be an integer >= 0"):
+            DiffusionSystem(Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_max_t=bad)
