@@ -19,7 +19,7 @@ from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import PROJECTED, PerCell
 from mole.diffusion.prompts import unconditional
 from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
-from mole.errors import ConfigError, check_choice, check_int
+from mole.errors import ConfigError, check_choice
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
@@ -124,11 +124,6 @@ class DiffusionSystem(NetSystem):
             learns to make guided draws the member's function. None or 1: the conditional x0 alone.
         function_guidance_share: the fraction of rows (drawn per row) whose term reads the guided x0;
             the others read the conditional x0 alone, as without `function_guidance`.
-        function_max_t: score the function term only on rows noised at t <= this (the others add
-            nothing to it); None: every row. Where the noisy tokens could have come from many
-            members, the KL-optimal x0 is a net matching their average output, an ensemble, whose
-            accuracy is above theirs (the digits zoo's members at 0.60 test accuracy: 0.77 for the
-            mean softmax of 16 of them), so accuracy prompts in the middle of the range are drawn high.
     """
 
     TARGET = "weights"  # the data module's target this system learns from
@@ -153,7 +148,6 @@ class DiffusionSystem(NetSystem):
         function_projected: bool = False,
         function_guidance: float | list[float] | None = None,
         function_guidance_share: float = 1.0,
-        function_max_t: int | None = None,
     ):
         super().__init__()
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
@@ -161,8 +155,6 @@ class DiffusionSystem(NetSystem):
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
         check_function_guidance(function_guidance, function_guidance_share)
-        if function_max_t is not None:
-            check_int(function_max_t, "model.function_max_t", 0)
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
@@ -290,17 +282,5 @@ class DiffusionSystem(NetSystem):
             levels = None
             if self.hparams.get("function_projected"):
                 levels = {k: batch["cond"][k] for k in PROJECTED if k in batch.get("cond", {})}
-            cell = batch.get("cell")
-            max_t = self.hparams.get("function_max_t")
-            if max_t is not None:  # rows above max_t add 0: the mean over kept rows times their share
-                keep = t <= max_t
-                if not keep.any():
-                    return loss
-                share = keep.float().mean()
-                pred, tokens = pred[keep], tokens[keep]
-                cell = None if cell is None else cell[keep]
-                levels = None if levels is None else {k: v[keep] for k, v in levels.items()}
-            else:
-                share = 1.0
-            loss = loss + self.hparams.function_loss * share * self.function(pred, tokens, cell, levels)
+            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"), levels)
         return loss
