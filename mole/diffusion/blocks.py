@@ -251,8 +251,9 @@ def init_dit(
     gradient scaled by the other: after a 2000-step weights recipe the digits / MLP model's accuracy
     embedding spread over its range a third as far as the timestep's, and at guidance 1 it drew the
     same nets at every prompt. Xavier spreads it 2.5x as far; with a zoo whose middle accuracies are
-    drawable it takes B3 to Spearman 0.980 (docs/results.md X27). The pairs recipe of B9 measured worse
-    with it (L35), so "dit" stays the default.
+    drawable it takes B3 at guidance 6 to Spearman 0.980 (docs/results.md X27), though at guidance 1
+    that model still ignores the prompt (X30). Alone it lowered B2 on every other matrix cell (X31)
+    and the pairs recipe of B9 measured worse with it (L35), so "dit" stays the default.
     """
 
     def _basic_init(module: nn.Module) -> None:
