@@ -281,6 +281,5 @@ class Denoiser(ModelMixin, ConfigMixin):
     @classmethod
     def sized(cls, size: str, **kwargs) -> Denoiser:
         """A Denoiser of a named size in DENOISER_SIZES (other arguments as for __init__)."""
-        if size not in DENOISER_SIZES:
-            raise ConfigError("denoiser.size", f"unknown {size!r}; valid: {', '.join(DENOISER_SIZES)}")
+        check_choice(size, tuple(DENOISER_SIZES), "denoiser.size")
         return cls(**{**DENOISER_SIZES[size], **kwargs})
