@@ -32,7 +32,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from mole.conditions import CATEGORICAL
 from mole.conditions import conditions as item_conditions
-from mole.errors import ConfigError
+from mole.errors import ConfigError, check_choice
 from mole.tokenizer import MemberTensors, Tokenizer, build_tokenizer
 from mole.tokenizer.layout import valid_mask
 from mole.zoo.store import load_zoo_dataset, write_json
@@ -392,10 +392,8 @@ class ZooDataModule(L.LightningDataModule):
         if fresh_starts and mode != "pairs":
             raise ConfigError("fresh_starts", "replaces starts of pairs: it needs mode pairs")
         self.fresh_starts = fresh_starts
-        if mode not in MODES:
-            raise ConfigError("mode", f"unknown {mode!r}; valid: {', '.join(MODES)}")
-        if target not in TARGETS:
-            raise ConfigError("target", f"unknown {target!r}; valid: {', '.join(TARGETS)}")
+        check_choice(mode, MODES, "mode")
+        check_choice(target, TARGETS, "target")
         if target == "mask" and mode != "checkpoints":
             raise ConfigError("target", "mask is learned from single checkpoints: use mode checkpoints")
         self.target = target
@@ -419,8 +417,8 @@ class ZooDataModule(L.LightningDataModule):
         if cache_items < 0:
             raise ConfigError("cache_items", f"must be >= 0, got {cache_items}")
         self.cache_items = cache_items
-        if balance is not None and balance not in BALANCE:
-            raise ConfigError("balance", f"unknown {balance!r}; valid: {', '.join(BALANCE)}")
+        if balance is not None:
+            check_choice(balance, BALANCE, "balance")
         if balance is not None and mode != "checkpoints":
             raise ConfigError("balance", "draws single checkpoints: use mode checkpoints")
         self.balance = balance

@@ -73,8 +73,8 @@ class SampleOptions:
         check_int(self.batch_size, "batch_size")
         if not _number(self.temperature) or not 0 <= self.temperature <= 2:
             raise ConfigError("temperature", f"must be a number in [0, 2], got {self.temperature!r}")
-        if self.scope is not None and self.scope not in SCOPES:
-            raise ConfigError("scope", f"unknown {self.scope!r}; valid: {', '.join(SCOPES)}")
+        if self.scope is not None:
+            check_choice(self.scope, SCOPES, "scope")
         for name in ("channels", "extrapolate"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, f"must be true or false, got {getattr(self, name)!r}")
@@ -92,5 +92,4 @@ class SampleOptions:
                 )
             object.__setattr__(self, "guidance_interval", tuple(interval))
         check_choice(self.timestep_spacing, SPACINGS, "timestep_spacing")
-        if self.init_scheme not in INITS:
-            raise ConfigError("init_scheme", f"unknown {self.init_scheme!r}; valid: {', '.join(INITS)}")
+        check_choice(self.init_scheme, INITS, "init_scheme")
