@@ -17,7 +17,7 @@ FULL_RANK = 0  # the `rank` of a member without factors
 # The `bits` condition of a ternary member: the information its codes {-1, 0, 1} hold. The zoo's
 # `bits` column stores 2 (the width of the stored codes); as a condition 2 would make ternary and the
 # symmetric 2-bit grid one prompt, though their weights differ (thresholds at 0.7 mean |w| and at
-# max |w| / 2), and a model told "2 bits" could learn neither well.
+# half the rounding-error-chosen scale), and a model told "2 bits" could learn neither well.
 TERNARY_BITS = math.log2(3)
 
 

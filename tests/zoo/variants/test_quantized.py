@@ -13,6 +13,8 @@ from mole.zoo import store
 from mole.zoo.build import build_zoo, prepare
 from mole.zoo.export import arch_from_row, module_from_row
 from mole.zoo.quant import (
+    CLIPS,
+    SCALES,
     TERNARY,
     codes_onto_grid,
     dequantize_params,
@@ -20,6 +22,7 @@ from mole.zoo.quant import (
     level_bits,
     qmax,
     quantize_params,
+    quantize_weight,
     weight_error,
 )
 from mole.zoo.spec import ZooSpec, plan_groups
@@ -122,12 +125,47 @@ def test_error_shrinks_with_bits(trained):
 
 
 def test_qat_beats_ptq_at_two_bits(trained):
-    """Measured over seeds 3, 4, 5 (8 members, 10 epochs): PTQ 2-bit ~0.63 mean test accuracy, QAT
-    ~0.87, and QAT ahead on every member by at least 0.05."""
-    variant = Quantized(bits=2, mode=["ptq", "qat"])
+    """With max|w| scales, measured over seeds 3, 4, 5 (8 members, 10 epochs): PTQ 2-bit ~0.63 mean
+    test accuracy, QAT ~0.87, and QAT ahead on every member by at least 0.05."""
+    variant = Quantized(bits=2, mode=["ptq", "qat"], scale="absmax")
     ptq, qat = ([r["test_acc"] for r in variant.run(trained, c)] for c in variant.configs())
     assert np.mean(qat) > np.mean(ptq) + 0.1
     assert all(q > p for q, p in zip(qat, ptq))  # every member, not just the mean
+
+
+def test_mse_scale_rounds_closer_and_lifts_two_bit_ptq(trained):
+    """The clip of least rounding error: a smaller weight error than max|w| on every member, by
+    construction (max|w| is one of the clips), and a better 2-bit PTQ member on average."""
+    rows = {
+        scale: Quantized(bits=2, mode="ptq", scale=scale).run(
+            trained, {"bits": 2, "mode": "ptq", "scheme": "symmetric"}
+        )
+        for scale in SCALES
+    }
+    err = {s: [json.loads(r["extra"])["weight_rel_error"] for r in rows[s]] for s in SCALES}
+    assert all(m < a for m, a in zip(err["mse"], err["absmax"]))
+    acc = {s: np.mean([r["test_acc"] for r in rows[s]]) for s in SCALES}
+    assert acc["mse"] > acc["absmax"] + 0.05, acc
+    assert {json.loads(r["extra"])["scale"] for r in rows["mse"]} == {"mse"}
+
+
+def test_mse_scale_matches_an_exhaustive_search():
+    """Each channel's scale is the candidate clip of least squared rounding error (found here by
+    scoring all 41 at once); a zero channel gets scale 1 and codes 0."""
+    w = torch.randn(3, 5, 12, generator=torch.Generator().manual_seed(0))
+    w[1, 2] = 0.0
+    for level in (8, 4, 2):
+        codes, scales = quantize_weight(w, level)
+        q = qmax(level)
+        amax = w.abs().amax(-1)
+        cand = CLIPS[:, None, None] * amax / q  # (41, K, out)
+        rounded = torch.clamp(torch.round(w / cand[..., None].clamp(min=1e-12)), -q, q) * cand[..., None]
+        err = ((rounded - w) ** 2).sum(-1)  # (41, K, out)
+        chosen = ((codes.float() * scales[..., None] - w) ** 2).sum(-1)
+        assert torch.allclose(chosen, err.amin(0), atol=1e-7, rtol=1e-5)
+        assert scales[1, 2] == 1.0 and not codes[1, 2].any()
+        _, absmax = quantize_weight(w, level, "absmax")
+        assert torch.equal(absmax[0], w[0].abs().amax(-1) / q)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +177,7 @@ def test_qat_beats_ptq_at_two_bits(trained):
         ({"bits": [4, 4]}, "variants.quantized.bits", "distinct"),
         ({"mode": "fp8"}, "variants.quantized.mode", "unknown mode 'fp8'; valid: ptq, qat"),
         ({"bit": 8}, "variants.quantized.options", "unknown option(s) ['bit']"),
+        ({"scale": "minmax"}, "variants.quantized.scale", "unknown 'minmax'; valid: mse, absmax"),
     ],
 )
 def test_bad_options_raise_one_line_naming_the_field(options, field, text):
