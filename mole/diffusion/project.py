@@ -7,8 +7,9 @@ trained one (mole.zoo.store's variant column contract):
               (mask logits of a mask model), over each tensor ("layerwise") or the whole member
               ("global"); mole.zoo.pruning. `sparsity` is the fraction REMOVED, as everywhere.
     bits      per-output-channel symmetric codes + scales (or ternary); mole.zoo.quant, its default
-              "mse" scale (the clip of least rounding error). Weights are exactly code * scale. Combined with sparsity, pruning comes
-              first: removed weights get code 0, so the member stays exactly as sparse.
+              "mse" scale (the clip of least rounding error). Weights are exactly code * scale.
+              Combined with sparsity, pruning comes first: removed weights get code 0, so the
+              member stays exactly as sparse.
               Generated codes and scales (a model trained on quantized members) are snapped onto the
               grid instead: the codes are the model's, not recomputed from the weights.
     rank      truncated SVD of every linear weight (U V, Eckart-Young); conv kernels stay whole;

@@ -166,6 +166,8 @@ def test_mse_scale_matches_an_exhaustive_search():
         assert scales[1, 2] == 1.0 and not codes[1, 2].any()
         _, absmax = quantize_weight(w, level, "absmax")
         assert torch.equal(absmax[0], w[0].abs().amax(-1) / q)
+    with pytest.raises(ConfigError, match="scale: unknown 'max'; valid: mse, absmax"):
+        quantize_weight(w, 2, "max")
 
 
 @pytest.mark.parametrize(
