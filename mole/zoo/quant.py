@@ -93,8 +93,8 @@ def quantize_weight(
         codes (K, out, ...) int8 and scales (K, out) float32.
     """
     flat = w.detach().float().flatten(2)  # (K, out, fan_in)
-    mag = flat.abs()
     if level == TERNARY:
+        mag = flat.abs()
         thresh = TWN_THRESHOLD * mag.mean(-1, keepdim=True)  # (K, out, 1)
         keep = mag > thresh
         n = keep.sum(-1)  # (K, out)

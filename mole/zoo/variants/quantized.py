@@ -101,8 +101,8 @@ class Quantized(Variant):
         finite = torch.isfinite(ctx.arch.flatten(latent)).all(1)  # (K,) False: QAT diverged
         extra = []
         for k in range(ctx.k):
-            e = {"scheme": config["scheme"], "mode": config["mode"], "finite": bool(finite[k])}
-            e["scale"] = self.options["scale"]
+            e = {"scheme": config["scheme"], "mode": config["mode"], "scale": self.options["scale"]}
+            e["finite"] = bool(finite[k])
             e["weight_rel_error"] = float(err[k])
             if reference is not None:
                 e["float_test_acc"] = float(reference["test_acc"][k])
