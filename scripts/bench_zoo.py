@@ -12,8 +12,9 @@ on the same work (same inits, same per-member data order, same SGD hyperparamete
 
 Reports seconds, GFLOP/s (analytic: forward 2*B*MACs per member and step, training 3x forward), the
 fraction of the all-core float32 matmul peak measured in the same run (a 2048^3 sgemm), and each way's
-mean test accuracy. `--repeats` runs everything again and reports each repeat; the summary takes the
-median. Writes JSON.
+mean test accuracy. For the MLP it also times the step's batched matmuls alone ("matmuls only"): the
+peak fraction the stacked step could reach were everything else in it free. `--repeats` runs
+everything again and reports each repeat; the summary takes the median. Writes JSON.
 
     .venv/bin/python scripts/bench_zoo.py --out b1.json [--arch mlp cnn --repeats 3 --members 128]
 """
@@ -226,6 +227,34 @@ def matmul_peak_gflops(device: str, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def matmul_ceiling_seconds(arch, k: int, batch_size: int, steps: int, device: str, timed: int = 50) -> float:
+    """Seconds that `steps` stacked MLP training steps spend in their batched matmuls alone: per linear
+    layer the forward x W, the weight gradient h^T g and (past the first layer) the input gradient g W^T,
+    on the step's shapes, timed over `timed` steps and scaled. What the step would take were everything
+    else in it (activations, loss, optimizer, batch gather) free: the ceiling of its peak fraction."""
+    shapes = [s for n, s in arch.param_shapes().items() if n.endswith("weight") and len(s) == 2]
+    g = torch.Generator().manual_seed(0)
+    acts = [torch.randn(k, batch_size, i, generator=g).to(device) for o, i in shapes]  # (K, B, in)
+    weights = [torch.randn(k, i, o, generator=g).to(device) for o, i in shapes]  # (K, in, out)
+    grads = [torch.randn(k, batch_size, o, generator=g).to(device) for o, i in shapes]  # (K, B, out)
+
+    def step():
+        for layer, (h, w, gr) in enumerate(zip(acts, weights, grads)):
+            torch.bmm(h, w)
+            torch.bmm(h.transpose(1, 2), gr)
+            if layer:
+                torch.bmm(gr, w.transpose(1, 2))
+
+    for _ in range(5):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(timed):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / timed * steps
+
+
 def forward_macs(arch) -> int:
     """Multiply-accumulates of one example's forward pass (convolutions at full resolution, then pooled)."""
     shapes = arch.param_shapes()
@@ -285,6 +314,17 @@ def bench_arch(name, data, args, cores, device) -> dict:
     peak = with_threads(cores, matmul_peak_gflops, device)  # all-core peak, right before the ways run
     peak_1t = with_threads(1, matmul_peak_gflops, device)
     out = {"matmul_peak_gflops": peak, "matmul_peak_gflops_1t": peak_1t, "flops": flops, "ways": {}}
+    if name == "mlp":  # what limits the peak fraction: the step's matmuls alone, at each thread count
+        out["matmuls_only"] = {}
+        for t in args.threads:
+            seconds = with_threads(
+                t, matmul_ceiling_seconds, arch, args.members, args.batch_size, steps, device
+            )
+            # of the sgemm peak at its own thread count: one-thread workers on every core reach about
+            # the 1t figure of the all-core peak
+            own = peak_1t if t == 1 else peak
+            out["matmuls_only"][f"{t}t"] = {"seconds": seconds, "peak_fraction": flops / seconds / 1e9 / own}
+            print(f"  {name} {f'matmuls only {t}t':<22}{seconds:9.3f} s {flops / seconds / 1e9:8.2f} GFLOP/s")
     for way, (threads, fn) in ways.items():
         try:
             seconds, accs = with_threads(threads, fn)
@@ -329,6 +369,12 @@ def summarise(name: str, repeats: list[dict]) -> dict:
         # against the fastest one-by-one way that finished; None when none did (all over --budget)
         "acc_within_points": max(abs(acc[w] - acc[reference]) for w in scored) * 100 if reference else None,
     }
+    if "matmuls_only" in repeats[0]:  # the best the step's matmuls alone reach: the peak fraction's ceiling
+        # (assumes the thread counts run are 1 and the number of cores, as by default)
+        fractions = {
+            t: [r["matmuls_only"][t]["peak_fraction"] for r in repeats] for t in repeats[0]["matmuls_only"]
+        }
+        res["matmuls_only_peak_fraction"] = max(statistics.median(f) for f in fractions.values())
     targets = TARGETS[name]
     res["met"] = {
         k: None if res[k] is None else (res[k] <= v if k.startswith("acc") else res[k] >= v)
@@ -387,6 +433,10 @@ def main(argv=None) -> dict:
             verdict = {True: "ok", False: "MISS", None: "not measured (over --budget)"}[s["met"][key]]
             shown = "-" if s[key] is None else f"{s[key]:.3f}"
             print(f"  {key:<20}{shown:>10}   target {cmp} {target}: {verdict}")
+        if "matmuls_only_peak_fraction" in s:
+            print(
+                f"  {'matmuls alone reach':<20}{s['matmuls_only_peak_fraction']:>10.3f}   of the peak (the ceiling)"
+            )
     write_json(args.out, res)
     print(f"wrote {args.out}")
     return res

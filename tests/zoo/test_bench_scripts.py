@@ -43,6 +43,13 @@ def test_every_way_trains_the_same_members(tmp_path):
         accs = [w["acc_mean"] for w in ways.values()]
         assert max(accs) - min(accs) <= tolerance / 100 + 1e-12
         assert res["summary"][name]["acc_within_points"] <= tolerance
+    only = res["repeats"][0]["mlp"]["matmuls_only"]["1t"]  # the MLP step's matmuls alone: its ceiling
+    assert only["seconds"] > 0 and 0 < only["peak_fraction"]
+    fractions = [r["mlp"]["matmuls_only"]["1t"]["peak_fraction"] for r in res["repeats"]]
+    assert res["summary"]["mlp"]["matmuls_only_peak_fraction"] == pytest.approx(
+        sum(fractions) / 2
+    )  # median of 2
+    assert "matmuls_only" not in res["repeats"][0]["cnn"]
 
 
 @pytest.mark.slow
