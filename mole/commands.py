@@ -348,11 +348,11 @@ def bench_structure(
 ) -> int:
     """Measure sparse, quantized and low-rank nets of a model told the level against projections and baselines.
 
-    Every level draws --num nets prompted with it, made exact from their weights (magnitude top-k, PTQ)
-    and read from the model's mask or code channels instead, and --num dense draws projected onto the
-    level. Compared with one-shot magnitude pruning and IMP of the zoo's final dense members at each
-    sparsity (B5), with the zoo's PTQ / QAT members at each bit-width and its truncated-SVD / factorized
-    members at each rank (B11; a rank is always met from the weights). Writes
+    Every level draws --num nets prompted with it, made exact from their weights (magnitude top-k, PTQ,
+    truncated SVD) and read from the model's mask, code or factor channels instead, and --num dense
+    draws projected onto the level. Compared with one-shot magnitude pruning and IMP of the zoo's final
+    dense members at each sparsity (B5), with the zoo's PTQ / QAT members at each bit-width and its
+    truncated-SVD / factorized members at each rank (B11). Writes
     OUT/structure.json, OUT/plots/structure.png and the baselines under OUT/baselines.
 
     Args:

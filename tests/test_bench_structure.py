@@ -54,8 +54,10 @@ def test_ranks_compare_with_the_zoos_low_rank_members(model, tmp_path):
     path = run_structure(model, tmp_path, sparsities=[], bits=[], num=2, options=options, ranks=[4])
     (e,) = json.loads(path.read_text())["rank"]
     assert e["prompt"]["variant"] == "lowrank" and e["weights_structure"] == {"rank": "weights"}
-    assert "channel" not in e and list(e["reaches"]) == ["weights"]  # no factor channel is read
-    assert len(e["weights"]) == len(e["dense"]) == 2 and e["svd"] and e["factorized"] == []
+    assert e["channel_structure"] == {"rank": "channel"}  # its tokens carry factors: U V of its own
+    assert set(e["reaches"]) == {"weights", "channel"} and e["channel"] != e["weights"]
+    assert len(e["weights"]) == len(e["channel"]) == len(e["dense"]) == 2
+    assert e["svd"] and e["factorized"] == []
     assert e["reaches"]["weights"]["factorized"] is None
     with pytest.raises(ConfigError, match="^model: its zoo has no lowrank row at rank 8$"):
         run_structure(model, tmp_path / "r8", sparsities=[], bits=[], num=1, options=options, ranks=[8])

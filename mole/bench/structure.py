@@ -18,8 +18,9 @@ nearest level (the top of what the model saw there). Baselines per level: sparsi
 pruning of the SGD members at that sparsity and their IMP round nearest it (3 rounds to the largest
 level; its sparsity recorded); bits, the zoo's post-training quantized members at that level (and its
 QAT members where the zoo has them); rank, the zoo's low-rank members at that rank: truncated SVD of
-the SGD members and factorized training. A rank is prompted with "lowrank" and always met from the
-weights (truncated SVD of the draw): no factor channel is read, so ranks have no channel row.
+the SGD members and factorized training. A rank is prompted with "lowrank"; its weights row is the
+truncated SVD of the draw, its channel row the product of the model's own generated factors (only
+for a model whose tokens carry factors).
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ def run_structure(
 
     def draw(prompt: dict, key: str, level: float | str, seed: int) -> dict[str, list[float]]:
         got: dict[str, Any] = {}
-        read = ((False, "weights"),) if key == "rank" else ((False, "weights"), (True, "channel"))
-        for channels, row in read:  # no factor channel is read: a rank is always met from the weights
+        factors = "factors" in (tok.fields or [])
+        read = ((False, "weights"), (True, "channel")) if key != "rank" or factors else ((False, "weights"),)
+        for channels, row in read:
             nets = sample(model, prompt, num, replace(options, seed=seed, channels=channels), model=loaded)
             got[row] = evaluate(nets, data)["test_acc"].tolist()
             got[f"{row}_structure"] = nets[0].extra.get("structure")

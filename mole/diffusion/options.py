@@ -34,10 +34,11 @@ class SampleOptions:
             (layerwise for masks, as edge-popup; global for weights, as the zoo's magnitude variant).
         init_scheme: frozen init drawn per network for a mask model when no context members are given
             (mole.zoo.variants.supermask.INITS).
-        channels: a weights model trained on sparse or quantized rows also generates mask bits and codes
-            + scales; true reads a prompted sparsity or bit-width from those channels (top-k of the mask
-            channel, codes snapped onto the grid). False (default): from its generated weights, made
-            exact by magnitude top-k or post-training quantization, which measured better (ledger C3).
+        channels: a weights model trained on sparse, quantized or low-rank rows also generates mask
+            bits, codes + scales or factors; true reads a prompted sparsity, bit-width or rank from
+            those channels (top-k of the mask channel, codes snapped onto the grid, U V). False
+            (default): from its generated weights, made exact by magnitude top-k, post-training
+            quantization or truncated SVD, which measured better (ledger C3, C28).
         extrapolate: allow accuracy prompts above the trained range (up to 1) and loss prompts below
             it (down to 0): past the zoo's best, where the model saw no member (B12 measures it).
         guidance_interval: [lo, hi], the training timesteps (0 = clean) at which `guidance` applies;

@@ -122,6 +122,46 @@ def sparsify(
     return pruning.apply_masks(params, masks), masks
 
 
+def factor_shapes(arch: Architecture, rank: int) -> list:
+    """[[name, dims], ...] of the factors a rank-`rank` member of `arch` stores (mole.zoo.lowrank's
+    order: U (out, r) and V (r, in) of every linear weight; the output layer clamps at its width)."""
+    shapes = arch.param_shapes()
+    return [
+        [f"{p.name}.{n}", dims]
+        for p in plan_layers(arch, rank, "none", "rank")
+        for n, dims in zip(("U", "V"), ([shapes[p.name][0], p.ranks[0]], [p.ranks[0], shapes[p.name][1]]))
+    ]
+
+
+def from_generated_factors(
+    arch: Architecture, params: Params, factors: Params, rank: int
+) -> tuple[Params, torch.Tensor, list]:
+    """A rank-`rank` member built from generated factors: every linear weight U V, biases as generated.
+
+    Args:
+        arch: the members' architecture.
+        params: stacked params (K, ...) as generated (their biases are kept).
+        factors: {factor name: (K, *dims)} as `factor_shapes` names them.
+        rank: the prompted rank.
+
+    Returns:
+        (effective params (K, ...), flat factors (K, F), factor shapes), as `truncate_rank`.
+    """
+    plans = plan_layers(arch, rank, "none", "rank")
+    want = factor_shapes(arch, rank)
+    for name, dims in want:
+        got = factors.get(name)
+        if got is None or list(got.shape[1:]) != dims:
+            have = None if got is None else list(got.shape[1:])
+            raise ConfigError("factors", f"{name} should be {dims} at rank {rank}, got {have}")
+    planned = {p.name for p in plans}
+    fparams = {n: v.detach().float() for n, v in params.items() if n not in planned}
+    fparams.update({name: factors[name].detach().float() for name, _ in want})
+    rebuilt = {k: v.detach().float() for k, v in from_factors(arch, fparams, plans).items()}
+    flat, shapes = flat_factors(fparams, plans)
+    return rebuilt, flat, shapes
+
+
 def truncate_rank(arch: Architecture, params: Params, rank: int) -> tuple[Params, torch.Tensor, list]:
     """Truncated SVD of every linear weight to `rank` (the output layer clamps at its width).
 
@@ -146,6 +186,7 @@ def project(
     scores: Params | None = None,
     init: Params | None = None,
     codes: tuple[Params, Params] | None = None,
+    factors: Params | None = None,
 ) -> Projected:
     """Project K stacked members onto one set of levels.
 
@@ -160,6 +201,8 @@ def project(
         init: frozen weights (K, ...) to mask instead of `params` (mask models); stored as init_params.
         codes: generated (code values, scales) per weight, (K, *shape) and (K, out), snapped onto the
             bit grid instead of quantizing the weights (None: post-training quantization of `params`).
+        factors: generated low-rank factors {name: (K, *dims)} (`factor_shapes` at `rank`): every
+            linear weight becomes their product instead of the truncated SVD of `params`.
     """
     s, b, r = check_levels(arch, sparsity, bits, rank, prefix="projection")
     base = {n: t.detach().float() for n, t in (init if init is not None else params).items()}  # (K, ...)
@@ -179,7 +222,11 @@ def project(
         )
         out.params, out.codes, out.scales = q.params, q.codes, q.scales
     if r != FULL_RANK:
-        out.params, out.factors, out.factor_shapes = truncate_rank(arch, base, r)
+        out.params, out.factors, out.factor_shapes = (
+            truncate_rank(arch, base, r)
+            if factors is None
+            else from_generated_factors(arch, base, factors, r)
+        )
         out.rank = r
     if out.sparsity is None:
         out.sparsity = torch.zeros(len(next(iter(base.values()))), dtype=torch.float64)
@@ -204,6 +251,7 @@ def project_members(
     scores: Sequence[Params | None] | None = None,
     inits: Sequence[Params] | None = None,
     codes: Sequence[tuple[Params, Params] | None] | None = None,
+    factors: Sequence[Params | None] | None = None,
 ) -> list[MemberTensors]:
     """Project members (one architecture) onto levels given per member or once for all.
 
@@ -217,6 +265,7 @@ def project_members(
         scores: per member {weight name: scores} (mask logits, a mask channel) or None for |w|.
         inits: per member frozen weights {name: tensor} to mask (mask models), or None.
         codes: per member generated (codes, scales) {weight name: tensor} or None (see `project`).
+        factors: per member generated low-rank factors {name: tensor} or None (see `project`).
     """
     n = len(members)
 
@@ -226,9 +275,9 @@ def project_members(
             raise ConfigError("projection", f"{len(values)} levels for {n} members")
         return values
 
-    scores, codes = scores or [None] * n, codes or [None] * n
+    scores, codes, factors = scores or [None] * n, codes or [None] * n, factors or [None] * n
     keys = [
-        (*lv, scores[i] is None, codes[i] is None)
+        (*lv, scores[i] is None, codes[i] is None, factors[i] is None)
         for i, lv in enumerate(zip(each(sparsity), each(bits), each(rank)))
     ]
     arch, _ = stack(members)
@@ -243,7 +292,10 @@ def project_members(
         sc = stacked([scores[i] for i in idx])
         init = None if inits is None else stacked([inits[i] for i in idx])
         cs = None if key[4] else tuple(stacked([codes[i][j] for i in idx]) for j in (0, 1))
-        projected = project(arch, params, *key[:3], scope=scope, scores=sc, init=init, codes=cs).members(arch)
+        fs = stacked([factors[i] for i in idx])
+        projected = project(
+            arch, params, *key[:3], scope=scope, scores=sc, init=init, codes=cs, factors=fs
+        ).members(arch)
         for i, m in zip(idx, projected):
             m.extra = dict(members[i].extra)
             out[i] = m

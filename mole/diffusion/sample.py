@@ -18,12 +18,14 @@ Everything random is drawn from one torch.Generator per cell, seeded with `optio
 hash of it and the cell for a model of several), so a seed gives the same networks bit for bit
 (on one machine); the noise of network i does not depend on the batch size.
 
-Structure channels: a weights model trained on sparse or quantized rows (its tokenizer gives token
-space to masks and codes) generates them beside the weights. By default a net prompted with a sparsity
-or bits is made exact from its generated weights (magnitude top-k, post-training quantization): the
-model was told the level and generated weights for it. `options.channels=True` reads the level from
-the channels instead: the top-k of the generated mask channel, the generated codes snapped onto the
-grid with the generated scales. Each net records which in extra["structure"] ("weights" or "channel").
+Structure channels: a weights model trained on sparse, quantized or low-rank rows (its tokenizer gives
+token space to masks, codes or factors) generates them beside the weights. By default a net prompted
+with a sparsity, bits or a rank is made exact from its generated weights (magnitude top-k,
+post-training quantization, truncated SVD): the model was told the level and generated weights for it.
+`options.channels=True` reads the level from the channels instead: the top-k of the generated mask
+channel, the generated codes snapped onto the grid with the generated scales, every linear weight the
+product U V of its generated factors (drawn with its rank's V factor tokens, as its training rows held
+them). Each net records which in extra["structure"] ("weights" or "channel").
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from mole.conditions import FLOAT32_BITS
 from mole.diffusion.cells import cell_seed, cells_of, pick
 from mole.diffusion.model_dir import Model, load_model
 from mole.diffusion.options import SampleOptions
-from mole.diffusion.project import check_levels, project_members
+from mole.diffusion.project import check_levels, factor_shapes, project_members
 from mole.diffusion.prompts import (
     PROJECTED,
     context_members,
@@ -125,7 +128,7 @@ def sample(
     if one_pass:
         members, scores, inits = masks.sample_masks(net, tok, meta, cond, per_net, options, context, tick)
         scope = options.scope or masks.SCOPE
-        codes = None
+        codes = factors = None
     else:
         fields = [structure_fields(tok, meta, p) if options.channels else [] for p in per_net]
         hows = [structure_of(p, f) for p, f in zip(per_net, fields)]  # each level: channel or weights
@@ -144,7 +147,7 @@ def sample(
             drawn, read = sample_weights(
                 net, scheduler, tok, meta, {n: v[idx] for n, v in cond.items()}, len(idx),
                 replace(options, seed=seed), None if starts is None else [starts[i] for i in idx], tick,
-                [fields[i] for i in idx], cells[s],
+                [fields[i] for i in idx], cells[s], [levels_of(per_net[i])[2] for i in idx],
             )  # fmt: skip
             for i, m, ch in zip(idx, drawn, read):
                 members[i], channels[i] = m, ch
@@ -153,6 +156,7 @@ def sample(
             None if ch["mask"] is None else {n: ch["mask"][n] for n in w} for ch, w in zip(channels, weights)
         ]
         codes = [None if ch["codes"] is None else (ch["codes"], ch["scales"]) for ch in channels]
+        factors = [ch.get("factors") for ch in channels]
         inits = None
         scope = options.scope or SCOPE
         for m, how in zip(members, hows):
@@ -168,6 +172,7 @@ def sample(
             scores=None if scores is None else [scores[i] for i in idx],
             inits=None if inits is None else [inits[i] for i in idx],
             codes=None if codes is None else [codes[i] for i in idx],
+            factors=None if factors is None else [factors[i] for i in idx],
         )  # fmt: skip
         for i, m in zip(idx, projected):
             out[i] = m
@@ -175,8 +180,8 @@ def sample(
 
 
 def structure_of(prompt: Mapping, fields: list[str]) -> dict[str, str]:
-    """How each prompted (non-neutral) level of a net was met: "channel" (its generated mask or codes)
-    or "weights" (its generated weights made exact)."""
+    """How each prompted (non-neutral) level of a net was met: "channel" (its generated mask, codes or
+    factors) or "weights" (its generated weights made exact)."""
     sparsity, bits, rank = levels_of(prompt)
     asked = {"sparsity": bool(sparsity), "bits": bits not in (None, FLOAT32_BITS), "rank": bool(rank)}
     channel = {"sparsity": "mask", "bits": "codes", "rank": "factors"}
@@ -184,15 +189,18 @@ def structure_of(prompt: Mapping, fields: list[str]) -> dict[str, str]:
 
 
 def structure_fields(tok, meta: Mapping, prompt: Mapping) -> list[str]:
-    """The structure channels a weights model generated for `prompt`: "mask" for a prompted sparsity
-    and "codes" for prompted bits, where its tokenizer has the channel and it trained on such members."""
+    """The structure channels a weights model generated for `prompt`: "mask" for a prompted sparsity,
+    "codes" for prompted bits and "factors" for a prompted rank, where its tokenizer has the channel
+    and it trained on such members."""
     have, specs = set(tok.fields or []), meta["conditions"]
-    sparsity, bits, _ = levels_of(prompt)
+    sparsity, bits, rank = levels_of(prompt)
     out = []
     if sparsity and "mask" in have and specs.get("sparsity", {}).get("max", 0) > 0:
         out.append("mask")
     if bits not in (None, FLOAT32_BITS) and "codes" in have and specs.get("bits", {}).get("min", 32) < 32:
         out.append("codes")
+    if rank and "factors" in have and specs.get("rank", {}).get("max", 0) > 0:
+        out.append("factors")
     return out
 
 
@@ -208,6 +216,7 @@ def sample_weights(
     on_step: Callable[[int], None],
     fields: Sequence[list[str]] | None = None,
     cell: Mapping | None = None,
+    ranks: Sequence[int | None] | None = None,
 ) -> tuple[list[MemberTensors], list[dict]]:
     """DDIM over token grids of one architecture -> unprojected params-only members, and the
     generated channels of `fields`.
@@ -219,21 +228,37 @@ def sample_weights(
         options: steps, guidance, seed, batch_size and temperature are read.
         context: starting checkpoints of a pairs model (one, or one per network), or None.
         on_step: called with 1 after every denoiser step.
-        fields: per network, the structure channels to read ("mask", "codes"; see structure_fields):
-            masks and codes are columns of the same tokens, so every net is drawn alike and only
-            read with its own layout. None: none.
+        fields: per network, the structure channels to read ("mask", "codes", "factors"; see
+            structure_fields): masks, codes and U factor rows are columns of the same tokens, so
+            every net is drawn alike and only read with its own layout. A net that reads "factors"
+            is also drawn with its rank's V factor tokens after its neuron tokens, as its training
+            rows held them (nets of fewer tokens are padded and masked, as in training). None: none.
         cell: the architecture and arch_config drawn (mole.diffusion.cells); None: the
             model's own (meta["architecture"], meta["arch_config"]).
+        ranks: per network, the prompted rank (read with "factors"); None: none.
 
     Returns:
         (members, channels): channels[i] is layout.decode_fields of net i's tokens read with its
         fields (field -> {name: float32 tensor}, None where not read).
     """
     fields = fields or [[] for _ in range(num)]
+    ranks = ranks or [None] * num
     cell = cell or meta
     layout = tok.plan(cell["architecture"], cell["arch_config"], [], None)
-    layouts = {(): layout}
-    t_len, d = layout["shape"]
+    layouts = {((), None): layout}
+
+    def layout_of(read: tuple[str, ...], rank: int | None) -> dict:
+        """The layout net tokens are read with: its fields, and its rank's factors when it reads them."""
+        key = (read, rank if "factors" in read else None)
+        if key not in layouts:
+            arch = MemberTensors(cell["architecture"], cell["arch_config"], {}).arch
+            shapes = factor_shapes(arch, rank) if "factors" in read else None
+            layouts[key] = tok.plan(cell["architecture"], cell["arch_config"], list(read), shapes)
+        return layouts[key]
+
+    drawn = [layout_of(("factors",), r) if "factors" in f else layout for f, r in zip(fields, ranks)]
+    lengths = torch.tensor([lay["shape"][0] for lay in drawn])  # (N,) tokens of each net
+    t_len, d = int(lengths.max()), layout["shape"][1]
     if denoiser.config.token_dim != d:
         raise ConfigError(
             "model", f"the denoiser takes {denoiser.config.token_dim} channels, its tokenizer makes {d}"
@@ -244,7 +269,9 @@ def sample_weights(
     noise = torch.randn(num, t_len, d, generator=gen) * (
         ddim.init_noise_sigma * options.temperature
     )  # (N, T, D), all drawn up front
-    ids = tok.layer_ids(layout)  # (T,)
+    ids = torch.stack(
+        [F.pad(tok.layer_ids(lay), (0, t_len - int(n)), value=-1) for lay, n in zip(drawn, lengths)]
+    )  # (N, T), -1 on padding as in training batches
     starts = context_members(context, num)
     out, channels = [], []
     for lo in range(0, num, options.batch_size):
@@ -253,14 +280,14 @@ def sample_weights(
         x = noise[lo:hi].clone()  # (B, T, D)
         c = {n: v[lo:hi] for n, v in cond.items()}
         encoded = [] if starts is None else [start_tokens(tok, meta, m) for m in starts[lo:hi]]
-        ctx = torch.stack([t for t, _ in encoded]) if encoded else None  # (B, T, D)
-        valid = torch.ones(b, t_len, dtype=torch.bool)
+        ctx = torch.stack([F.pad(t, (0, 0, 0, t_len - len(t))) for t, _ in encoded]) if encoded else None
+        valid = torch.arange(t_len) < lengths[lo:hi, None]  # (B, T)
         estimate = torch.zeros_like(x) if getattr(denoiser.config, "self_condition", False) else None
         for t in ddim.timesteps:
             ts = torch.full((b,), int(t), dtype=torch.long)
             sc = {} if estimate is None else {"estimate": estimate}  # only self-conditioned models take one
             predict = functools.partial(  # cond -> the denoiser's prediction at x_t
-                denoiser, x, ts, layer_ids=ids.expand(b, -1), token_valid=valid, context=ctx, **sc
+                denoiser, x, ts, layer_ids=ids[lo:hi], token_valid=valid, context=ctx, **sc
             )
             pred = guided(predict, c, guidance_at(options, int(t)), meta.get("cond_drop_keep", ()))
             stepped = ddim.step(pred, t, x, generator=gen)
@@ -269,19 +296,20 @@ def sample_weights(
                 estimate = stepped.pred_original_sample
             on_step(1)
         for i in range(b):
-            tokens = tok.denormalize(x[i], layout) if meta.get("normalized", True) else x[i]
+            mine = x[i, : layout["shape"][0]]  # its neuron tokens (factor tokens, if any, follow them)
+            tokens = tok.denormalize(mine, layout) if meta.get("normalized", True) else mine
             member = tok.detokenize(tokens, layout)
             if encoded and encoded[i][1]:  # drawn in the start's canonical order: back into its own
                 member = apply_permutation(member, invert(encoded[i][1]))
             out.append(member)
             read = tuple(fields[lo + i])
-            if read not in layouts:
-                layouts[read] = tok.plan(cell["architecture"], cell["arch_config"], list(read), None)
             if read:  # denormalised with the statistics of the channels it reads
-                full = tok.denormalize(x[i], layouts[read]) if meta.get("normalized", True) else x[i]
-                channels.append(tok.channel_values(full, layouts[read]))
+                lay = layout_of(read, ranks[lo + i])
+                mine = x[i, : lay["shape"][0]]
+                full = tok.denormalize(mine, lay) if meta.get("normalized", True) else mine
+                channels.append(tok.channel_values(full, lay))
             else:
-                channels.append(dict.fromkeys(("mask", "codes", "scales")))
+                channels.append(dict.fromkeys(("mask", "codes", "scales", "factors")))
     return out, channels
 
 

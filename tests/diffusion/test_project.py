@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mole.diffusion.project import check_levels, project, project_members, stack
+from mole.diffusion.project import check_levels, factor_shapes, project, project_members, stack
 from mole.errors import ConfigError
 from mole.nets import build_architecture
 from mole.tokenizer import MemberTensors
@@ -86,6 +86,31 @@ def test_rank_projection(arch):
     first = next(w for w in arch.weight_names() if p[w].dim() == 3)  # the first linear layer
     u, v = member.factors[f"{first}.U"], member.factors[f"{first}.V"]
     assert torch.allclose(u @ v, member.params[first], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", [ARCH, CNN], ids=["mlp", "cnn"])
+def test_rank_met_from_given_factors(arch):
+    """Generated factors of `factor_shapes` make every linear weight U V (the biases as given);
+    the truncated SVD's own factors give the truncated SVD back; a wrong shape names the field."""
+    p = params(arch)
+    svd = project(arch, p, rank=2)
+    own = svd.members(arch)
+    assert [[n, list(d)] for n, d in own[0].factor_shapes()] == factor_shapes(arch, 2)
+    factors = {n: torch.stack([m.factors[n] for m in own]) for n, _ in factor_shapes(arch, 2)}
+    again = project(arch, p, rank=2, factors=factors)
+    for n in p:
+        torch.testing.assert_close(again.params[n], svd.params[n])
+    g = torch.Generator().manual_seed(1)
+    drawn = {n: torch.randn(f.shape, generator=g) for n, f in factors.items()}
+    out = project(arch, p, rank=2, factors=drawn)
+    for n, _ in factor_shapes(arch, 2):
+        w = n.rsplit(".", 1)[0]
+        if n.endswith(".U"):
+            torch.testing.assert_close(out.params[w], drawn[n] @ drawn[f"{w}.V"])
+    assert all(torch.equal(out.params[n], p[n]) for n in p if n.endswith("bias"))
+    bad = {**drawn, factor_shapes(arch, 2)[0][0]: torch.randn(3, 1, 1)}
+    with pytest.raises(ConfigError, match=r"^factors: .*\.U should be \[\d+, 2\] at rank 2, got \[1, 1\]"):
+        project(arch, p, rank=2, factors=bad)
 
 
 def test_level_checks_name_the_field():

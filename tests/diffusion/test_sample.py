@@ -142,6 +142,40 @@ def test_structure_channels_reach_the_written_member(model):
         assert not all(torch.equal(a.mask[n], b.mask[n]) for n in names)
 
 
+def test_factor_channels_reach_the_written_member(model):
+    """Told a rank, a model whose tokens carry low-rank factors is drawn with that rank's V factor
+    tokens after its neuron tokens (as its training rows held them) and, reading channels, writes
+    its own generated factors: every linear weight is their product U V, not the truncated SVD of
+    its weights, which the default still takes."""
+    net, scheduler, tok, meta = load_model(model)
+    assert "factors" in tok.fields
+    prompt = {"variant": "lowrank", "rank": 4}
+    options = SampleOptions(steps=3, seed=2)
+    per_net = [dict(prompt) for _ in range(2)]
+    fill_constants(meta, per_net)
+    cond = encode_prompts(meta, per_net)
+    _, channels = sample_weights(
+        net, scheduler, tok, meta, cond, 2, options, None, lambda n: None, [["factors"]] * 2, None, [4, 4]
+    )
+    read = sample(model, prompt, num=2, options=replace(options, channels=True))
+    by_weights = sample(model, prompt, num=2, options=options)
+    for ch, a, b in zip(channels, read, by_weights):
+        assert a.extra["structure"] == {"rank": "channel"} and b.extra["structure"] == {"rank": "weights"}
+        shapes = a.factor_shapes()
+        assert [n for n, _ in shapes] == list(ch["factors"]) and all(
+            list(ch["factors"][n].shape) == dims for n, dims in shapes
+        )
+        assert all(torch.equal(a.factors[n], ch["factors"][n]) for n, _ in shapes)  # its own factors
+        for w in a.arch.weight_names():
+            u, v = ch["factors"][f"{w}.U"], ch["factors"][f"{w}.V"]
+            torch.testing.assert_close(a.params[w], u @ v)
+            assert torch.linalg.matrix_rank(b.params[w].double(), rtol=1e-5) <= 4
+        assert not torch.equal(a.params[a.arch.weight_names()[0]], b.params[b.arch.weight_names()[0]])
+    per_net = {"variant": ["lowrank", "dense"], "rank": [4, 0]}
+    mixed = sample(model, per_net, num=2, options=replace(options, channels=True))
+    assert mixed[0].factors is not None and mixed[1].factors is None  # one batch, two token counts
+
+
 def test_channels_refused_where_the_model_has_none(model):
     net, scheduler, tok, meta = load_model(model)
     tok.fields = [f for f in tok.fields if f != "mask"]  # as a model whose tokens carry no mask bits
