@@ -117,6 +117,9 @@ class DiffusionSystem(NetSystem):
         function_projected: score each row whose sparsity, bits or rank is not neutral by its x0
             prediction both as it is and projected onto them, as `mole sample --project` projects a
             draw told them (FunctionLoss.projected), the two KL terms averaged.
+        function_rank_residual: with function_projected, a row at a rank also pays this weight
+            times the fraction of its x0's linear-weight energy past that rank (FunctionLoss.residual;
+            inside the function term, so also weighed by function_loss). 0: none.
         function_guidance: score the function term on the classifier-free-guided x0,
             uncond + g (cond - uncond), as sampling at guidance g reads it: a number is g, [lo, hi]
             draws g ~ U[lo, hi] per row. The unconditional pass (conditions but `cond_drop_keep`
@@ -146,6 +149,7 @@ class DiffusionSystem(NetSystem):
         function_sparsities: list[float] | None = None,
         function_budget: int | None = None,
         function_projected: bool = False,
+        function_rank_residual: float = 0.0,
         function_guidance: float | list[float] | None = None,
         function_guidance_share: float = 1.0,
     ):
@@ -155,6 +159,11 @@ class DiffusionSystem(NetSystem):
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
         check_number(function_loss, "model.function_loss", 0)
         check_function_guidance(function_guidance, function_guidance_share)
+        check_number(function_rank_residual, "model.function_rank_residual", 0)
+        if function_rank_residual and not function_projected:
+            raise ConfigError(
+                "model.function_rank_residual", "needs function_projected: true (it reads the rows' ranks)"
+            )
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         check_choice(timestep_sampling, TIMESTEP_SAMPLING, "model.timestep_sampling")
         unknown = sorted(set(cond_drop_keep or []) - set(net.config.conditions or {}))
@@ -203,6 +212,7 @@ class DiffusionSystem(NetSystem):
                 self.hparams.function_inputs,
                 sparsities=self.hparams.function_sparsities or (),
                 budget=self.hparams.function_budget,
+                rank_residual=self.hparams.get("function_rank_residual", 0.0),
             )
 
     def model_meta(self) -> dict[str, Any]:

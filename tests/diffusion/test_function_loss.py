@@ -160,6 +160,35 @@ def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits)
         FunctionLoss(tok, digits.x_train[:32], sparsities=[1.0])
 
 
+def test_rank_residual_is_the_energy_past_each_rows_rank(members, digits):
+    """`residual`: per linear weight of a row at a rank, the fraction of its energy outside its top-r
+    left singular subspace (0 for a rank-r weight), averaged; rows at no rank add nothing. With
+    `rank_residual` the term adds it, weighted, to the KL of rows at a level."""
+    tok = NeuronTokenizer(canonical="match").fit(members)
+    fn = FunctionLoss(tok, digits.x_train[:32])
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])[:3]
+    params = fn.params(tokens)
+    rank = torch.tensor([0, 2, 2])
+    want = []
+    for i in (1, 2):
+        for w in fn.weights:
+            s = torch.linalg.svdvals(params[w][i].detach().double())
+            want.append(float((s[2:] ** 2).sum() / (s**2).sum()))
+    assert fn.residual(params, rank).item() == pytest.approx(sum(want) / len(want), rel=1e-4)
+    assert fn.residual(params, torch.zeros(3, dtype=torch.long)).item() == 0.0
+    low = project(fn.arch, {n: v.detach() for n, v in params.items()}, rank=2).params
+    assert fn.residual(low, rank).item() == pytest.approx(0.0, abs=1e-6)  # already rank 2
+    levels = {"sparsity": torch.zeros(3), "bits": torch.full((3,), 32), "rank": rank}
+    noisy = tokens + 0.3 * torch.randn_like(tokens)
+    plain = fn(noisy, tokens, levels)
+    fn.rank_residual = 2.0
+    pred = noisy.clone().requires_grad_()
+    with_term = fn(pred, tokens, levels)
+    torch.testing.assert_close(with_term, plain + 2.0 * fn.residual(fn.params(noisy), rank))
+    with_term.backward()
+    assert pred.grad[1:].abs().sum() > 0
+
+
 def test_rows_are_scored_projected_onto_their_own_levels(members, digits):
     """levels: each row becomes what `mole sample --project` makes of a draw told its sparsity, bits
     or rank (exactly, forward); neutral rows stay as predicted; gradients pass straight through."""
@@ -298,6 +327,14 @@ def test_function_guidance_scores_the_guided_x0(zoo, tmp_path):
     with pytest.raises(ConfigError, match=r"^model\.function_guidance_share: must be in \[0, 1\]"):
         DiffusionSystem(
             Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_guidance_share=1.5
+        )
+    with pytest.raises(ConfigError, match=r"^model\.function_rank_residual: needs function_projected"):
+        DiffusionSystem(
+            Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_rank_residual=1.0
+        )
+    with pytest.raises(ConfigError, match=r"^model\.function_rank_residual: must be a number >= 0"):
+        DiffusionSystem(
+            Denoiser.sized("tiny", **model_args(dm)), function_projected=True, function_rank_residual=-1.0
         )
     for bad, why in (
         ([2.0], "must be g or"),
