@@ -212,9 +212,7 @@ class FunctionLoss(nn.Module):
             mine = (rank.float() - level).abs() < 1e-4
             for plan in plan_layers(self.arch, level, "none", "rank"):
                 w = params[plan.name][mine]  # (b, out, in)
-                u = torch.linalg.svd(w.detach().double(), full_matrices=False)[0]
-                u = u[..., : plan.ranks[0]].to(w.dtype)  # (b, out, r)
-                rest = w - u @ (u.transpose(1, 2) @ w)
+                rest = w - onto_top_subspace(w, plan.ranks[0])
                 parts.append(rest.pow(2).sum((1, 2)) / w.detach().pow(2).sum((1, 2)).clamp(min=1e-12))
         return torch.cat(parts).mean()
 
@@ -310,10 +308,7 @@ class FunctionLoss(nn.Module):
                 else:  # onto the top singular subspace, held fixed: the gradient is projected there
                     moved = dict(out)
                     for plan in plan_layers(self.arch, int(level), "none", "rank"):
-                        w = out[plan.name]  # (B, out, in)
-                        u = torch.linalg.svd(w.detach().double(), full_matrices=False)[0]
-                        u = u[..., : plan.ranks[0]].to(w.dtype)  # (B, out, r)
-                        moved[plan.name] = u @ (u.transpose(1, 2) @ w)
+                        moved[plan.name] = onto_top_subspace(out[plan.name], plan.ranks[0])
                 out = {n: torch.where(rows, moved[n], v) if n in self.weights else v for n, v in out.items()}
         return out
 
@@ -330,6 +325,13 @@ class FunctionLoss(nn.Module):
         keep = topk_straight_through(mags, drawn).split([params[w][0].numel() for w in self.weights], 1)
         masks = {w: k.view_as(params[w]) for w, k in zip(self.weights, keep)}
         return {k: v * masks[k] if k in masks else v for k, v in params.items()}
+
+
+def onto_top_subspace(w: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, out, in) weights projected onto their top-r left singular subspace, held fixed (found
+    without gradient, in float64): the truncated SVD forward, its gradient projected there."""
+    u = torch.linalg.svd(w.detach().double(), full_matrices=False)[0][..., :r].to(w.dtype)  # (B, out, r)
+    return u @ (u.transpose(1, 2) @ w)
 
 
 PROJECTED = ("sparsity", "bits", "rank")  # the levels `projected` moves a row onto
