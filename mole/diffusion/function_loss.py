@@ -183,19 +183,44 @@ class FunctionLoss(nn.Module):
         with torch.no_grad():
             teacher = F.log_softmax(self.arch.forward_stacked(self.params(target), self.inputs), -1)
         params = self.params(pred)
+        # each rank row's truncated SVD, taken once for the projected KL and the residual
+        tops = self.top_subspaces(params, levels["rank"]) if levels and "rank" in levels else None
         if levels:
             kl = self.kl(teacher, params, per_row=True)  # (B,)
-            both = (kl + self.kl(teacher, self.projected(params, levels), per_row=True)) / 2
+            both = (kl + self.kl(teacher, self.projected(params, levels, tops), per_row=True)) / 2
             loss = torch.where(at_a_level(levels), both, kl).mean()
         else:
             loss = self.kl(teacher, params)
         if self.sparsities:
             loss = (loss + self.kl(teacher, self.pruned(params))) / 2
-        if self.rank_residual and levels and "rank" in levels:
-            loss = loss + self.rank_residual * self.residual(params, levels["rank"])
+        if self.rank_residual and tops is not None:
+            loss = loss + self.rank_residual * self.residual(params, levels["rank"], tops)
         return loss
 
-    def residual(self, params: dict[str, torch.Tensor], rank: torch.Tensor) -> torch.Tensor:
+    def top_subspaces(self, params: dict[str, torch.Tensor], rank: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{linear weight name: (B, out, in)}: each row at a rank (rank > 0) projected onto its top-r
+        left singular subspace (`onto_top_subspace`, r as the rank's layer plan caps it), the other rows
+        as they are; {} when no row has a rank. One SVD per row at a rank and layer.
+
+        Args:
+            params: {name: (B, *shape)} stacked params.
+            rank: (B,) each row's rank (0: full).
+        """
+        tops: dict[str, torch.Tensor] = {}
+        for level in sorted({int(v) for v in rank[rank.float() > 0].tolist()}):
+            mine = ((rank.float() - level).abs() < 1e-4).nonzero().squeeze(1)
+            for plan in plan_layers(self.arch, level, "none", "rank"):
+                w = params[plan.name]
+                moved = onto_top_subspace(w.index_select(0, mine), plan.ranks[0])
+                tops[plan.name] = tops.get(plan.name, w).index_copy(0, mine, moved)
+        return tops
+
+    def residual(
+        self,
+        params: dict[str, torch.Tensor],
+        rank: torch.Tensor,
+        tops: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The mean, over the linear weights of rows at a rank (rank > 0), of each weight's energy
         outside its top-r left singular subspace (held fixed), as a fraction of its energy: 0 for a
         weight of rank <= r. 0 when no row has a rank.
@@ -203,17 +228,16 @@ class FunctionLoss(nn.Module):
         Args:
             params: {name: (B, *shape)} stacked params.
             rank: (B,) each row's rank (0: full).
+            tops: `top_subspaces(params, rank)`, when the caller already has it.
         """
         rows = rank.float() > 0
         if not bool(rows.any()):
             return params[self.weights[0]].new_zeros(())
+        tops = self.top_subspaces(params, rank) if tops is None else tops
         parts = []
-        for level in sorted({int(v) for v in rank[rows].tolist()}):
-            mine = (rank.float() - level).abs() < 1e-4
-            for plan in plan_layers(self.arch, level, "none", "rank"):
-                w = params[plan.name][mine]  # (b, out, in)
-                rest = w - onto_top_subspace(w, plan.ranks[0])
-                parts.append(rest.pow(2).sum((1, 2)) / w.detach().pow(2).sum((1, 2)).clamp(min=1e-12))
+        for name, top in tops.items():
+            w, rest = params[name][rows], (params[name] - top)[rows]  # (b, out, in)
+            parts.append(rest.pow(2).sum((1, 2)) / w.detach().pow(2).sum((1, 2)).clamp(min=1e-12))
         return torch.cat(parts).mean()
 
     def masked(
@@ -278,7 +302,10 @@ class FunctionLoss(nn.Module):
         return kl.mean(1) if per_row else kl.mean()
 
     def projected(
-        self, params: dict[str, torch.Tensor], levels: dict[str, torch.Tensor]
+        self,
+        params: dict[str, torch.Tensor],
+        levels: dict[str, torch.Tensor],
+        tops: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """`params` with each row projected onto its own levels: magnitude top-k and the bit grid
         straight-through (identity gradient past them; the quantizer's scales are constants of the
@@ -288,28 +315,27 @@ class FunctionLoss(nn.Module):
             params: {name: (B, *shape)} stacked params.
             levels: {"sparsity" | "bits" | "rank": (B,)}; neutral values (sparsity 0, bits 32, rank 0)
                 leave a row as it is. Bits TERNARY_BITS is the ternary grid, 2 the symmetric one.
+            tops: `top_subspaces(params, levels["rank"])`, when the caller already has it (a row at a
+                rank is at no other level, as the zoo's rows are: each has one variant).
         """
         out = dict(params)
         sparsity = levels.get("sparsity")
         if sparsity is not None and bool((sparsity > 0).any()):
             out = self.pruned(out, sparsity.float())
-        for key in ("bits", "rank"):
-            neutral = LEVELS[key]
-            values = levels.get(key)
-            if values is None:
-                continue
-            for level in sorted({float(v) for v in values.tolist()} - {float(neutral)}):
-                rows = ((values.float() - level).abs() < 1e-4).view(
+        bits = levels.get("bits")
+        if bits is not None:
+            for level in sorted({float(v) for v in bits.tolist()} - {float(LEVELS["bits"])}):
+                rows = ((bits.float() - level).abs() < 1e-4).view(
                     -1, *[1] * (params[self.weights[0]].dim() - 1)
                 )
-                if key == "bits":  # TERNARY_BITS: the ternary grid
-                    grid = TERNARY if abs(level - TERNARY_BITS) < 1e-4 else int(level)
-                    moved = fake_quantize(out, self.weights, grid)
-                else:  # onto the top singular subspace, held fixed: the gradient is projected there
-                    moved = dict(out)
-                    for plan in plan_layers(self.arch, int(level), "none", "rank"):
-                        moved[plan.name] = onto_top_subspace(out[plan.name], plan.ranks[0])
+                grid = TERNARY if abs(level - TERNARY_BITS) < 1e-4 else int(level)  # TERNARY_BITS: ternary
+                moved = fake_quantize(out, self.weights, grid)
                 out = {n: torch.where(rows, moved[n], v) if n in self.weights else v for n, v in out.items()}
+        rank = levels.get("rank")
+        if rank is not None:  # onto the top singular subspace, held fixed: the gradient is projected there
+            tops = self.top_subspaces(out, rank) if tops is None else tops
+            rows = (rank.float() > 0).view(-1, 1, 1)
+            out = {n: torch.where(rows, tops[n], v) if n in tops else v for n, v in out.items()}
         return out
 
     def pruned(

@@ -11,7 +11,13 @@ from mole.conditions import TERNARY_BITS
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
-from mole.diffusion.function_loss import FunctionLoss, PerCell, activation_cost, budgeted_inputs
+from mole.diffusion.function_loss import (
+    FunctionLoss,
+    PerCell,
+    activation_cost,
+    budgeted_inputs,
+    onto_top_subspace,
+)
 from mole.diffusion.project import project
 from mole.diffusion.system import DiffusionSystem
 from mole.errors import ConfigError
@@ -187,6 +193,31 @@ def test_rank_residual_is_the_energy_past_each_rows_rank(members, digits):
     torch.testing.assert_close(with_term, plain + 2.0 * fn.residual(fn.params(noisy), rank))
     with_term.backward()
     assert pred.grad[1:].abs().sum() > 0
+
+
+def test_top_subspaces_take_one_svd_per_rank_row_and_serve_both_terms(members, digits):
+    """`top_subspaces`: rows at a rank become their truncated SVD, the others stay as they are (the
+    same values); `projected` and `residual` give the same given it as computing it themselves."""
+    tok = NeuronTokenizer(canonical="match").fit(members)
+    fn = FunctionLoss(tok, digits.x_train[:32])
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])[:4]
+    params = fn.params(tokens)
+    rank = torch.tensor([0, 2, 4, 2])
+    tops = fn.top_subspaces(params, rank)
+    assert set(tops) == set(fn.weights)
+    for name in fn.weights:
+        assert torch.equal(tops[name][0], params[name][0])
+        for i in (1, 2, 3):
+            want = onto_top_subspace(params[name][i : i + 1], int(rank[i]))[0]
+            torch.testing.assert_close(tops[name][i], want, atol=1e-6, rtol=1e-5)
+        assert torch.linalg.matrix_rank(tops[name][2].double(), atol=1e-5) <= 4
+    assert fn.top_subspaces(params, torch.zeros(4, dtype=torch.long)) == {}
+    levels = {"sparsity": torch.tensor([0.5, 0, 0, 0]), "bits": torch.full((4,), 32), "rank": rank}
+    given, own = fn.projected(params, levels, tops), fn.projected(params, levels)
+    for name in params:
+        torch.testing.assert_close(given[name], own[name])
+    assert not torch.equal(given[fn.weights[0]][0], params[fn.weights[0]][0])  # row 0 pruned, kept so
+    torch.testing.assert_close(fn.residual(params, rank, tops), fn.residual(params, rank))
 
 
 def test_rows_are_scored_projected_onto_their_own_levels(members, digits):
