@@ -207,8 +207,9 @@ class FunctionLoss(nn.Module):
             rank: (B,) each row's rank (0: full).
         """
         tops: dict[str, torch.Tensor] = {}
-        for level in sorted({int(v) for v in rank[rank.float() > 0].tolist()}):
-            mine = ((rank.float() - level).abs() < 1e-4).nonzero().squeeze(1)
+        rank = rank.float()
+        for level in sorted({int(v) for v in rank[rank > 0].tolist()}):
+            mine = ((rank - level).abs() < 1e-4).nonzero().squeeze(1)
             for plan in plan_layers(self.arch, level, "none", "rank"):
                 w = params[plan.name]
                 moved = onto_top_subspace(w.index_select(0, mine), plan.ranks[0])
@@ -236,7 +237,8 @@ class FunctionLoss(nn.Module):
         tops = self.top_subspaces(params, rank) if tops is None else tops
         parts = []
         for name, top in tops.items():
-            w, rest = params[name][rows], (params[name] - top)[rows]  # (b, out, in)
+            w = params[name][rows]  # (b, out, in): the rows at a rank only
+            rest = w - top[rows]
             parts.append(rest.pow(2).sum((1, 2)) / w.detach().pow(2).sum((1, 2)).clamp(min=1e-12))
         return torch.cat(parts).mean()
 
