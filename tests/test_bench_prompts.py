@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mole.bench.prompts import past_row, run_prompts, zoo_reference
+from mole.bench.prompts import past_row, prompts_table, run_prompts, zoo_reference
 from mole.cli import main
 from mole.diffusion.model_dir import read_meta, single_zoo
 from mole.errors import ConfigError
@@ -40,6 +40,8 @@ def test_figures_inside_and_past_the_range(model, tmp_path):
         assert 0.0 <= row["mean"] <= row["best"] <= 1.0
         assert row["best_reaches_zoo_best"] == (row["best"] >= r["zoo"]["best"])
     assert (tmp_path / "plots" / "prompts_test_acc.png").stat().st_size > 0
+    table = prompts_table(path)
+    assert f"the zoo's best tenth by validation averages {r['zoo']['by_validation']:.4f}" in table
 
 
 def test_lower_is_better_for_loss():
@@ -58,6 +60,17 @@ def test_loss_reference_is_the_lowest(model):
     assert ref["best"] == pytest.approx(min(losses)) and ref["p90"] == pytest.approx(
         float(np.quantile(losses, 0.1))
     )
+
+
+@pytest.mark.parametrize(
+    "condition,twin,higher", [("test_acc", "val_acc", True), ("test_loss", "val_loss", False)]
+)
+def test_by_validation_is_the_best_tenth_on_the_validation_split(model, condition, twin, higher):
+    meta = read_meta(model)
+    rows = load_rows(meta["zoo"], tensors=False)
+    ranked = sorted(rows, key=lambda r: r[twin], reverse=higher)[: -(-len(rows) // 10)]
+    ref = zoo_reference(meta, condition)
+    assert ref["by_validation"] == pytest.approx(float(np.mean([r[condition] for r in ranked])))
 
 
 @pytest.mark.parametrize(
