@@ -190,22 +190,28 @@ def drop_conditions(
     device: torch.device | None = None,
     generator=None,
     keep: tuple[str, ...] | list[str] = (),
+    each: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Classifier-free guidance dropout: name -> (B,) bool. Each row drops all conditions at once
     with probability p (the unconditional model guidance needs), and each condition alone with
-    probability p (so a prompt may leave any subset out).
+    probability `each` (so a prompt may leave any subset out).
 
     Args:
         names: the denoiser's condition names.
         batch: B.
         p: cond_drop_prob.
+        each: cond_drop_each, the probability of dropping each condition alone; None: p. At 0.1, a
+            prompt that leaves out two conditions the zoo sets (test_acc given, test_loss and sparsity
+            not) is a case one row in a hundred trains; the conditional prediction then ignored
+            test_acc (ledger C37).
         device, generator: where and from what to draw.
         keep: conditions the all-at-once drop leaves in place (still dropped alone): the unconditional
             model is then told them, e.g. the architecture and task of a mixed model, whose
             unconditional prediction would otherwise be a blend of every architecture's.
     """
-    if p <= 0 or not names:
+    alone = p if each is None else each
+    if (p <= 0 and alone <= 0) or not names:
         return {}
     rand = torch.rand(len(names) + 1, batch, device=device, generator=generator)  # (K + 1, B)
     every = rand[0] < p
-    return {n: (every & (n not in keep)) | (rand[i + 1] < p) for i, n in enumerate(names)}
+    return {n: (every & (n not in keep)) | (rand[i + 1] < alone) for i, n in enumerate(names)}

@@ -96,7 +96,10 @@ class DiffusionSystem(NetSystem):
             timesteps, or "logit_normal" (t / T = sigmoid(n), n ~ N(0, 1): Esser et al. 2024's
             weighting, most draws at middle noise levels; on the pairs recipe it measured worse, L20).
         ema_decay: decay of the exported EMA copy.
-        cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions).
+        cond_drop_prob: classifier-free guidance dropout (see conditioning.drop_conditions): every
+            condition at once, and each alone unless `cond_drop_each` says otherwise.
+        cond_drop_each: the probability of dropping each condition alone; None: cond_drop_prob.
+            Raise it when prompts will leave conditions out (a test_acc prompt without its test_loss).
         cond_drop_keep: conditions the all-at-once dropout keeps, so the unconditional prediction that
             guidance contrasts with is told them (sampling keeps them in its unconditional pass too:
             mole.json's "cond_drop_keep"). A mixed model (mole.diffusion.cells) keeps
@@ -144,6 +147,7 @@ class DiffusionSystem(NetSystem):
         ema_decay: float = 0.999,
         cond_drop_prob: float = 0.1,
         cond_drop_keep: list[str] | None = None,
+        cond_drop_each: float | None = None,
         function_loss: float = 0.0,
         function_inputs: int = 256,
         function_sparsities: list[float] | None = None,
@@ -157,6 +161,8 @@ class DiffusionSystem(NetSystem):
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
         if not 0 <= cond_drop_prob < 1:
             raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
+        if cond_drop_each is not None and not 0 <= cond_drop_each < 1:
+            raise ConfigError("model.cond_drop_each", f"must be in [0, 1) or null, got {cond_drop_each}")
         check_number(function_loss, "model.function_loss", 0)
         check_function_guidance(function_guidance, function_guidance_share)
         check_number(function_rank_residual, "model.function_rank_residual", 0)
@@ -243,7 +249,7 @@ class DiffusionSystem(NetSystem):
         names = list(self.net.config.conditions or {})
         dropped = drop_conditions(
             names, b, self.hparams.cond_drop_prob if drop else 0.0, tokens.device, generator,
-            self.hparams.cond_drop_keep or (),
+            self.hparams.cond_drop_keep or (), self.hparams.get("cond_drop_each") if drop else 0.0,
         )  # fmt: skip
         noise = torch.randn(tokens.shape, device=tokens.device, generator=generator)
         t = draw_timesteps(

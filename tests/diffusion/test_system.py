@@ -143,6 +143,36 @@ def test_drop_conditions():
     assert (kept["a"] & ~kept["b"]).float().mean() > (drop["a"] & ~drop["b"]).float().mean() + 0.1
 
 
+def test_drop_each_condition_alone_at_its_own_rate():
+    g = torch.Generator().manual_seed(0)
+    drop = drop_conditions(["a", "b"], 8000, 0.1, generator=g, each=0.5)
+    every = drop["a"] & drop["b"]
+    # a alone (b kept) needs no all-at-once drop and a's own 0.5: 0.9 * 0.5 * 0.5
+    assert (drop["a"] & ~drop["b"]).float().mean().item() == pytest.approx(0.9 * 0.25, abs=0.02)
+    assert every.float().mean().item() == pytest.approx(0.1 + 0.9 * 0.25, abs=0.02)
+    assert drop_conditions(["a"], 8, 0.0, each=0.0) == {}
+    only_each = drop_conditions(["a", "b"], 8000, 0.0, generator=g, each=0.3)  # no unconditional rows
+    assert only_each["a"].float().mean().item() == pytest.approx(0.3, abs=0.02)
+
+
+def test_the_system_drops_each_condition_at_cond_drop_each(zoo, cache, monkeypatch):
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=cache)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((args[2], args[6]))  # (p, each)
+        return drop_conditions(*args, **kwargs)
+
+    monkeypatch.setattr("mole.diffusion.system.drop_conditions", spy)
+    batch = next(iter(dm.train_dataloader()))
+    for each, drop, wanted in ((0.5, True, (0.1, 0.5)), (None, True, (0.1, None)), (0.5, False, (0.0, 0.0))):
+        system = DiffusionSystem(Denoiser(**model_args(dm), **TINY), cond_drop_each=each)
+        system.loss(batch, drop=drop)
+        assert seen[-1] == wanted
+    with pytest.raises(ConfigError, match=r"^model\.cond_drop_each: must be in \[0, 1\) or null, got 1\.0$"):
+        DiffusionSystem(Denoiser(**model_args(dm), **TINY), cond_drop_each=1.0)
+
+
 def test_encode_conditions_validates_prompts():
     meta = {
         "conditions": {
