@@ -18,7 +18,14 @@ from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import PROJECTED, PerCell
 from mole.diffusion.prompts import unconditional
-from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
+from mole.diffusion.training import (
+    LR_SCHEDULES,
+    NetSystem,
+    check_number,
+    check_probability,
+    check_target,
+    ema_of,
+)
 from mole.errors import ConfigError, check_choice
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -159,10 +166,8 @@ class DiffusionSystem(NetSystem):
     ):
         super().__init__()
         check_choice(prediction_type, PREDICTION_TYPES, "model.prediction_type")
-        if not 0 <= cond_drop_prob < 1:
-            raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
-        if cond_drop_each is not None and not 0 <= cond_drop_each < 1:
-            raise ConfigError("model.cond_drop_each", f"must be in [0, 1) or null, got {cond_drop_each}")
+        check_probability(cond_drop_prob, "model.cond_drop_prob")
+        check_probability(cond_drop_each, "model.cond_drop_each", nullable=True)
         check_number(function_loss, "model.function_loss", 0)
         check_function_guidance(function_guidance, function_guidance_share)
         check_number(function_rank_residual, "model.function_rank_residual", 0)

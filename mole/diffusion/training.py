@@ -80,6 +80,14 @@ def check_number(value: Any, field: str, low: float, strict: bool = False) -> No
         raise ConfigError(field, f"must be a number {'>' if strict else '>='} {low:g}, got {value!r}")
 
 
+def check_probability(value: Any, field: str, nullable: bool = False) -> None:
+    """A number in [0, 1) (or None when `nullable`), else a ConfigError naming `field`."""
+    if value is None and nullable:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(field, f"must be in [0, 1){' or null' if nullable else ''}, got {value!r}")
+
+
 def batch_conditions(batch: dict, specs: dict) -> dict[str, torch.Tensor]:
     """The batch's conditions a model knows (`specs`: its config's), continuous ones as float."""
     cond = batch["cond"]

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from mole.data import load_task
 from mole.diffusion.conditioning import drop_conditions
 from mole.diffusion.function_loss import FunctionLoss, zoo_task
-from mole.diffusion.training import LR_SCHEDULES, NetSystem, check_number, check_target, ema_of
+from mole.diffusion.training import (
+    LR_SCHEDULES,
+    NetSystem,
+    check_number,
+    check_probability,
+    check_target,
+    ema_of,
+)
 from mole.errors import ConfigError, check_choice
 from mole.masks.construction import check_prior, prior_data, prior_logits
 from mole.masks.model import MaskModel
@@ -71,8 +78,7 @@ class MaskSystem(NetSystem):
         mask_prior: dict | None = None,
     ):
         super().__init__()
-        if not 0 <= cond_drop_prob < 1:
-            raise ConfigError("model.cond_drop_prob", f"must be in [0, 1), got {cond_drop_prob}")
+        check_probability(cond_drop_prob, "model.cond_drop_prob")
         check_number(function_loss, "model.function_loss", 0)
         check_choice(lr_schedule, LR_SCHEDULES, "model.lr_schedule")
         if entry_gain_lr is not None:
