@@ -239,13 +239,12 @@ def test_the_tiny_matrix_holds_every_cell_and_seed_with_measured_figures(tiny):
         assert all(isinstance(v, float) and not math.isnan(v) for v in values), key
     for key in ("zoo_acc", "B2", "B3_mae", "train_seconds"):  # measured, not constants
         assert rows[0][key] != rows[1][key], key
-    # Not peak_mb: a stage that needs fewer pages than the process already holds peaks at the
-    # resident set it started from, so two cells can read the same peak (CI saw 1052.28 MB twice).
-    # It must be the larger of the two stages' peaks that measures.json keeps.
     for r in rows:
+        # Not peak_mb above: a stage that needs fewer pages than the process already holds peaks at
+        # the resident set it started from, so two cells can read the same peak (CI saw 1052.28 MB
+        # twice). It must be the larger of the two stages' peaks that measures.json keeps.
         stages = json.loads((out / r["cell"] / "seed0" / "measures.json").read_text())
         assert r["peak_mb"] == max(stages["train"]["peak_mb"], stages["sample"]["peak_mb"])
-    for r in rows:
         assert set(r["B4_parts"]) == {"above_frontier", "as_novel", "as_diverse", "as_accurate"}
         assert r["B4"] == np.mean(list(r["B4_parts"].values()))
         assert set(r["met"]) == {"B2", "B3", "B4", "B5"} and r["peak_mb"] > 50 and r["train_seconds"] > 0

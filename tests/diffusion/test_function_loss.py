@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from mole.conditions import TERNARY_BITS
+from mole.data import load_task
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
@@ -133,10 +134,7 @@ def test_activation_cost_counts_the_elements_a_forward_writes():
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TASK_SHAPES = {
-    "digits": (1, 8, 8),
-    "mnist1d": (1, 40),
-}  # load_task's input shapes, without generating MNIST-1D
+SMALL = {"mnist1d": {"num_samples": 100}}  # the task's shapes without generating its 4000 samples
 # The function term's inputs a step under each recipe's budget. Pinned because `activation_cost` counts
 # what the stacked kernels write: a zoo-speed change to mole/nets moved the digits CNN's count from 4554
 # to 5066, and so a recipe's input count, silently. If this fails, re-decide the budget, then the pin.
@@ -156,7 +154,10 @@ def test_each_recipe_gives_its_cells_the_function_inputs_it_was_measured_with(re
     spec = yaml.safe_load((CONFIGS / cell).read_text())
     if "zoo" in spec:  # a matrix cell names its zoo spec
         spec = yaml.safe_load(((CONFIGS / cell).parent / spec["zoo"][0]).read_text())
-    arch = build_architecture(spec["architecture"], TASK_SHAPES[spec["task"]], 10, **spec["arch_options"])
+    data = load_task(spec["task"], **spec.get("task_options", {}), **SMALL.get(spec["task"], {}))
+    arch = build_architecture(
+        spec["architecture"], data.input_shape, data.num_classes, **spec["arch_options"]
+    )
     assert budgeted_inputs(arch, 1024, budget) == inputs
 
 
