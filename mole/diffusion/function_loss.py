@@ -29,6 +29,11 @@ CNN's term took 10x the quickstart MLP's per step on 1024 inputs, at 2.9x its FL
 activations. `budgeted_inputs` sets the number of inputs from a budget of activation elements
 (`activation_cost`), so the term costs about the same per step on any network.
 
+With a `pool` (the system's `function_resample`), every call draws its inputs afresh from the task's
+training split, as many as the fixed set would hold: the term then estimates the KL over the whole
+split at the same cost per step, instead of fitting the draws to one small subset (the CNNs' budget
+leaves them 78-111 inputs).
+
 With `levels` (the system's `function_projected`), a row whose sparsity, bits or rank is not neutral
 is scored by the mean of two KL terms: its prediction as it is, and projected there as `mole sample
 --project` projects a draw told that level (global magnitude top-k and the symmetric or ternary bit
@@ -81,6 +86,9 @@ class FunctionLoss(nn.Module):
         sparsities: also score the prediction pruned by global magnitude at one of these (drawn per
             network); () : dense only.
         architecture: (name, arch_config) of the networks the tokens hold; None: the tokenizer's.
+        rank_residual: weight of the energy past a row's rank (`residual`).
+        pool: (M, C, H, W) training inputs to draw `inputs`' count from afresh at every call (`draw`)
+            instead of scoring on `inputs` alone; None: `inputs` are fixed.
     """
 
     def __init__(
@@ -91,6 +99,7 @@ class FunctionLoss(nn.Module):
         sparsities=(),
         architecture: tuple[str, dict] | None = None,
         rank_residual: float = 0.0,
+        pool: torch.Tensor | None = None,
     ):
         super().__init__()
         self.sparsities = [float(x) for x in sparsities]
@@ -115,6 +124,7 @@ class FunctionLoss(nn.Module):
         self.register_buffer("std", std.float(), persistent=False)
         self.register_buffer("index", compiled.index, persistent=False)
         self.register_buffer("inputs", inputs.float(), persistent=False)
+        self.register_buffer("pool", None if pool is None else pool.float(), persistent=False)
         self.task: str | None = None  # the inputs' task and its options, when known (from_datamodule)
         self.task_options: dict = {}
 
@@ -169,8 +179,21 @@ class FunctionLoss(nn.Module):
         values = grid.flatten(1).index_select(1, self.index).split(self.sizes, dim=1)
         return {n: v.reshape(-1, *s) for n, v, s in zip(self.names, values, self.shapes)}
 
+    def draw(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The inputs of one call: `inputs`, or as many drawn afresh from `pool` without replacement
+        (with `generator`; None: the global RNG)."""
+        if self.pool is None:
+            return self.inputs
+        device = generator.device if generator is not None else self.pool.device
+        pick = torch.randperm(len(self.pool), generator=generator, device=device)[: len(self.inputs)]
+        return self.pool.index_select(0, pick.to(self.pool.device))
+
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, levels: dict[str, torch.Tensor] | None = None
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        levels: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """KL from the target tokens' network to the predicted tokens' network (a scalar).
 
@@ -179,20 +202,22 @@ class FunctionLoss(nn.Module):
             target: (B, T, D) the clean tokens.
             levels: {"sparsity" | "bits" | "rank": (B,)} each row's own levels; rows at a non-neutral
                 one are scored projected there (`projected`). None: every row as predicted.
+            generator: draws the call's inputs from `pool` (`draw`); unused when the inputs are fixed.
         """
+        x = self.draw(generator)
         with torch.no_grad():
-            teacher = F.log_softmax(self.arch.forward_stacked(self.params(target), self.inputs), -1)
+            teacher = F.log_softmax(self.arch.forward_stacked(self.params(target), x), -1)
         params = self.params(pred)
         # each rank row's truncated SVD, taken once for the projected KL and the residual
         tops = self.top_subspaces(params, levels["rank"]) if levels and "rank" in levels else None
         if levels:
-            kl = self.kl(teacher, params, per_row=True)  # (B,)
-            both = (kl + self.kl(teacher, self.projected(params, levels, tops), per_row=True)) / 2
+            kl = self.kl(teacher, params, per_row=True, x=x)  # (B,)
+            both = (kl + self.kl(teacher, self.projected(params, levels, tops), per_row=True, x=x)) / 2
             loss = torch.where(at_a_level(levels), both, kl).mean()
         else:
-            loss = self.kl(teacher, params)
+            loss = self.kl(teacher, params, x=x)
         if self.sparsities:
-            loss = (loss + self.kl(teacher, self.pruned(params))) / 2
+            loss = (loss + self.kl(teacher, self.pruned(params), x=x)) / 2
         if self.rank_residual and tops is not None:
             loss = loss + self.rank_residual * self.residual(params, levels["rank"], tops)
         return loss
@@ -296,10 +321,15 @@ class FunctionLoss(nn.Module):
         return self.gather(F.pad(tokens, (lo, self.shape[1] - hi)))
 
     def kl(
-        self, teacher: torch.Tensor, params: dict[str, torch.Tensor], per_row: bool = False
+        self,
+        teacher: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        per_row: bool = False,
+        x: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """KL summed over classes, averaged over inputs and nets (a scalar), or per net (B,)."""
-        student = F.log_softmax(self.arch.forward_stacked(params, self.inputs), -1)
+        """KL summed over classes, averaged over inputs and nets (a scalar), or per net (B,); on the
+        inputs `x` the teacher was run on (None: `inputs`)."""
+        student = F.log_softmax(self.arch.forward_stacked(params, self.inputs if x is None else x), -1)
         kl = (teacher.exp() * (teacher - student)).sum(-1)  # (B, N) from (B, N, C) log-probabilities
         return kl.mean(1) if per_row else kl.mean()
 
@@ -363,6 +393,7 @@ def onto_top_subspace(w: torch.Tensor, r: int) -> torch.Tensor:
 
 
 PROJECTED = ("sparsity", "bits", "rank")  # the levels `projected` moves a row onto
+POOL = 16384  # the most training inputs a resampling term draws from (MNIST's 60k would hold 190 MB)
 
 
 def at_a_level(levels: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -396,11 +427,13 @@ class PerCell(nn.Module):
         sparsities=(),
         budget: int | None = None,
         rank_residual: float = 0.0,
+        resample: bool = False,
     ) -> PerCell:
         """One FunctionLoss per cell of a set-up ZooDataModule: `num_inputs` training inputs of
         the cell's task drawn with `seed` (fewer where `budget`, activation elements per network
         and forward pass, allows fewer: budgeted_inputs), its own architecture's plan.
-        `rank_residual`: FunctionLoss's weight of the energy past a row's rank."""
+        `rank_residual`: FunctionLoss's weight of the energy past a row's rank. `resample`: as many
+        inputs drawn afresh at every call from the task's training split (at most POOL of them)."""
         check_int(num_inputs, "function_inputs")
         datamodule.setup()
         tasks: dict[str, TaskData] = {}  # one load per (task, options)
@@ -419,6 +452,7 @@ class PerCell(nn.Module):
                 sparsities,
                 (s["architecture"], s["arch_config"]),
                 rank_residual,
+                tasks[key].train_sample(POOL, seed)[0] if resample else None,
             )
             loss.task, loss.task_options = s["task"], dict(s["task_options"])
             losses.append(loss)
@@ -430,6 +464,7 @@ class PerCell(nn.Module):
         target: torch.Tensor,
         cell: torch.Tensor | None,
         levels: dict[str, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The mean over rows of each row's KL (a scalar).
 
@@ -439,6 +474,7 @@ class PerCell(nn.Module):
             cell: (B,) long cell id of each row (None: every row is of cell 0).
             levels: {"sparsity" | "bits" | "rank": (B,)} each row's own levels, scored projected
                 (FunctionLoss.forward); None: as predicted.
+            generator: draws resampled inputs (FunctionLoss.draw; None: the global RNG).
         """
         if cell is None:
             cell = torch.zeros(pred.shape[0], dtype=torch.long, device=pred.device)
@@ -447,12 +483,15 @@ class PerCell(nn.Module):
             raise ConfigError("function_loss", f"cell ids {ids}, the term knows {len(self.losses)}")
         if len(ids) == 1:  # the whole batch: no reweighting
             fn = self.losses[ids[0]]
-            return fn(pred[:, : fn.shape[0]], target[:, : fn.shape[0]], levels)
+            return fn(pred[:, : fn.shape[0]], target[:, : fn.shape[0]], levels, generator)
         total = pred.new_zeros(())
         for i in ids:
             rows, fn = cell == i, self.losses[i]
             mine = None if levels is None else {k: v[rows] for k, v in levels.items()}
-            total = total + fn(pred[rows, : fn.shape[0]], target[rows, : fn.shape[0]], mine) * rows.sum()
+            total = (
+                total
+                + fn(pred[rows, : fn.shape[0]], target[rows, : fn.shape[0]], mine, generator) * rows.sum()
+            )
         return total / pred.shape[0]
 
 

@@ -122,6 +122,8 @@ class DiffusionSystem(NetSystem):
             inputs where one costs more (mole.diffusion.function_loss.budgeted_inputs: on the digits
             CNN 169 of 1024), so the term costs about the same per step on any network. None: no cap.
             The quickstart MLP writes 330 per input: a budget >= 1024 * 330 keeps its 1024.
+        function_resample: draw the term's inputs afresh from the task's training split at every step
+            (as many as `function_inputs` / `function_budget` give) instead of fixing one draw.
         function_sparsities: also score the x0 prediction pruned by global magnitude at one of these
             sparsities (see FunctionLoss), for draws meant to be projected onto them; []: dense only.
         function_projected: score each row whose sparsity, bits or rank is not neutral by its x0
@@ -159,6 +161,7 @@ class DiffusionSystem(NetSystem):
         function_inputs: int = 256,
         function_sparsities: list[float] | None = None,
         function_budget: int | None = None,
+        function_resample: bool = False,
         function_projected: bool = False,
         function_rank_residual: float = 0.0,
         function_guidance: float | list[float] | None = None,
@@ -224,6 +227,7 @@ class DiffusionSystem(NetSystem):
                 sparsities=self.hparams.function_sparsities or (),
                 budget=self.hparams.function_budget,
                 rank_residual=self.hparams.get("function_rank_residual", 0.0),
+                resample=self.hparams.get("function_resample", False),
             )
 
     def model_meta(self) -> dict[str, Any]:
@@ -303,5 +307,7 @@ class DiffusionSystem(NetSystem):
             levels = None
             if self.hparams.get("function_projected"):
                 levels = {k: batch["cond"][k] for k in PROJECTED if k in batch.get("cond", {})}
-            loss = loss + self.hparams.function_loss * self.function(pred, tokens, batch.get("cell"), levels)
+            loss = loss + self.hparams.function_loss * self.function(
+                pred, tokens, batch.get("cell"), levels, generator
+            )
         return loss

@@ -16,11 +16,13 @@ from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
 from mole.diffusion.function_loss import (
+    POOL,
     FunctionLoss,
     PerCell,
     activation_cost,
     budgeted_inputs,
     onto_top_subspace,
+    zoo_task,
 )
 from mole.diffusion.project import project
 from mole.diffusion.system import DiffusionSystem
@@ -174,6 +176,53 @@ def test_a_budget_caps_the_inputs_by_their_cost(zoo, tmp_path):
     fn = FunctionLoss.from_datamodule(dm, 64, budget=10 * activation_cost(arch))
     assert fn.inputs.shape[0] == 10
     assert FunctionLoss.from_datamodule(dm, 64, budget=None).inputs.shape[0] == 64
+
+
+def test_a_resampling_term_draws_its_inputs_afresh_from_the_pool_at_every_call(members, digits):
+    tok = NeuronTokenizer(canonical="match").fit(members)
+    pool = digits.x_train[:200]
+    fn = FunctionLoss(tok, pool[:16], pool=pool)
+    assert torch.equal(FunctionLoss(tok, pool[:16]).draw(), pool[:16])  # no pool: the fixed inputs
+    first, again = fn.draw(torch.Generator().manual_seed(1)), fn.draw(torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and first.shape == (16, *pool.shape[1:])  # seeded: reproducible
+    rows = {tuple(x.flatten().tolist()) for x in pool}
+    g = torch.Generator().manual_seed(2)
+    draws = [fn.draw(g) for _ in range(4)]
+    for x in draws:  # distinct rows of the pool, a new set each call
+        assert len({tuple(r.flatten().tolist()) for r in x}) == 16
+        assert all(tuple(r.flatten().tolist()) in rows for r in x)
+    assert not torch.equal(draws[0], draws[1])
+    # the term scores the call's draw: equal to a fixed-input term on those very inputs
+    tokens = torch.stack([tok.normalize(*tok.tokenize(m)) for m in members])
+    pred = tokens + 0.3 * torch.randn(tokens.shape, generator=torch.Generator().manual_seed(0))
+    fixed = FunctionLoss(tok, fn.draw(torch.Generator().manual_seed(3)))
+    got = fn(pred, tokens, generator=torch.Generator().manual_seed(3))
+    assert got.item() == pytest.approx(fixed(pred, tokens).item(), rel=1e-6)
+    assert got.item() != pytest.approx(FunctionLoss(tok, pool[:16])(pred, tokens).item(), rel=1e-3)
+
+
+def test_the_system_resamples_from_the_whole_training_split_when_asked(zoo, tmp_path):
+    dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
+    dm.setup()
+    task, options = zoo_task(dm)
+    train = load_task(task, **options).x_train
+    for resample in (False, True):
+        system = DiffusionSystem(
+            Denoiser.sized("tiny", **model_args(dm)), function_loss=1.0, function_inputs=32,
+            function_resample=resample,
+        )  # fmt: skip
+        trainer = L.Trainer(
+            max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        trainer.fit(system, datamodule=dm)
+        term = system.function.losses[0]
+        assert term.inputs.shape[0] == 32
+        if not resample:
+            assert term.pool is None
+            continue
+        assert len(train) <= POOL and term.pool.shape == train.shape  # the whole split, reordered
+        assert sorted(term.pool.flatten(1).tolist()) == sorted(train.float().flatten(1).tolist())
 
 
 def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits):
