@@ -146,7 +146,7 @@ RECIPE_INPUTS = [
     ("matrix/scaling.yaml", "matrix/mnist1d_mlp.yaml", 784),
     ("matrix/scaling.yaml", "matrix/mnist1d_cnn.yaml", 111),
     ("matrix/scaling.yaml", "matrix/digits_mlp50k.yaml", 386),
-    ("conditions/native_cnn.yaml", "zoo/digits_cnn_pruning.yaml", 256),  # B5 natively on the CNN (C40)
+    ("conditions/native_cnn.yaml", "zoo/digits_cnn_pruning.yaml", 78),  # B5 natively, resampled (C43)
 ]
 
 
