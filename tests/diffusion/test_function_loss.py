@@ -12,6 +12,7 @@ import yaml
 
 from mole.conditions import TERNARY_BITS
 from mole.data import load_task
+from mole.diffusion import function_loss
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import ZooDataModule, collate
 from mole.diffusion.denoiser import Denoiser
@@ -201,7 +202,7 @@ def test_a_resampling_term_draws_its_inputs_afresh_from_the_pool_at_every_call(m
     assert got.item() != pytest.approx(FunctionLoss(tok, pool[:16])(pred, tokens).item(), rel=1e-3)
 
 
-def test_the_system_resamples_from_the_whole_training_split_when_asked(zoo, tmp_path):
+def test_the_system_resamples_from_the_whole_training_split_when_asked(zoo, tmp_path, monkeypatch):
     dm = ZooDataModule(str(zoo), batch_size=4, cache_dir=str(tmp_path / "cache"))
     dm.setup()
     task, options = zoo_task(dm)
@@ -223,6 +224,12 @@ def test_the_system_resamples_from_the_whole_training_split_when_asked(zoo, tmp_
             continue
         assert len(train) <= POOL and term.pool.shape == train.shape  # the whole split, reordered
         assert sorted(term.pool.flatten(1).tolist()) == sorted(train.float().flatten(1).tolist())
+        # the loss's generator draws the inputs too: one seed, one loss, though the global RNG moves on
+        batch = next(iter(dm.train_dataloader()))
+        once, twice = (system.loss(batch, generator=torch.Generator().manual_seed(5)) for _ in range(2))
+        assert once.item() == twice.item()
+    monkeypatch.setattr(function_loss, "POOL", 50)  # a split larger than the pool's cap
+    assert PerCell.from_datamodule(dm, 32, resample=True).losses[0].pool.shape[0] == 50 < len(train)
 
 
 def test_pruned_predictions_remove_the_smallest_weights_exactly(members, digits):
