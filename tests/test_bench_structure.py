@@ -27,9 +27,10 @@ def model(tmp_path_factory):
 
 
 def test_generated_rows_with_their_baselines(model, tmp_path):
-    options = SampleOptions(steps=2, seed=3)
+    options = SampleOptions(steps=2, seed=3, timestep_spacing="trailing")
     path = run_structure(model, tmp_path, sparsities=[0.5], bits=[4, "ternary"], num=2, options=options)
     r = json.loads(path.read_text())
+    assert r["options"]["timestep_spacing"] == "trailing" and r["options"]["steps"] == 2  # told apart by file
     (s,) = r["sparsity"]
     assert s["prompt"]["variant"] == "magnitude" and s["prompt"]["sparsity"] == 0.5  # no IMP in this zoo
     assert s["weights_structure"] == {"sparsity": "weights"} and s["channel_structure"] == {

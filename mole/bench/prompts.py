@@ -127,10 +127,7 @@ def run_prompts(
         "model": str(model),
         "condition": condition,
         "better": c.better,
-        "options": {
-            k: getattr(options, k)
-            for k in ("steps", "guidance", "guidance_interval", "timestep_spacing", "temperature", "seed")
-        },
+        "options": options.recorded(),
         "zoo": ref,
         "inside": {
             "prompts": inside,

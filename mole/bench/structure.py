@@ -131,7 +131,7 @@ def run_structure(
 
     report: dict[str, Any] = {
         "model": str(model),
-        "options": {k: getattr(options, k) for k in ("steps", "guidance", "temperature", "seed")},
+        "options": options.recorded(),
         "num": num,
         "sparsity": [],
         "bits": [],

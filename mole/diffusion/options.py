@@ -94,3 +94,10 @@ class SampleOptions:
             object.__setattr__(self, "guidance_interval", tuple(interval))
         check_choice(self.timestep_spacing, SPACINGS, "timestep_spacing")
         check_choice(self.init_scheme, INITS, "init_scheme")
+
+    def recorded(self) -> dict:
+        """What a benchmark's JSON keeps of how its draws were made: every option that changes a
+        weights model's draws (steps, guidance and where it applies, the timestep spacing, the noise's
+        temperature and seed), so two runs' figures can be told apart by their files alone."""
+        keys = ("steps", "guidance", "guidance_interval", "timestep_spacing", "temperature", "seed")
+        return {k: getattr(self, k) for k in keys}
