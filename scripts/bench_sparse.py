@@ -7,7 +7,7 @@ Runs (or resumes) `mole quickstart` into RUN, then per sparsity: mean test accur
 networks (the dense weight model prompted with the top of its accuracy range at the preset's guidance,
 projected onto the sparsity by global magnitude), of magnitude pruning,
 of IMP (interpolated between its rounds' sparsities) and of random pruning, all from the same SGD
-members; met when generated >= magnitude and >= 0.95 x IMP at every level.
+members; met when generated >= magnitude and >= IMP at every level.
 """
 
 from __future__ import annotations

@@ -65,17 +65,24 @@ def test_the_old_weight_novelty_counts_only_with_b2_met():
 
 
 def test_b5_levels_against_magnitude_and_interpolated_imp():
-    sparse = [gen(a, {"sparsity": s}, project={}) | {"sparsity": s} for s, a in [(0.5, 0.9), (0.8, 0.7)]]
+    sparse = [
+        gen(a, {"sparsity": s}, project={}) | {"sparsity": s}
+        for s, a in [(0.5, 0.9), (0.8, 0.7), (0.7, 0.75)]
+    ]
     pruning = [pruned("magnitude", 0.5, 0.85), pruned("magnitude", 0.8, 0.75), pruned("random", 0.5, 0.1),
-               pruned("imp", 0.4, 0.9), pruned("imp", 0.6, 0.8), pruned("imp", 0.9, 0.7)]  # fmt: skip
+               pruned("magnitude", 0.7, 0.7), pruned("imp", 0.4, 0.9), pruned("imp", 0.6, 0.8),
+               pruned("imp", 0.9, 0.7)]  # fmt: skip
     curves = bench.sparsity_curves(sparse, pruning)
     assert list(curves) == ["generated", "magnitude", "imp", "random"]
     levels = bench.sparse_levels(curves)
-    assert [x["sparsity"] for x in levels] == [0.5, 0.8]
-    assert levels[0]["imp_interp"] == pytest.approx(0.85)  # halfway between 0.4 and 0.6
-    assert levels[0]["met"] and levels[0]["random"] == 0.1
-    assert not levels[1]["met"] and math.isnan(levels[1]["random"])  # 0.7 < magnitude's 0.75
-    assert bench.share_levels_met(levels) == 0.5
+    assert [x["sparsity"] for x in levels] == [0.5, 0.7, 0.8]
+    at = {x["sparsity"]: x for x in levels}
+    assert at[0.5]["imp_interp"] == pytest.approx(0.85)  # halfway between 0.4 and 0.6
+    assert at[0.5]["met"] and at[0.5]["random"] == 0.1
+    assert not at[0.8]["met"] and math.isnan(at[0.8]["random"])  # 0.7 < magnitude's 0.75
+    # above magnitude and within 5% of IMP (0.75 against 0.767) is not enough: B5 asks for IMP itself
+    assert at[0.7]["imp_interp"] == pytest.approx(0.8 - 0.1 / 3) and not at[0.7]["met"]
+    assert bench.share_levels_met(levels) == pytest.approx(1 / 3)
     assert math.isnan(bench.share_levels_met([]))
     no_imp = bench.sparse_levels(bench.sparsity_curves(sparse, pruning[:3]))
     assert not any(x["met"] for x in no_imp)  # IMP missing: never met
