@@ -56,10 +56,8 @@ from mole.zoo.spec import ZooSpec
 
 WANDB_MODES = ("offline", "online", "disabled")
 LOG = "matrix.log"  # library chatter of every stage
-SETS = ("dense", "prompts", "sparse")
-PRUNING = (
-    Path("baselines") / "pruning"
-)  # a cell's pruning baselines, beside its zoo  # the generated sets, each a folder and an evaluate_zoos input
+SETS = ("dense", "prompts", "sparse")  # the generated sets, each a folder and an evaluate_zoos input
+PRUNING = Path("baselines") / "pruning"  # a cell's pruning baselines, beside its zoo
 
 
 # ---------------------------------------------------------------------------- peak memory
