@@ -39,7 +39,7 @@ from mole.baselines.base import architecture_of, plan_of
 from mole.baselines.run import run_baselines
 from mole.baselines.subset_sum import plot_subset_sum, subset_sum_experiment
 from mole.data import load_task
-from mole.diffusion.generated import generate_zoo
+from mole.diffusion.generated import generate_zoo, recipe_steps
 from mole.diffusion.options import SampleOptions
 from mole.diffusion.train import cli_main
 from mole.errors import ConfigError
@@ -292,8 +292,11 @@ def _run_stages(
         return rows
 
     def sample_all() -> dict[str, list[dict]]:
-        w, dense_opts = s["weights"], {**s["weights"], **s["dense"]}
         acc = [min(max(r["test_acc"], lo), hi) for r in dense]  # B2: one net per SGD member, its accuracy
+        # a list of step counts: the one whose B2 draws are most accurate on validation, for every set
+        w = recipe_steps(weights, s["weights"], {"test_acc": acc, "variant": "dense"}, len(acc),
+                         s["dense"]["seed"], out / "generated")  # fmt: skip
+        dense_opts = {**w, **s["dense"]}
         prompts = s["prompts"]
         sweep = np.repeat(np.linspace(lo, hi, prompts["prompts"]), prompts["per_prompt"]).tolist()  # B3
         sparse = s["sparse"]

@@ -42,7 +42,7 @@ from mole.baselines.run import run_baselines
 from mole.bench.spec import Cell, Matrix, load_matrix, shown
 from mole.bench.table import write_tables
 from mole.data import load_task
-from mole.diffusion.generated import generate_zoo
+from mole.diffusion.generated import generate_zoo, recipe_steps
 from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
 from mole.eval import benchmarks as bench
@@ -113,7 +113,10 @@ def sample_sets(model: Path, out: Path, sgd: Sequence[dict], s: dict) -> tuple[d
     p, sp = s["prompts"], s["sparse"]
     sweep = np.repeat(np.linspace(lo, hi, p["prompts"]), p["per_prompt"]).tolist()
     levels = [x for x in sp["sparsities"] for _ in range(sp["per_sparsity"])]
-    w = s["weights"]
+    # a list of step counts: the one whose B2 draws are most accurate on validation, for every set
+    w = recipe_steps(
+        model, s["weights"], {"test_acc": acc, "variant": "dense"}, len(acc), s["dense"]["seed"], out
+    )
     jobs = {
         "dense": ({"test_acc": acc, "variant": "dense"}, len(acc), {**w, **s["dense"]}, None),
         "prompts": ({"test_acc": sweep, "variant": "dense"}, len(sweep), {**w, "seed": p["seed"]}, None),
@@ -178,6 +181,7 @@ def record(cell: Cell, seed: int, sgd: Sequence[dict], sets: dict[str, Path], re
         "B4_parts": memo["parts"],
         "B4_margin": [memo["margin"], *memo["interval"]],
         "B5": figure(results, "sparse_vs_baselines_met", "sparse"),
+        "steps": json.loads(load_rows(sets["prompts"])[0]["extra"])["steps"],  # the DDIM steps drawn at
         "train_seconds": measures["train"]["seconds"],
         "sample_seconds": float(np.sum(sampled)),  # sampling alone, as B7 counts it
         "peak_mb": max(measures["train"]["peak_mb"], measures["sample"]["peak_mb"]),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from mole.diffusion.options import SampleOptions
 from mole.diffusion.prompts import expand_prompts
 from mole.diffusion.sample import sample
 from mole.errors import ConfigError
+from mole.io import read_json, write_json
 from mole.tokenizer import MemberTensors
 from mole.zoo import pruning, store
 from mole.zoo.train import evaluate_stacked
@@ -192,6 +194,8 @@ def generate_zoo(
         ),  # 1.0: as before it existed
         **({"extrapolate": True} if options.extrapolate else {}),  # the same: as before it existed
         **({"channels": True} if options.channels else {}),  # the same
+        **({"timestep_spacing": options.timestep_spacing} if options.timestep_spacing != "leading" else {}),
+        **({"guidance_interval": list(options.guidance_interval)} if options.guidance_interval else {}),
         **({"project": dict(project)} if project else {}),
         "scope": options.scope,
         "init": context_ref or (options.init_scheme if meta.get("target") == "mask" else None),
@@ -207,3 +211,81 @@ def generate_zoo(
     for m in members:
         m.extra = {**m.extra, "sampling_seconds": share}
     return write_generated(out, members, description, task, task_options), True
+
+
+# ---------------------------------------------------------------------------- steps chosen on validation
+STEPS_RECORD = "steps.json"  # beside a recipe's generated sets: the step count chosen for them
+
+
+def choose_steps(
+    model_dir: str | Path,
+    conditions: Mapping[str, Any],
+    num: int,
+    options: SampleOptions,
+    candidates: Sequence[int],
+    record: str | Path | None = None,
+) -> tuple[int, dict[int, float]]:
+    """The DDIM step count, among `candidates`, whose draws are most accurate on the validation split.
+
+    How many steps draw the best nets depends on the model: on one it is the first x0 read at t=999
+    (with `timestep_spacing: trailing`), on another every step after it (ledger X39). So a recipe can
+    leave the count to this rule, written once: `num` nets are drawn for `conditions` at each
+    candidate, with the same seed, prompts and other options, and the count whose draws have the
+    highest mean validation accuracy is kept (the fewest steps of equals). The test split is never read.
+
+    Args:
+        model_dir: a weights model folder.
+        conditions, num: as for `sample` (e.g. one prompt per SGD member).
+        options: every other sampling option (its `steps` is ignored).
+        candidates: step counts to try, each >= 1.
+        record: a JSON file that keeps the choice; read back when it holds one made for the same
+            arguments, written (atomically) otherwise.
+
+    Returns:
+        (the chosen count, {count: mean validation accuracy of its draws}).
+    """
+    if (
+        not isinstance(candidates, (list, tuple))
+        or not candidates
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in candidates)
+    ):
+        raise ConfigError(
+            "steps", f"candidates must be a non-empty list of integers >= 1, got {candidates!r}"
+        )
+    asked = {
+        "model": str(model_dir), "conditions": dict(conditions), "num": num, "candidates": list(candidates),
+        "options": {k: v for k, v in replace(options, steps=1).recorded().items() if k != "steps"},
+    }  # fmt: skip
+    asked = json.loads(json.dumps(asked))  # tuples as lists, as read back
+    if record is not None and Path(record).is_file():
+        kept = read_json(Path(record), "steps chosen on validation")
+        if kept.get("asked") == asked:
+            return int(kept["steps"]), {int(k): v for k, v in kept["val_acc"].items()}
+    meta = read_meta(model_dir)
+    task = one_cell(meta, expand_prompts(conditions, num))["task"] or resolve_task(meta, conditions)
+    data = load_task(task, **task_options_of(meta, task))
+    model = load_model(model_dir)
+    val_acc = {}
+    for c in dict.fromkeys(candidates):
+        nets = sample(model_dir, conditions, num, replace(options, steps=c), model=model)
+        val_acc[c] = float(evaluate(nets, data)["val_acc"].mean())
+    best = max(val_acc.values())
+    steps = min(c for c, v in val_acc.items() if v == best)
+    if record is not None:
+        write_json(Path(record), {"asked": asked, "steps": steps, "val_acc": val_acc})
+    return steps, val_acc
+
+
+def recipe_steps(
+    model_dir: str | Path, weights: Mapping[str, Any], conditions: Mapping[str, Any], num: int, seed: int,
+    folder: str | Path,
+) -> dict[str, Any]:  # fmt: skip
+    """A sampling recipe's weights options (configs/quickstart/sample.yaml's `weights`) with one step
+    count: a list of them is resolved by `choose_steps` on `conditions` (num nets at `seed`), the
+    choice kept in folder/STEPS_RECORD; a single count is returned as it is."""
+    if not isinstance(weights.get("steps"), list):
+        return dict(weights)
+    options = SampleOptions(**{**weights, "steps": 1, "seed": seed})
+    record = Path(folder) / STEPS_RECORD
+    steps, _ = choose_steps(model_dir, conditions, num, options, weights["steps"], record)
+    return {**weights, "steps": steps}

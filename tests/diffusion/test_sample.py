@@ -12,7 +12,9 @@ import torch
 
 from mole.cli import main
 from mole.conditions import TERNARY_BITS
-from mole.diffusion.generated import generate_zoo
+from mole.data import load_task
+from mole.diffusion import generated
+from mole.diffusion.generated import STEPS_RECORD, choose_steps, evaluate, generate_zoo, recipe_steps
 from mole.diffusion.model_dir import load_model
 from mole.diffusion.options import SPACINGS, SampleOptions
 from mole.diffusion.prompts import encode_prompts, fill_constants, guided, parse_conditions
@@ -399,6 +401,65 @@ def test_generated_zoo_reads_back_like_a_trained_one(model, tmp_path, capsys):
     assert code == 0 and "already there" in stdout
     code, _, err = run(capsys, *args[:-4], "--seed", 2, "--out", out)
     assert code == 2 and "holds another zoo or generation" in err
+
+
+def test_another_spacing_is_another_generation(model, tmp_path):
+    """A generated zoo's description names its spacing and guidance interval, so rerunning a recipe
+    with another spacing draws anew instead of reading back the old draws as if they were its own."""
+    prompt = {"test_acc": 0.6, "variant": "dense"}
+    out = tmp_path / "gen"
+    _, sampled = generate_zoo(model, out, prompt, 2, SampleOptions(steps=2))
+    assert sampled and "timestep_spacing" not in json.loads((out / store.SPEC).read_text())["spec"]
+    for other in (
+        SampleOptions(steps=2, timestep_spacing="trailing"),
+        SampleOptions(steps=2, guidance_interval=(0, 500)),
+    ):
+        with pytest.raises(store.StoreError, match="holds another zoo or generation"):
+            generate_zoo(model, out, prompt, 2, other)
+    assert generate_zoo(model, out, prompt, 2, SampleOptions(steps=2)) == (out, False)  # the same: kept
+
+
+# ---------------------------------------------------------------------------- steps chosen on validation
+def test_steps_chosen_by_validation_accuracy(model, tmp_path, monkeypatch):
+    prompt = {"test_acc": [0.3, 0.5, 0.7], "variant": "dense"}
+    options = SampleOptions(guidance=2.0, seed=3, timestep_spacing="trailing")
+    record = tmp_path / "steps.json"
+    steps, by = choose_steps(model, prompt, 3, options, [1, 3], record)
+    digits = load_task("digits")
+    for c in (1, 3):  # each candidate's figure is its own draws' mean validation accuracy
+        nets = sample(model, prompt, 3, replace(options, steps=c))
+        assert by[c] == pytest.approx(float(evaluate(nets, digits)["val_acc"].mean()))
+    assert by[steps] == max(by.values()) and json.loads(record.read_text())["steps"] == steps
+
+    calls = []
+    monkeypatch.setattr(generated, "sample", lambda *a, **k: calls.append(a) or [])
+    assert choose_steps(model, prompt, 3, options, [1, 3], record) == (steps, by)  # read back, not drawn
+    assert calls == []
+
+    monkeypatch.undo()
+    accs = {1: 0.5, 2: 0.75, 4: 0.75}  # ties go to the fewest steps; only validation is read
+    fake = lambda nets, data: {"val_acc": torch.tensor([accs[len(nets)]], dtype=torch.float64)}  # noqa: E731
+    monkeypatch.setattr(generated, "evaluate", fake)
+    monkeypatch.setattr(generated, "sample", lambda d, c, n, o, **k: [None] * o.steps)
+    assert choose_steps(model, prompt, 3, options, [4, 1, 2]) == (2, {4: 0.75, 1: 0.5, 2: 0.75})
+
+
+@pytest.mark.parametrize("bad", [[], [0, 2], [1.5], 5, [True]])
+def test_bad_step_candidates_are_one_line_errors(model, bad):
+    with pytest.raises(ConfigError, match="steps: candidates must be a non-empty list of integers >= 1"):
+        choose_steps(model, {"test_acc": 0.5}, 2, SampleOptions(), bad)
+
+
+def test_a_recipe_with_a_list_of_steps_draws_at_the_chosen_one(model, tmp_path):
+    weights = {"steps": [1, 2], "guidance": 2.0, "timestep_spacing": "trailing"}
+    prompt = {"test_acc": [0.5, 0.7], "variant": "dense"}
+    chosen = recipe_steps(model, weights, prompt, 2, 1, tmp_path)
+    steps, _ = choose_steps(model, prompt, 2, SampleOptions(guidance=2.0, seed=1, timestep_spacing="trailing"),
+                            [1, 2], tmp_path / STEPS_RECORD)  # fmt: skip
+    assert chosen == {**weights, "steps": steps}
+    assert recipe_steps(model, {"steps": 5, "guidance": 6.0}, prompt, 2, 1, tmp_path / "x") == {
+        "steps": 5, "guidance": 6.0}  # fmt: skip
+    assert not (tmp_path / "x").exists()  # one count: nothing drawn, nothing written
 
 
 # ---------------------------------------------------------------------------- one model, several cells
