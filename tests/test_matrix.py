@@ -349,3 +349,15 @@ def test_table_only_tabulates_what_is_finished_and_runs_nothing(tiny, tmp_path):
         ConfigError, match=r"^out: .*: no finished cell and seed of .*tiny\.yaml to tabulate$"
     ):
         run_matrix(TINY, tmp_path / "empty", table_only=True)
+
+
+def test_the_steps_overlay_leaves_five_steps_first_and_adds_one_trailing_step():
+    q = load_recipe("default")
+    over = yaml.safe_load((MATRIX.parent / "steps.yaml").read_text())
+    w = merged(q.sample, over)["weights"]
+    # the recipe's count stays the preferred one; one step reads x0 at t = 999 only with trailing spacing
+    assert w == {
+        **q.sample["weights"],
+        "steps": [q.sample["weights"]["steps"], 1],
+        "timestep_spacing": "trailing",
+    }
