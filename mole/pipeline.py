@@ -293,9 +293,9 @@ def _run_stages(
 
     def sample_all() -> dict[str, list[dict]]:
         acc = [min(max(r["test_acc"], lo), hi) for r in dense]  # B2: one net per SGD member, its accuracy
-        # a list of step counts: the one whose B2 draws are most accurate on validation, for every set
-        w = recipe_steps(weights, s["weights"], {"test_acc": acc, "variant": "dense"}, len(acc),
-                         s["dense"]["seed"], out / "generated")  # fmt: skip
+        b2 = {"test_acc": acc, "variant": "dense"}
+        # a list of step counts: the one whose B2 draws are clearly most accurate on validation, for every set
+        w = recipe_steps(weights, s["weights"], b2, len(acc), s["dense"]["seed"], out / "generated")
         dense_opts = {**w, **s["dense"]}
         prompts = s["prompts"]
         sweep = np.repeat(np.linspace(lo, hi, prompts["prompts"]), prompts["per_prompt"]).tolist()  # B3
@@ -303,8 +303,8 @@ def _run_stages(
         levels = [x for x in sparse["sparsities"] for _ in range(sparse["per_sparsity"])]
         supermasks = s["supermasks"]
         return {
-            "dense": gen("dense", weights, {"test_acc": acc, "variant": "dense"}, len(acc), dense_opts),
-            **{f"dense-t{t}": gen(f"dense-t{t}", weights, {"test_acc": acc, "variant": "dense"}, len(acc),
+            "dense": gen("dense", weights, b2, len(acc), dense_opts),
+            **{f"dense-t{t}": gen(f"dense-t{t}", weights, b2, len(acc),
                                   {**dense_opts, "temperature": t}) for t in s["temperatures"]},
             "prompts": gen("prompts", weights, {"test_acc": sweep, "variant": "dense"}, len(sweep),
                            {**w, "seed": prompts["seed"]}),

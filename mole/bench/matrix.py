@@ -113,12 +113,11 @@ def sample_sets(model: Path, out: Path, sgd: Sequence[dict], s: dict) -> tuple[d
     p, sp = s["prompts"], s["sparse"]
     sweep = np.repeat(np.linspace(lo, hi, p["prompts"]), p["per_prompt"]).tolist()
     levels = [x for x in sp["sparsities"] for _ in range(sp["per_sparsity"])]
-    # a list of step counts: the one whose B2 draws are most accurate on validation, for every set
-    w = recipe_steps(
-        model, s["weights"], {"test_acc": acc, "variant": "dense"}, len(acc), s["dense"]["seed"], out
-    )
+    b2 = {"test_acc": acc, "variant": "dense"}
+    # a list of step counts: the one whose B2 draws are clearly most accurate on validation, for every set
+    w = recipe_steps(model, s["weights"], b2, len(acc), s["dense"]["seed"], out)
     jobs = {
-        "dense": ({"test_acc": acc, "variant": "dense"}, len(acc), {**w, **s["dense"]}, None),
+        "dense": (b2, len(acc), {**w, **s["dense"]}, None),
         "prompts": ({"test_acc": sweep, "variant": "dense"}, len(sweep), {**w, "seed": p["seed"]}, None),
         # the best nets the model knows (the top of its accuracy range), pruned to each level
         "sparse": ({"test_acc": hi, "variant": "dense"}, len(levels), {**w, "seed": sp["seed"]},

@@ -49,6 +49,12 @@ def resolve_task(meta: Mapping[str, Any], conditions: Mapping[str, Any]) -> str:
     return task
 
 
+def prompted_task(meta: Mapping[str, Any], conditions: Mapping[str, Any], num: int) -> str:
+    """The task `num` nets drawn for `conditions` are evaluated on: a mixed model's prompted cell's,
+    else `resolve_task`'s."""
+    return one_cell(meta, expand_prompts(conditions, num))["task"] or resolve_task(meta, conditions)
+
+
 # ---------------------------------------------------------------------------- records
 def evaluate(members: Sequence[MemberTensors], data: TaskData) -> dict[str, torch.Tensor]:
     """Train / val / test loss and accuracy of members of one architecture, stacked: name -> (K,)."""
@@ -180,8 +186,7 @@ def generate_zoo(
     """
     options = options or SampleOptions()
     meta = read_meta(model_dir)
-    cell = one_cell(meta, expand_prompts(conditions, num))  # of a mixed model: the prompted one
-    task = cell["task"] or resolve_task(meta, conditions)
+    task = prompted_task(meta, conditions, num)
     task_options = dict(task_options) if task_options is not None else task_options_of(meta, task)
     description = {  # spec.json: its hash names the zoo, so these keys and values stay as they are
         "model": str(model_dir),
@@ -258,7 +263,7 @@ def choose_steps(
         )
     asked = {
         "model": str(model_dir), "conditions": dict(conditions), "num": num, "candidates": list(candidates),
-        "options": {k: v for k, v in replace(options, steps=1).recorded().items() if k != "steps"},
+        "options": {k: v for k, v in options.recorded().items() if k != "steps"},
     }  # fmt: skip
     asked = json.loads(json.dumps(asked))  # tuples as lists, as read back
     if record is not None and Path(record).is_file():
@@ -266,7 +271,7 @@ def choose_steps(
         if kept.get("asked") == asked:
             return int(kept["steps"]), {int(k): v for k, v in kept["val_acc"].items()}
     meta = read_meta(model_dir)
-    task = one_cell(meta, expand_prompts(conditions, num))["task"] or resolve_task(meta, conditions)
+    task = prompted_task(meta, conditions, num)
     data = load_task(task, **task_options_of(meta, task))
     model = load_model(model_dir)
     per_net = {}
