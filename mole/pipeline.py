@@ -40,7 +40,7 @@ from mole.baselines.run import run_baselines
 from mole.baselines.subset_sum import plot_subset_sum, subset_sum_experiment
 from mole.data import load_task
 from mole.diffusion.generated import generate_zoo, recipe_steps
-from mole.diffusion.options import SampleOptions
+from mole.diffusion.options import SampleOptions, check_sample_recipe
 from mole.diffusion.train import cli_main
 from mole.errors import ConfigError
 from mole.eval import load_rows
@@ -127,6 +127,7 @@ def load_recipe(preset: str = "default", folder: str | Path | None = None) -> Re
         override = folder / preset / f"{name}.yaml"
         if preset != "default" and override.is_file():
             parts[name] = merged(parts[name], read_yaml(override))
+    check_sample_recipe(parts["sample"], f"{folder / 'sample.yaml'} at preset {preset!r}")
     return Recipe(**parts, preset=preset)
 
 

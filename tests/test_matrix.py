@@ -125,6 +125,15 @@ def test_bad_arguments_and_recipes_are_one_line_errors(matrix_dir):
     write(matrix_dir, "m.yaml", "cells: [cell.yaml]\nseeds: [0]\nrecipe: {weights: w.yaml}\n")
     with pytest.raises(ConfigError, match=r"^recipe.sample: missing in .*m.yaml$"):
         load_matrix(matrix_dir / "m.yaml")
+    # a bad sampling option names the recipe files it came from, before any cell trains
+    write(matrix_dir, "s.yaml", "weights: {guidance: high}\n")
+    recipe = f"{{weights: {QUICKSTART}/weights.yaml, sample: [{QUICKSTART}/sample.yaml, s.yaml], baselines: {QUICKSTART}/baselines.yaml}}"
+    write(matrix_dir, "m.yaml", f"cells: [cell.yaml]\nseeds: [0]\nrecipe: {recipe}\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"^sample.weights.guidance: must be a number, got 'high' \(.*sample.yaml, .*s.yaml\)$",
+    ):
+        load_matrix(matrix_dir / "m.yaml")
     write(matrix_dir, "m.yaml", "cells: [cell.yaml\n")
     with pytest.raises(ConfigError, match=r"^matrix: .*m.yaml: not valid YAML"):
         load_matrix(matrix_dir / "m.yaml")

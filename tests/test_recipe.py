@@ -42,6 +42,12 @@ def test_a_users_recipe_folder_and_its_errors(tmp_path):
     assert load_recipe("small", folder).sample["prompts"] == {"seed": 2, "prompts": 2, "per_prompt": 4}
     with pytest.raises(ConfigError, match=r"preset: unknown 'tiny'; valid: default, small"):
         load_recipe("tiny", folder)
+    # a bad sampling option stops at load, before the zoo and the models are built
+    (folder / "small" / "sample.yaml").write_text("weights: {steps: [5, 0]}\n")
+    with pytest.raises(
+        ConfigError, match=r"^sample.weights.steps: candidates must be .* at preset 'small'\)$"
+    ):
+        load_recipe("small", folder)
     (folder / "sample.yaml").write_text("prompts: [1, 2\n")
     with pytest.raises(ConfigError, match=r"recipe: .*sample.yaml: not valid YAML"):
         load_recipe("default", folder)

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from mole.diffusion.options import check_sample_recipe
 from mole.errors import ConfigError
 from mole.pipeline import merged
 from mole.zoo.spec import ZooSpec
@@ -187,5 +188,7 @@ def load_matrix(
                 raise ConfigError("preset", f"no {preset!r} override of {shown(files[0])}: {shown(override)}")
             files.append(override)
         parts[part] = merged_files(files, f"recipe.{part}")
+        if part == "sample":
+            check_sample_recipe(parts[part], ", ".join(shown(f) for f in files))
     return Matrix(path, chosen, check_seeds(list(seeds) if seeds is not None else raw["seeds"]),
                   **parts, preset=preset or "default")  # fmt: skip

@@ -25,7 +25,7 @@ import torch
 from mole.data import TaskData, load_task
 from mole.diffusion.cells import one_cell
 from mole.diffusion.model_dir import load_model, read_meta, task_options_of
-from mole.diffusion.options import SampleOptions
+from mole.diffusion.options import SampleOptions, check_candidates
 from mole.diffusion.prompts import expand_prompts
 from mole.diffusion.sample import sample
 from mole.errors import ConfigError
@@ -253,14 +253,7 @@ def choose_steps(
     Returns:
         (the chosen count, {count: mean validation accuracy of its draws}).
     """
-    if (
-        not isinstance(candidates, (list, tuple))
-        or not candidates
-        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in candidates)
-    ):
-        raise ConfigError(
-            "steps", f"candidates must be a non-empty list of integers >= 1, got {candidates!r}"
-        )
+    check_candidates(candidates)
     asked = {
         "model": str(model_dir), "conditions": dict(conditions), "num": num, "candidates": list(candidates),
         "options": {k: v for k, v in options.recorded().items() if k != "steps"},

@@ -3,7 +3,9 @@ and the quickstart."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from mole.errors import ConfigError, check_choice, check_int
 from mole.zoo.pruning import SCOPES
@@ -101,3 +103,39 @@ class SampleOptions:
         temperature and seed), so two runs' figures can be told apart by their files alone."""
         keys = ("steps", "guidance", "guidance_interval", "timestep_spacing", "temperature", "seed")
         return {k: getattr(self, k) for k in keys}
+
+
+def check_candidates(candidates: Any, field: str = "steps") -> list[int]:
+    """A non-empty list of DDIM step counts, each an integer >= 1, else a ConfigError on `field`."""
+    if (
+        not isinstance(candidates, (list, tuple))
+        or not candidates
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in candidates)
+    ):
+        raise ConfigError(field, f"candidates must be a non-empty list of integers >= 1, got {candidates!r}")
+    return list(candidates)
+
+
+def check_sample_recipe(sample: Mapping[str, Any], where: str) -> None:
+    """A sampling recipe's `weights` and `masks` options (configs/quickstart/sample.yaml) validated
+    as `SampleOptions`, so that a bad key or value stops the run at load, not after the models have
+    trained. `weights.steps` may be a list of candidates (`recipe_steps`); `where` names the file(s)."""
+    for part in ("weights", "masks"):
+        options = sample.get(part)
+        if not isinstance(options, dict):
+            raise ConfigError(
+                f"sample.{part}", f"must be a mapping of sampling options ({where}), got {options!r}"
+            )
+        try:
+            steps = options.get("steps", 1)
+            if part == "weights" and isinstance(steps, list):
+                steps = check_candidates(steps)[0]
+            SampleOptions(**{**options, "steps": steps})
+        except ConfigError as e:
+            raise ConfigError(f"sample.{part}.{e.field}", f"{str(e).split(': ', 1)[1]} ({where})") from None
+        except TypeError:  # an option SampleOptions does not take
+            valid = ", ".join(f.name for f in fields(SampleOptions))
+            unknown = next(k for k in options if k not in {f.name for f in fields(SampleOptions)})
+            raise ConfigError(
+                f"sample.{part}.{unknown}", f"unknown option ({where}); valid: {valid}"
+            ) from None

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mole.diffusion.options import SampleOptions
+from mole.diffusion.options import SampleOptions, check_sample_recipe
 from mole.errors import ConfigError
 
 
@@ -56,3 +56,38 @@ def test_defaults_and_frozen():
 def test_bad_values_name_their_field(field, value, message):
     with pytest.raises(ConfigError, match=f"^{field}: {message}$"):
         SampleOptions(**{field: value})
+
+
+GOOD = {"weights": {"steps": 5, "guidance": 6.0}, "masks": {"steps": 5, "init_scheme": "signed_constant"}}
+
+
+@pytest.mark.parametrize(
+    "part, options, error",
+    [
+        ("weights", {"steps": 0}, r"^sample.weights.steps: must be a positive integer, got 0 \(f.yaml\)$"),
+        ("weights", {"steps": [5, 0]}, r"^sample.weights.steps: candidates must be a non-empty list"),
+        ("weights", {"steps": []}, r"^sample.weights.steps: candidates must be a non-empty list"),
+        (
+            "weights",
+            {"stepz": 5},
+            r"^sample.weights.stepz: unknown option \(f.yaml\); valid: steps, guidance",
+        ),
+        (
+            "weights",
+            {"timestep_spacing": "sideways"},
+            r"^sample.weights.timestep_spacing: unknown 'sideways'",
+        ),
+        ("masks", {"steps": [5, 1]}, r"^sample.masks.steps: must be a positive integer, got \[5, 1\]"),
+        ("masks", {"init_scheme": "nope"}, r"^sample.masks.init_scheme: unknown 'nope'"),
+        ("masks", None, r"^sample.masks: must be a mapping of sampling options \(f.yaml\), got None$"),
+    ],
+)
+def test_a_sampling_recipe_is_checked_whole_at_load(part, options, error):
+    """A bad option stops the run before anything trains, naming the option and the file."""
+    check_sample_recipe(GOOD, "f.yaml")  # the good recipe passes, and a candidate list of steps too
+    check_sample_recipe({**GOOD, "weights": {**GOOD["weights"], "steps": [5, 1]}}, "f.yaml")
+    bad = {**GOOD, part: None if options is None else {**GOOD[part], **options}}
+    if part == "weights" and "stepz" in options:
+        bad["weights"] = {"stepz": 5}
+    with pytest.raises(ConfigError, match=error):
+        check_sample_recipe(bad, "f.yaml")
