@@ -191,6 +191,7 @@ def bench_learn(
     seed: int = 0,
     guidance: float = 1.0,
     guidance_interval: tuple[int, int] | None = None,
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = "leading",
     sgd_steps: int = 1000,
     sgd_every: int = 10,
     wandb: WandbMode = "disabled",
@@ -217,6 +218,8 @@ def bench_learn(
         guidance: classifier-free guidance scale of each update (1: conditional only)
         guidance_interval: [lo, hi], the training timesteps at which guidance applies (None: all;
             see `mole sample --guidance_interval`)
+        timestep_spacing: where the DDIM steps lie (diffusers' spacing; trailing: one step reads x0 at
+            t = 999)
         sgd_steps: SGD from each start runs this many steps (the zoo's median hyperparameters)
         sgd_every: its test loss is read every this many steps
         wandb: W&B for training: offline, online or disabled
@@ -224,7 +227,8 @@ def bench_learn(
     """
     path = run_learn(
         zoo, model, out, inits, mids, prompts, tuple(updates or (1, 2, 4)),
-        SampleOptions(steps=steps, seed=seed, batch_size=512, guidance=guidance, guidance_interval=guidance_interval),
+        SampleOptions(steps=steps, seed=seed, batch_size=512, guidance=guidance, guidance_interval=guidance_interval,
+                      timestep_spacing=timestep_spacing),
         sgd_steps, sgd_every, wandb, progress,
     )  # fmt: skip
     print(learn_table(path))

@@ -323,7 +323,7 @@ def run_learn(
         "what": "B9 learning to learn",
         "zoo_spec": zoo_spec, "train_config": train_config, "zoo": str(zoo), "model": str(model_dir),
         "starts": {"inits": inits, "mids": mids, "good_mid_below_loss": good},
-        "prompts": asks, "updates": updates, "sample": {"steps": options.steps, "guidance": options.guidance, "guidance_interval": options.guidance_interval, "seed": options.seed},
+        "prompts": asks, "updates": updates, "sample": options.recorded(),
         "sgd": {"plan": plan.hparams(), "max_steps": sgd_steps, "every": sgd_every,
                 "median_curve": {k: {"steps": c[0].tolist(), "test_loss": np.median(c[1], 1).tolist()} for k, c in curves.items()}},
         "summary": summary,
