@@ -257,7 +257,9 @@ def test_the_tiny_matrix_holds_every_cell_and_seed_with_measured_figures(tiny):
         assert set(r["B4_parts"]) == {"above_frontier", "as_novel", "as_diverse", "as_accurate"}
         assert r["B4"] == np.mean(list(r["B4_parts"].values()))
         assert set(r["met"]) == {"B2", "B3", "B4", "B5"} and r["peak_mb"] > 50 and r["train_seconds"] > 0
-        assert r["steps"] == 4  # the tiny recipe's DDIM steps, as its nets record them
+        assert (
+            r["steps"] == 4 and r["timestep_spacing"] == "leading"
+        )  # the tiny recipe's, as its nets record them
         # B2 from the written nets: the generated dense set's mean accuracy over the SGD members'
         sgd = [x for x in load_rows(out / r["cell"] / "zoo") if x["variant"] == "dense"]
         gen = load_rows(out / r["cell"] / "seed0" / "generated" / "dense")

@@ -164,6 +164,7 @@ def record(cell: Cell, seed: int, sgd: Sequence[dict], sets: dict[str, Path], re
     b3 = bench.prompt_alignment(load_rows(sets["prompts"]))
     memo = results["memorization"]["dense"]
     sampled = [json.loads(r["extra"])["sampling_seconds"] for k in SETS for r in load_rows(sets[k])]
+    drawn = json.loads(load_rows(sets["prompts"])[0]["extra"])
     return {
         "cell": cell.name,
         "seed": seed,
@@ -180,7 +181,8 @@ def record(cell: Cell, seed: int, sgd: Sequence[dict], sets: dict[str, Path], re
         "B4_parts": memo["parts"],
         "B4_margin": [memo["margin"], *memo["interval"]],
         "B5": figure(results, "sparse_vs_baselines_met", "sparse"),
-        "steps": json.loads(load_rows(sets["prompts"])[0]["extra"])["steps"],  # the DDIM steps drawn at
+        "steps": drawn["steps"],  # the DDIM steps drawn at (a recipe's list: the one chosen) and where
+        "timestep_spacing": drawn.get("timestep_spacing", "leading"),
         "train_seconds": measures["train"]["seconds"],
         "sample_seconds": float(np.sum(sampled)),  # sampling alone, as B7 counts it
         "peak_mb": max(measures["train"]["peak_mb"], measures["sample"]["peak_mb"]),

@@ -75,7 +75,15 @@ def records(
     digest = store.description_hash(description)
     run = {
         k: description[k]
-        for k in ("guidance", "steps", "seed", "temperature", "extrapolate")
+        for k in (
+            "guidance",
+            "steps",
+            "seed",
+            "temperature",
+            "extrapolate",
+            "timestep_spacing",
+            "guidance_interval",
+        )
         if k in description
     }
     out = []
@@ -223,35 +231,46 @@ def generate_zoo(
 STEPS_RECORD = "steps.json"  # beside a recipe's generated sets: the step count chosen for them
 
 
+def candidate_options(options: SampleOptions, candidate: int | Mapping[str, Any]) -> SampleOptions:
+    """The options one candidate of a recipe's `weights.steps` list draws with: a count at the
+    recipe's own spacing, or a mapping of `steps` and `timestep_spacing` (see `check_candidates`)."""
+    if isinstance(candidate, Mapping):
+        return replace(options, **candidate)
+    return replace(options, steps=candidate)
+
+
 def choose_steps(
     model_dir: str | Path,
     conditions: Mapping[str, Any],
     num: int,
     options: SampleOptions,
-    candidates: Sequence[int],
+    candidates: Sequence[int | Mapping[str, Any]],
     record: str | Path | None = None,
-) -> tuple[int, dict[int, float]]:
-    """The DDIM step count, among `candidates`, whose draws are clearly most accurate on validation.
+) -> tuple[int | dict[str, Any], list[float]]:
+    """The DDIM steps, among `candidates`, whose draws are clearly most accurate on validation.
 
-    How many steps draw the best nets depends on the model: on one it is the first x0 read at t=999
-    (with `timestep_spacing: trailing`), on another every step after it (ledger X39). So a recipe can
-    leave the count to this rule, written once: `num` nets are drawn for `conditions` at each
-    candidate, with the same seed, prompts and other options, and scored on the validation split (the
-    test split is never read). The first candidate is the recipe's own count; a later one replaces
-    the one kept so far only when its nets beat it by more than two standard errors of the paired
-    per-net difference (same prompt, same noise). A near tie keeps the recipe's count: on the digits
-    / MLP cell one step won by 0.001 of validation accuracy and lost prompt following (X39).
+    How many steps draw the best nets, and where they lie, depends on the model: on one it is the
+    first x0 read at t=999 (one step with `timestep_spacing: trailing`), on another five leading
+    steps (ledger X39). So a recipe can leave the choice to this rule, written once: `num` nets are
+    drawn for `conditions` at each candidate, with the same seed, prompts and other options, and
+    scored on the validation split (the test split is never read). The first candidate is the
+    recipe's own; a later one replaces the one kept so far only when its nets beat it by more than
+    two standard errors of the paired per-net difference (same prompt, same noise). A near tie keeps
+    the recipe's: on the digits / MLP cell one step won by 0.001 of validation accuracy and lost
+    prompt following (X39).
 
     Args:
         model_dir: a weights model folder.
         conditions, num: as for `sample` (e.g. one prompt per SGD member).
-        options: every other sampling option (its `steps` is ignored).
-        candidates: step counts to try, each >= 1, the preferred first.
+        options: every other sampling option (its `steps` is ignored, and its `timestep_spacing`
+            where a candidate names its own).
+        candidates: step counts (at `options`' spacing) or {steps, timestep_spacing} mappings, the
+            preferred first.
         record: a JSON file that keeps the choice; read back when it holds one made for the same
             arguments, written (atomically) otherwise.
 
     Returns:
-        (the chosen count, {count: mean validation accuracy of its draws}).
+        (the chosen candidate, as given; the mean validation accuracy of each candidate's draws).
     """
     check_candidates(candidates)
     asked = {
@@ -261,25 +280,29 @@ def choose_steps(
     asked = json.loads(json.dumps(asked))  # tuples as lists, as read back
     if record is not None and Path(record).is_file():
         kept = read_json(Path(record), "steps chosen on validation")
-        if kept.get("asked") == asked:
-            return int(kept["steps"]), {int(k): v for k, v in kept["val_acc"].items()}
+        if kept.get("asked") == asked and isinstance(kept.get("val_acc"), list):
+            return candidates[int(kept["chosen"])], [float(v) for v in kept["val_acc"]]
     meta = read_meta(model_dir)
     task = prompted_task(meta, conditions, num)
     data = load_task(task, **task_options_of(meta, task))
     model = load_model(model_dir)
-    per_net = {}
-    for c in dict.fromkeys(candidates):
-        nets = sample(model_dir, conditions, num, replace(options, steps=c), model=model)
-        per_net[c] = evaluate(nets, data)["val_acc"].double()
-    steps = candidates[0]
-    for c in per_net:
-        gain = per_net[c] - per_net[steps]
+    per_net, drawn = [], {}
+    for c in candidates:
+        drawing = candidate_options(options, c)
+        if drawing not in drawn:  # the same draws twice: score them once
+            nets = sample(model_dir, conditions, num, drawing, model=model)
+            drawn[drawing] = evaluate(nets, data)["val_acc"].double()
+        per_net.append(drawn[drawing])
+    chosen = 0
+    for i, accs in enumerate(per_net):
+        gain = accs - per_net[chosen]
         if len(gain) > 1 and gain.mean() > 2 * gain.std() / math.sqrt(len(gain)):
-            steps = c
-    val_acc = {c: float(v.mean()) for c, v in per_net.items()}
+            chosen = i
+    val_acc = [float(v.mean()) for v in per_net]
     if record is not None:
-        write_json(Path(record), {"asked": asked, "steps": steps, "val_acc": val_acc})
-    return steps, val_acc
+        write_json(Path(record), {"asked": asked, "chosen": chosen, "candidate": asked["candidates"][chosen],
+                                  "val_acc": val_acc})  # fmt: skip
+    return candidates[chosen], val_acc
 
 
 def recipe_steps(
@@ -287,11 +310,11 @@ def recipe_steps(
     folder: str | Path,
 ) -> dict[str, Any]:  # fmt: skip
     """A sampling recipe's weights options (configs/quickstart/sample.yaml's `weights`) with one step
-    count: a list of them is resolved by `choose_steps` on `conditions` (num nets at `seed`), the
+    count: a list of candidates is resolved by `choose_steps` on `conditions` (num nets at `seed`), the
     choice kept in folder/STEPS_RECORD; a single count is returned as it is."""
     if not isinstance(weights.get("steps"), list):
         return dict(weights)
     options = SampleOptions(**{**weights, "steps": 1, "seed": seed})
     record = Path(folder) / STEPS_RECORD
-    steps, _ = choose_steps(model_dir, conditions, num, options, weights["steps"], record)
-    return {**weights, "steps": steps}
+    chosen, _ = choose_steps(model_dir, conditions, num, options, weights["steps"], record)
+    return {**weights, **(dict(chosen) if isinstance(chosen, Mapping) else {"steps": chosen})}

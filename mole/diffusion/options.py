@@ -105,14 +105,31 @@ class SampleOptions:
         return {k: getattr(self, k) for k in keys}
 
 
-def check_candidates(candidates: Any, field: str = "steps") -> list[int]:
-    """A non-empty list of DDIM step counts, each an integer >= 1, else a ConfigError on `field`."""
-    if (
-        not isinstance(candidates, (list, tuple))
-        or not candidates
-        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in candidates)
-    ):
-        raise ConfigError(field, f"candidates must be a non-empty list of integers >= 1, got {candidates!r}")
+CANDIDATE_KEYS = ("steps", "timestep_spacing")  # what one candidate of a `weights.steps` list may set
+
+
+def check_candidates(candidates: Any, field: str = "steps") -> list:
+    """A non-empty list of DDIM step candidates, else a ConfigError on `field`: each a count (an
+    integer >= 1, at the recipe's spacing) or a mapping of `steps` and, optionally,
+    `timestep_spacing` (e.g. {steps: 1, timestep_spacing: trailing})."""
+
+    def count(c: Any) -> bool:
+        return isinstance(c, int) and not isinstance(c, bool) and c >= 1
+
+    def good(c: Any) -> bool:
+        if isinstance(c, Mapping):
+            return (
+                "steps" in c and set(c) <= set(CANDIDATE_KEYS) and count(c["steps"])
+                and c.get("timestep_spacing", "leading") in SPACINGS
+            )  # fmt: skip
+        return count(c)
+
+    if not isinstance(candidates, (list, tuple)) or not candidates or not all(map(good, candidates)):
+        raise ConfigError(
+            field,
+            "candidates must be a non-empty list of step counts (integers >= 1) or "
+            f"{{steps, timestep_spacing}} mappings, got {candidates!r}",
+        )
     return list(candidates)
 
 
@@ -129,7 +146,8 @@ def check_sample_recipe(sample: Mapping[str, Any], where: str) -> None:
         try:
             steps = options.get("steps", 1)
             if part == "weights" and isinstance(steps, list):
-                steps = check_candidates(steps)[0]
+                first = check_candidates(steps)[0]
+                steps = first["steps"] if isinstance(first, Mapping) else first
             SampleOptions(**{**options, "steps": steps})
         except ConfigError as e:
             raise ConfigError(f"sample.{part}.{e.field}", f"{str(e).split(': ', 1)[1]} ({where})") from None

@@ -20,7 +20,7 @@ from mole.diffusion.options import SPACINGS, SampleOptions
 from mole.diffusion.prompts import encode_prompts, fill_constants, guided, parse_conditions
 from mole.diffusion.sample import guidance_at, sample, sample_weights
 from mole.errors import ConfigError
-from mole.eval.base import prompt_of
+from mole.eval.base import load_rows, prompt_of
 from mole.tokenizer import MemberTensors
 from mole.zoo import pruning, store
 from mole.zoo.build import build_zoo
@@ -417,6 +417,14 @@ def test_another_spacing_is_another_generation(model, tmp_path):
         with pytest.raises(store.StoreError, match="holds another zoo or generation"):
             generate_zoo(model, out, prompt, 2, other)
     assert generate_zoo(model, out, prompt, 2, SampleOptions(steps=2)) == (out, False)  # the same: kept
+    # each net records where its steps lay, as the matrix row reads it
+    trailing, _ = generate_zoo(
+        model, tmp_path / "t", prompt, 2, SampleOptions(steps=2, timestep_spacing="trailing")
+    )
+    assert [json.loads(r["extra"])["timestep_spacing"] for r in load_rows(trailing, tensors=False)] == [
+        "trailing"
+    ] * 2
+    assert all("timestep_spacing" not in json.loads(r["extra"]) for r in load_rows(out, tensors=False))
 
 
 # ---------------------------------------------------------------------------- steps chosen on validation
@@ -426,10 +434,13 @@ def test_steps_chosen_by_validation_accuracy(model, tmp_path, monkeypatch):
     record = tmp_path / "steps.json"
     steps, by = choose_steps(model, prompt, 3, options, [1, 3], record)
     digits = load_task("digits")
-    for c in (1, 3):  # each candidate's figure is its own draws' mean validation accuracy
+    for i, c in enumerate((1, 3)):  # each candidate's figure is its own draws' mean validation accuracy
         nets = sample(model, prompt, 3, replace(options, steps=c))
-        assert by[c] == pytest.approx(float(evaluate(nets, digits)["val_acc"].mean()))
-    assert steps in (1, 3) and json.loads(record.read_text())["steps"] == steps  # the rule: below
+        assert by[i] == pytest.approx(float(evaluate(nets, digits)["val_acc"].mean()))
+    kept = json.loads(record.read_text())
+    assert (
+        steps in (1, 3) and kept["candidate"] == steps and [1, 3][kept["chosen"]] == steps
+    )  # the rule: below
 
     calls = []
     monkeypatch.setattr(generated, "sample", lambda *a, **k: calls.append(a) or [])
@@ -449,14 +460,45 @@ def test_steps_chosen_by_validation_accuracy(model, tmp_path, monkeypatch):
     monkeypatch.setattr(generated, "sample", lambda d, c, n, o, **k: [o.steps] * n)
     prompt = {"test_acc": [0.3, 0.5, 0.7, 0.6], "variant": "dense"}
     steps, by = choose_steps(model, prompt, 4, options, [5, 1])
-    assert steps == 5 and by == {5: pytest.approx(0.75), 1: pytest.approx(0.755)}  # a hair better: noise
+    assert steps == 5 and by == [pytest.approx(0.75), pytest.approx(0.755)]  # a hair better: noise
     assert choose_steps(model, prompt, 4, options, [5, 1, 2])[0] == 2  # +0.1 on every net: clearly
     assert choose_steps(model, prompt, 4, options, [5, 3])[0] == 5  # higher mean, but all over the place
 
 
-@pytest.mark.parametrize("bad", [[], [0, 2], [1.5], 5, [True]])
+def test_a_candidate_may_name_its_own_spacing(model, monkeypatch, tmp_path):
+    """{steps, timestep_spacing} candidates: leading five steps kept unless one trailing step clearly
+    wins; each candidate draws at its own spacing, the others at the options' own."""
+    accs = {
+        (5, "leading"): [0.5, 0.6, 0.7],
+        (1, "trailing"): [0.6, 0.7, 0.8],
+        (1, "leading"): [0.0, 0.0, 0.0],
+    }
+    drawn = []
+
+    def fake_sample(d, c, n, o, **k):
+        drawn.append((o.steps, o.timestep_spacing))
+        return [(o.steps, o.timestep_spacing)] * n
+
+    fake = lambda nets, data: {"val_acc": torch.tensor(accs[nets[0]], dtype=torch.float64)}  # noqa: E731
+    monkeypatch.setattr(generated, "evaluate", fake)
+    monkeypatch.setattr(generated, "sample", fake_sample)
+    prompt = {"test_acc": [0.3, 0.5, 0.7], "variant": "dense"}
+    trailing_one = {"steps": 1, "timestep_spacing": "trailing"}
+    chosen, by = choose_steps(model, prompt, 3, SampleOptions(), [5, trailing_one, 1, 5])
+    assert chosen == trailing_one and by == [pytest.approx(v) for v in (0.6, 0.7, 0.0, 0.6)]
+    assert drawn == [(5, "leading"), (1, "trailing"), (1, "leading")]  # the repeated 5 scored once
+    weights = {"steps": [5, trailing_one], "guidance": 6.0}
+    assert recipe_steps(model, weights, prompt, 3, 1, tmp_path) == {
+        "steps": 1, "guidance": 6.0, "timestep_spacing": "trailing"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[], [0, 2], [1.5], 5, [True], [{"timestep_spacing": "trailing"}], [{"steps": 1, "timestep_spacing": "x"}],
+     [{"steps": 1, "guidance": 2.0}], [{"steps": 0}]],
+)  # fmt: skip
 def test_bad_step_candidates_are_one_line_errors(model, bad):
-    with pytest.raises(ConfigError, match="steps: candidates must be a non-empty list of integers >= 1"):
+    with pytest.raises(ConfigError, match="steps: candidates must be a non-empty list of step counts"):
         choose_steps(model, {"test_acc": 0.5}, 2, SampleOptions(), bad)
 
 
