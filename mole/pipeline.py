@@ -295,11 +295,15 @@ def _run_stages(
     def sample_all() -> dict[str, list[dict]]:
         acc = [min(max(r["test_acc"], lo), hi) for r in dense]  # B2: one net per SGD member, its accuracy
         b2 = {"test_acc": acc, "variant": "dense"}
-        # a list of step counts: the one whose B2 draws are clearly most accurate on validation, for every set
-        w = recipe_steps(weights, s["weights"], b2, len(acc), s["dense"]["seed"], out / "generated")
-        dense_opts = {**w, **s["dense"]}
         prompts = s["prompts"]
         sweep = np.repeat(np.linspace(lo, hi, prompts["prompts"]), prompts["per_prompt"]).tolist()  # B3
+        # a list of step candidates: the one whose B2 and B3 draws clearly come closest to their
+        # prompts on validation, for every set
+        both = {"test_acc": acc + sweep, "variant": "dense"}
+        w = recipe_steps(
+            weights, s["weights"], both, len(both["test_acc"]), s["dense"]["seed"], out / "generated"
+        )
+        dense_opts = {**w, **s["dense"]}
         sparse = s["sparse"]
         levels = [x for x in sparse["sparsities"] for _ in range(sparse["per_sparsity"])]
         supermasks = s["supermasks"]

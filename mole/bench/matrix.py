@@ -114,8 +114,10 @@ def sample_sets(model: Path, out: Path, sgd: Sequence[dict], s: dict) -> tuple[d
     sweep = np.repeat(np.linspace(lo, hi, p["prompts"]), p["per_prompt"]).tolist()
     levels = [x for x in sp["sparsities"] for _ in range(sp["per_sparsity"])]
     b2 = {"test_acc": acc, "variant": "dense"}
-    # a list of step counts: the one whose B2 draws are clearly most accurate on validation, for every set
-    w = recipe_steps(model, s["weights"], b2, len(acc), s["dense"]["seed"], out)
+    # a list of step candidates: the one whose B2 and B3 draws clearly come closest to their prompts
+    # on validation, for every set
+    both = {"test_acc": acc + sweep, "variant": "dense"}
+    w = recipe_steps(model, s["weights"], both, len(both["test_acc"]), s["dense"]["seed"], out)
     jobs = {
         "dense": (b2, len(acc), {**w, **s["dense"]}, None),
         "prompts": ({"test_acc": sweep, "variant": "dense"}, len(sweep), {**w, "seed": p["seed"]}, None),

@@ -246,22 +246,24 @@ def choose_steps(
     options: SampleOptions,
     candidates: Sequence[int | Mapping[str, Any]],
     record: str | Path | None = None,
-) -> tuple[int | dict[str, Any], list[float]]:
-    """The DDIM steps, among `candidates`, whose draws are clearly most accurate on validation.
+) -> tuple[int | dict[str, Any], dict[str, list[float]]]:
+    """The DDIM steps, among `candidates`, whose draws clearly come closest to their prompts on validation.
 
     How many steps draw the best nets, and where they lie, depends on the model: on one it is the
     first x0 read at t=999 (one step with `timestep_spacing: trailing`), on another five leading
     steps (ledger X39). So a recipe can leave the choice to this rule, written once: `num` nets are
     drawn for `conditions` at each candidate, with the same seed, prompts and other options, and
-    scored on the validation split (the test split is never read). The first candidate is the
-    recipe's own; a later one replaces the one kept so far only when its nets beat it by more than
-    two standard errors of the paired per-net difference (same prompt, same noise). A near tie keeps
-    the recipe's: on the digits / MLP cell one step won by 0.001 of validation accuracy and lost
-    prompt following (X39).
+    scored on the validation split (the test split is never read): by how far each net's validation
+    accuracy lies from its accuracy prompt, or, with no accuracy prompted, by the accuracy itself.
+    The first candidate is the recipe's own; a later one replaces the one kept so far only when its
+    nets beat it by more than two standard errors of the paired per-net difference (same prompt,
+    same noise). Accuracy alone is not the score: on the digits / MLP cell one trailing step drew
+    more accurate nets for the top prompts (+0.006 on validation) and missed the low ones (B3's MAE
+    0.121 -> 0.224, X39), so a recipe's conditions should hold prompts across the range.
 
     Args:
         model_dir: a weights model folder.
-        conditions, num: as for `sample` (e.g. one prompt per SGD member).
+        conditions, num: as for `sample` (e.g. one prompt per SGD member and B3's sweep).
         options: every other sampling option (its `steps` is ignored, and its `timestep_spacing`
             where a candidate names its own).
         candidates: step counts (at `options`' spacing) or {steps, timestep_spacing} mappings, the
@@ -270,7 +272,8 @@ def choose_steps(
             arguments, written (atomically) otherwise.
 
     Returns:
-        (the chosen candidate, as given; the mean validation accuracy of each candidate's draws).
+        (the chosen candidate, as given; per candidate, the mean validation accuracy of its draws
+        ("val_acc") and, when accuracy is prompted, their mean distance from it ("val_error")).
     """
     check_candidates(candidates)
     asked = {
@@ -280,29 +283,35 @@ def choose_steps(
     asked = json.loads(json.dumps(asked))  # tuples as lists, as read back
     if record is not None and Path(record).is_file():
         kept = read_json(Path(record), "steps chosen on validation")
-        if kept.get("asked") == asked and isinstance(kept.get("val_acc"), list):
-            return candidates[int(kept["chosen"])], [float(v) for v in kept["val_acc"]]
+        if kept.get("asked") == asked and isinstance(kept.get("figures"), dict):
+            return candidates[int(kept["chosen"])], kept["figures"]
     meta = read_meta(model_dir)
     task = prompted_task(meta, conditions, num)
     data = load_task(task, **task_options_of(meta, task))
     model = load_model(model_dir)
-    per_net, drawn = [], {}
+    prompt = conditions.get("test_acc")
+    if prompt is not None:
+        prompt = torch.as_tensor(prompt, dtype=torch.float64).expand(num)
+    accs, drawn = [], {}
     for c in candidates:
         drawing = candidate_options(options, c)
         if drawing not in drawn:  # the same draws twice: score them once
             nets = sample(model_dir, conditions, num, drawing, model=model)
             drawn[drawing] = evaluate(nets, data)["val_acc"].double()
-        per_net.append(drawn[drawing])
+        accs.append(drawn[drawing])
+    scores = accs if prompt is None else [-(a - prompt).abs() for a in accs]  # higher is better
     chosen = 0
-    for i, accs in enumerate(per_net):
-        gain = accs - per_net[chosen]
+    for i, score in enumerate(scores):
+        gain = score - scores[chosen]
         if len(gain) > 1 and gain.mean() > 2 * gain.std() / math.sqrt(len(gain)):
             chosen = i
-    val_acc = [float(v.mean()) for v in per_net]
+    figures = {"val_acc": [float(a.mean()) for a in accs]}
+    if prompt is not None:
+        figures["val_error"] = [float(-s.mean()) for s in scores]
     if record is not None:
         write_json(Path(record), {"asked": asked, "chosen": chosen, "candidate": asked["candidates"][chosen],
-                                  "val_acc": val_acc})  # fmt: skip
-    return candidates[chosen], val_acc
+                                  "figures": figures})  # fmt: skip
+    return candidates[chosen], figures
 
 
 def recipe_steps(
@@ -310,8 +319,9 @@ def recipe_steps(
     folder: str | Path,
 ) -> dict[str, Any]:  # fmt: skip
     """A sampling recipe's weights options (configs/quickstart/sample.yaml's `weights`) with one step
-    count: a list of candidates is resolved by `choose_steps` on `conditions` (num nets at `seed`), the
-    choice kept in folder/STEPS_RECORD; a single count is returned as it is."""
+    count: a list of candidates is resolved by `choose_steps` on `conditions` (num nets at `seed`;
+    prompts across the accuracy range, see there), the choice kept in folder/STEPS_RECORD; a single
+    count is returned as it is."""
     if not isinstance(weights.get("steps"), list):
         return dict(weights)
     options = SampleOptions(**{**weights, "steps": 1, "seed": seed})

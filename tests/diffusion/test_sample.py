@@ -428,15 +428,18 @@ def test_another_spacing_is_another_generation(model, tmp_path):
 
 
 # ---------------------------------------------------------------------------- steps chosen on validation
-def test_steps_chosen_by_validation_accuracy(model, tmp_path, monkeypatch):
+def test_steps_chosen_by_how_close_their_draws_come_to_their_prompts_on_validation(
+    model, tmp_path, monkeypatch
+):
     prompt = {"test_acc": [0.3, 0.5, 0.7], "variant": "dense"}
     options = SampleOptions(guidance=2.0, seed=3, timestep_spacing="trailing")
     record = tmp_path / "steps.json"
     steps, by = choose_steps(model, prompt, 3, options, [1, 3], record)
     digits = load_task("digits")
-    for i, c in enumerate((1, 3)):  # each candidate's figure is its own draws' mean validation accuracy
-        nets = sample(model, prompt, 3, replace(options, steps=c))
-        assert by[i] == pytest.approx(float(evaluate(nets, digits)["val_acc"].mean()))
+    for i, c in enumerate((1, 3)):  # each candidate's figures are its own draws' on validation
+        val = evaluate(sample(model, prompt, 3, replace(options, steps=c)), digits)["val_acc"].double()
+        assert by["val_acc"][i] == pytest.approx(float(val.mean()))
+        assert by["val_error"][i] == pytest.approx(float((val - torch.tensor([0.3, 0.5, 0.7])).abs().mean()))
     kept = json.loads(record.read_text())
     assert (
         steps in (1, 3) and kept["candidate"] == steps and [1, 3][kept["chosen"]] == steps
@@ -448,21 +451,30 @@ def test_steps_chosen_by_validation_accuracy(model, tmp_path, monkeypatch):
     assert calls == []
 
     monkeypatch.undo()
-    # per-net validation accuracies by step count; the first candidate is kept unless clearly beaten
+    # per-net validation accuracies by step count, for prompts 0.9 / 0.8 / 1.0 / 0.7; the first
+    # candidate is kept unless clearly beaten
     accs = {
-        5: [0.8, 0.7, 0.9, 0.6],
+        5: [0.8, 0.7, 0.9, 0.6],  # 0.1 under every prompt
         1: [0.81, 0.7, 0.9, 0.61],
-        2: [0.9, 0.8, 1.0, 0.7],
-        3: [1.0, 0.0, 1.0, 0.0],
+        2: [0.9, 0.8, 1.0, 0.7],  # on every prompt
+        3: [0.9, 0.65, 1.0, 0.55],  # closer on average, but all over the place
+        4: [1.0, 1.0, 1.0, 1.0],  # more accurate everywhere, further from what was asked
     }
     fake = lambda nets, data: {"val_acc": torch.tensor(accs[nets[0]], dtype=torch.float64)}  # noqa: E731
     monkeypatch.setattr(generated, "evaluate", fake)  # only validation is read: no test split here
     monkeypatch.setattr(generated, "sample", lambda d, c, n, o, **k: [o.steps] * n)
-    prompt = {"test_acc": [0.3, 0.5, 0.7, 0.6], "variant": "dense"}
+    prompt = {"test_acc": [0.9, 0.8, 1.0, 0.7], "variant": "dense"}
     steps, by = choose_steps(model, prompt, 4, options, [5, 1])
-    assert steps == 5 and by == [pytest.approx(0.75), pytest.approx(0.755)]  # a hair better: noise
-    assert choose_steps(model, prompt, 4, options, [5, 1, 2])[0] == 2  # +0.1 on every net: clearly
-    assert choose_steps(model, prompt, 4, options, [5, 3])[0] == 5  # higher mean, but all over the place
+    assert steps == 5 and by == {
+        "val_acc": [pytest.approx(0.75), pytest.approx(0.755)],
+        "val_error": [pytest.approx(0.1), pytest.approx(0.095)],
+    }  # a hair: noise
+    assert choose_steps(model, prompt, 4, options, [5, 1, 2])[0] == 2  # 0.1 closer on every net: clearly
+    assert choose_steps(model, prompt, 4, options, [5, 3])[0] == 5
+    assert choose_steps(model, prompt, 4, options, [5, 4])[0] == 5
+    # no accuracy prompted: the more accurate draws win
+    steps, by = choose_steps(model, {"variant": "dense"}, 4, options, [5, 4])
+    assert steps == 4 and "val_error" not in by
 
 
 def test_a_candidate_may_name_its_own_spacing(model, monkeypatch, tmp_path):
@@ -482,10 +494,10 @@ def test_a_candidate_may_name_its_own_spacing(model, monkeypatch, tmp_path):
     fake = lambda nets, data: {"val_acc": torch.tensor(accs[nets[0]], dtype=torch.float64)}  # noqa: E731
     monkeypatch.setattr(generated, "evaluate", fake)
     monkeypatch.setattr(generated, "sample", fake_sample)
-    prompt = {"test_acc": [0.3, 0.5, 0.7], "variant": "dense"}
+    prompt = {"test_acc": [0.7, 0.8, 0.9], "variant": "dense"}  # one trailing step: 0.1 closer on each
     trailing_one = {"steps": 1, "timestep_spacing": "trailing"}
     chosen, by = choose_steps(model, prompt, 3, SampleOptions(), [5, trailing_one, 1, 5])
-    assert chosen == trailing_one and by == [pytest.approx(v) for v in (0.6, 0.7, 0.0, 0.6)]
+    assert chosen == trailing_one and by["val_acc"] == [pytest.approx(v) for v in (0.6, 0.7, 0.0, 0.6)]
     assert drawn == [(5, "leading"), (1, "trailing"), (1, "leading")]  # the repeated 5 scored once
     weights = {"steps": [5, trailing_one], "guidance": 6.0}
     assert recipe_steps(model, weights, prompt, 3, 1, tmp_path) == {
