@@ -17,6 +17,7 @@ from mole.bench.matrix import peak_mb, reset_peak, run_matrix
 from mole.bench.spec import load_matrix
 from mole.bench.table import targets_met
 from mole.cli import main
+from mole.diffusion.options import check_sample_recipe
 from mole.errors import ConfigError
 from mole.eval import load_rows
 from mole.pipeline import load_recipe, merged
@@ -366,9 +367,11 @@ def test_the_steps_overlay_leaves_five_steps_first_and_adds_one_trailing_step():
     q = load_recipe("default")
     over = yaml.safe_load((MATRIX.parent / "steps.yaml").read_text())
     w = merged(q.sample, over)["weights"]
-    # the recipe's count stays the preferred one; one step reads x0 at t = 999 only with trailing spacing
+    # the recipe's count, at its own (leading) spacing, stays the preferred one; one step reads x0 at
+    # t = 999 only with trailing spacing
+    assert "timestep_spacing" not in q.sample["weights"]
     assert w == {
         **q.sample["weights"],
-        "steps": [q.sample["weights"]["steps"], 1],
-        "timestep_spacing": "trailing",
+        "steps": [q.sample["weights"]["steps"], {"steps": 1, "timestep_spacing": "trailing"}],
     }
+    check_sample_recipe(merged(q.sample, over), "steps.yaml")
