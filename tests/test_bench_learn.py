@@ -33,14 +33,25 @@ def test_bench_learn_writes_every_b9_figure(tmp_path, capsys, recipe):
     (tmp_path / "pairs.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "run"
     argv = ["bench", "learn", "--zoo", str(tmp_path / "zoo.yaml"), "--model", str(tmp_path / "pairs.yaml"),
-            "--out", str(out), "--inits", "4", "--mids", "4", "--prompts", "2", "--steps", "2",
-            "--sgd_steps", "40", "--sgd_every", "10", "--guidance", "2", "--guidance_interval", "[500, 999]",
-            "--timestep_spacing", "trailing"]  # fmt: skip
+            "--out", str(out), "--inits", "4", "--mids", "4", "--prompts", "2",
+            "--sgd_steps", "40", "--sgd_every", "10"]  # fmt: skip
+    plain = recipe == "digits_mlp_pairs.yaml"  # the plain recipe samples at the defaults
+    if not plain:
+        argv += ["--steps", "2", "--guidance", "2", "--guidance_interval", "[500, 999]",
+                 "--timestep_spacing", "leading"]  # fmt: skip
     assert main(argv) == 0
     assert "| init | 1 |" in capsys.readouterr().out
     result = json.loads((out / "learn.json").read_text())
-    assert result["sample"]["guidance_interval"] == [500, 999]  # guidance at high noise only
-    assert result["sample"]["timestep_spacing"] == "trailing" and result["sample"]["steps"] == 2
+    got = {k: result["sample"][k] for k in ("steps", "timestep_spacing", "guidance", "guidance_interval")}
+    if plain:  # one trailing step, conditional only: the default (ledger L37)
+        assert got == {"steps": 1, "timestep_spacing": "trailing", "guidance": 1.0, "guidance_interval": None}
+    else:  # every option given is recorded; guidance at high noise only
+        assert got == {
+            "steps": 2,
+            "timestep_spacing": "leading",
+            "guidance": 2.0,
+            "guidance_interval": [500, 999],
+        }
     denoiser = json.loads((out / "train" / "model" / "denoiser" / "config.json").read_text())
     assert denoiser["self_condition"] == (recipe == "digits_mlp_pairs_canonical.yaml")
     assert set(result["summary"]) == {f"{k}/K={n}" for k in ("init", "mid", "mid_good") for n in (1, 2, 4)}

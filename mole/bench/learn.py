@@ -247,11 +247,12 @@ def run_learn(
         inits, mids: fresh-init and mid-training starts.
         prompts: target test losses per start.
         updates: the K reported (the chain runs to the largest).
-        options: how to draw (steps, guidance, seed, batch size).
+        options: how to draw (steps, guidance, seed, batch size); default one trailing DDIM step.
         sgd_steps, sgd_every: SGD from each start runs this long, its test loss read this often.
         wandb, progress: for training.
     """
-    out, options, t0 = Path(out), options or SampleOptions(steps=20, batch_size=512), time.perf_counter()
+    out, t0 = Path(out), time.perf_counter()
+    options = options or SampleOptions(steps=1, timestep_spacing="trailing", batch_size=512)  # L37
     updates = sorted(set(updates))
     if updates[0] < 1:
         raise ConfigError("updates", f"must be positive, got {updates}")
