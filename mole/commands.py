@@ -6,11 +6,12 @@ Typed and documented: mole/cli.py turns each signature and docstring into its su
 
 from __future__ import annotations
 
+from dataclasses import replace
 from json import dumps
 from pathlib import Path
 from typing import Any, Literal
 
-from mole.bench.learn import learn_table, run_learn
+from mole.bench.learn import UPDATE_OPTIONS, learn_table, run_learn
 from mole.bench.matrix import run_matrix
 from mole.bench.prompts import prompts_table, run_prompts
 from mole.bench.structure import run_structure, structure_table
@@ -187,11 +188,11 @@ def bench_learn(
     mids: int = 32,
     prompts: int = 8,
     updates: list[int] | None = None,
-    steps: int = 1,
+    steps: int = UPDATE_OPTIONS.steps,
     seed: int = 0,
     guidance: float = 1.0,
     guidance_interval: tuple[int, int] | None = None,
-    timestep_spacing: Literal["leading", "trailing", "linspace"] = "trailing",
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = UPDATE_OPTIONS.timestep_spacing,
     sgd_steps: int = 1000,
     sgd_every: int = 10,
     wandb: WandbMode = "disabled",
@@ -228,8 +229,8 @@ def bench_learn(
     """
     path = run_learn(
         zoo, model, out, inits, mids, prompts, tuple(updates or (1, 2, 4)),
-        SampleOptions(steps=steps, seed=seed, batch_size=512, guidance=guidance, guidance_interval=guidance_interval,
-                      timestep_spacing=timestep_spacing),
+        replace(UPDATE_OPTIONS, steps=steps, seed=seed, guidance=guidance, guidance_interval=guidance_interval,
+                timestep_spacing=timestep_spacing),
         sgd_steps, sgd_every, wandb, progress,
     )  # fmt: skip
     print(learn_table(path))
