@@ -199,7 +199,8 @@ class ZooTokens(Dataset):
 
 
 class ZooPairs(ZooTokens):
-    """G.pt pairs: index -> a (start, end) pair of snapshots of one run (member_id), start < end.
+    """G.pt pairs: index -> a (start, end) pair of snapshots of one run (member_id), start before end
+    unless reversed (`reverse`).
 
     Yields {"tokens": end (T, D), "start_tokens": start (T, D), "layer_ids", "cond"}, where cond is
     the end's conditions plus "start_test_loss" and "start_test_acc". With a canonical tokenizer the
@@ -218,10 +219,18 @@ class ZooPairs(ZooTokens):
     snapshot of a run has trained further, and iterated updates (G.pt's recursive prompting) keep
     moving past the prompt. A run of n snapshots then gives n(n+1)/2 pairs instead of n(n-1)/2.
 
+    With `reverse` r > 0, a share r of the pair indices (fixed per index, never a stay) swap their
+    ends: the later snapshot is the start and the earlier one the end, prompted with the earlier
+    one's loss. G.pt pairs only forward in time, so every end it learns from has trained at least as
+    long as its start: told a loss above its start's, an update has never seen one, and iterated
+    updates are drawn towards ever more training. A reversed pair never starts at a fresh init (its
+    start is a later snapshot).
+
     Args:
         runs: row indices of each run, sorted by step (runs with one snapshot have no pairs).
         fresh_starts: p above (never for a stay: its end is its start).
         stays: pair each snapshot with itself too.
+        reverse: r above.
         others: as ZooTokens.
     """
 
@@ -236,10 +245,11 @@ class ZooPairs(ZooTokens):
         cell: np.ndarray | None = None,
         fresh_starts: float = 0.0,
         stays: bool = False,
+        reverse: float = 0.0,
     ):
         rows = np.concatenate(runs) if runs else np.zeros(0)
         super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
-        self.fresh_starts, self.stays = fresh_starts, stays
+        self.fresh_starts, self.stays, self.reverse = fresh_starts, stays, reverse
         self.runs = runs
         self.offsets = np.cumsum([0] + [len(_pairs(len(r), stays)) for r in runs])
         self._perms: dict[int, dict] = {}
@@ -254,6 +264,17 @@ class ZooPairs(ZooTokens):
     def fresh(self, idx: int) -> bool:
         """Whether pair `idx` draws a fresh init for a start at step 0 (a fixed share fresh_starts)."""
         return self.fresh_starts > 0 and fresh_seed(idx) % 10**6 < self.fresh_starts * 10**6
+
+    def reversed(self, idx: int) -> bool:
+        """Whether pair `idx`, if not a stay, runs backward in time (a fixed share `reverse`, drawn
+        apart from `fresh`)."""
+        return self.reverse > 0 and _share_draw("reverse", idx) < self.reverse
+
+    def positions(self, idx: int) -> tuple[int, int, int]:
+        """(run, start position, end position) of pair `idx` in its run's snapshots."""
+        run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
+        i, j = _pairs(len(self.runs[run]), self.stays)[idx - self.offsets[run]]
+        return (run, int(j), int(i)) if i < j and self.reversed(idx) else (run, int(i), int(j))
 
     def fresh_start(self, idx: int, init_row: int, perm: dict | None) -> torch.Tensor:
         """(T, D) tokens of pair `idx`'s fresh init: the init row's architecture and init scale."""
@@ -284,8 +305,7 @@ class ZooPairs(ZooTokens):
     def __getitem__(self, idx: int) -> dict:
         if not 0 <= idx < len(self):
             raise IndexError(idx)
-        run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
-        i, j = _pairs(len(self.runs[run]), self.stays)[idx - self.offsets[run]]
+        run, i, j = self.positions(idx)
         end, ids, cond = self.encode(self.runs[run][j])
         first = self.runs[run][i]
         perm = self.order(self.runs[run][j]) if self.tokenizer.canonical else None  # the end's order
@@ -305,6 +325,12 @@ class ZooPairs(ZooTokens):
 def fresh_seed(idx: int) -> int:
     """The seed of pair `idx`'s fresh init: a hash of it, >= 2**32 (above every seed a zoo draws)."""
     return 2**32 + int.from_bytes(hashlib.sha256(f"fresh/{idx}".encode()).digest()[:6], "little")
+
+
+def _share_draw(salt: str, idx: int) -> float:
+    """A uniform draw in [0, 1) fixed by (salt, idx): which pairs fall in a share, independent of
+    the other shares and of the worker or epoch that reads them."""
+    return int.from_bytes(hashlib.sha256(f"{salt}/{idx}".encode()).digest()[:6], "little") / 2**48
 
 
 def collate(items: list[dict]) -> dict:
@@ -359,6 +385,9 @@ class ZooDataModule(L.LightningDataModule):
             learns to stay at a start already at its prompt (ZooPairs). On B9's recipe it ended the
             overshoot of iterated updates on two seeds but broke the lowest prompt on one
             (docs/results.md L26, L27): off there.
+        reverse_pairs: pairs mode: the share of training pairs that run backward in time, from the
+            later snapshot to the earlier one (ZooPairs), so an update also learns to reach a loss
+            above its start's; 0: none, as G.pt.
     """
 
     def __init__(
@@ -381,12 +410,18 @@ class ZooDataModule(L.LightningDataModule):
         balance: str | None = None,
         fresh_starts: float = 0.0,
         stay_pairs: bool = False,
+        reverse_pairs: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         if stay_pairs and mode != "pairs":
             raise ConfigError("stay_pairs", "pairs a snapshot with itself: it needs mode pairs")
         self.stay_pairs = stay_pairs
+        if isinstance(reverse_pairs, bool) or not 0.0 <= reverse_pairs <= 1.0:
+            raise ConfigError("reverse_pairs", f"must be a share in [0, 1], got {reverse_pairs}")
+        if reverse_pairs and mode != "pairs":
+            raise ConfigError("reverse_pairs", "reverses pairs: it needs mode pairs")
+        self.reverse_pairs = reverse_pairs
         if not 0.0 <= fresh_starts <= 1.0:
             raise ConfigError("fresh_starts", f"must be a share in [0, 1], got {fresh_starts}")
         if fresh_starts and mode != "pairs":
@@ -492,7 +527,7 @@ class ZooDataModule(L.LightningDataModule):
                 self.datasets[split] = ZooPairs(
                     ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items,
                     cell, self.fresh_starts if split == "train" else 0.0,
-                    self.stay_pairs and split == "train",
+                    self.stay_pairs and split == "train", self.reverse_pairs if split == "train" else 0.0,
                 )  # fmt: skip
 
     def _split(self, member_index: np.ndarray, zoo_of: np.ndarray) -> dict[str, np.ndarray]:

@@ -209,6 +209,45 @@ def test_stay_pairs_pair_each_training_snapshot_with_itself(zoo, cache):
         ZooDataModule(str(zoo), stay_pairs=True)
 
 
+def test_reverse_pairs_run_a_share_of_the_training_pairs_backward_in_time(zoo, cache):
+    sort = {"canonical": "sort"}
+    dm = make(
+        zoo, cache, mode="pairs", reverse_pairs=0.5, stay_pairs=True, fresh_starts=1.0, tokenizer_options=sort
+    )
+    ds, val = dm.datasets["train"], dm.datasets["val"]
+    plain = make(zoo, cache, mode="pairs", stay_pairs=True, tokenizer_options=sort).datasets["train"]
+    assert len(ds) == len(plain)  # the same pairs, some of them turned round
+    back = 0
+    for idx in range(len(ds)):
+        run, i, j = ds.positions(idx)
+        _, i0, j0 = plain.positions(idx)
+        item = ds[idx]
+        if i0 == j0:  # a stay is never reversed
+            assert (i, j) == (i0, j0) and torch.equal(item["start_tokens"], item["tokens"])
+            continue
+        if not ds.reversed(idx):
+            assert (i, j) == (i0, j0)
+            continue
+        back += 1
+        assert (i, j) == (j0, i0) and i > j
+        start, end = ds.runs[run][i], ds.runs[run][j]
+        assert ds.column("step", start) > ds.column("step", end)
+        want_end, _, end_cond = ds.encode(end)
+        want_start, _, start_cond, _ = ds._encode_row(start, ds.order(end))  # never a fresh init
+        assert torch.equal(item["tokens"], want_end) and torch.equal(item["start_tokens"], want_start)
+        assert item["cond"]["test_loss"] == end_cond["test_loss"]
+        assert item["cond"]["start_test_loss"] == start_cond["test_loss"]
+    assert back
+    assert not any(val.reversed(i) for i in range(len(val)))  # training pairs only
+    half = np.mean([ds.reversed(i) for i in range(4000)])
+    assert 0.45 < half < 0.55
+    assert np.mean([ds.reversed(i) == ds.fresh(i) for i in range(4000)]) < 0.6  # drawn apart
+    with pytest.raises(ConfigError, match=r"^reverse_pairs: must be a share in \[0, 1\], got -0.1"):
+        ZooDataModule(str(zoo), mode="pairs", reverse_pairs=-0.1)
+    with pytest.raises(ConfigError, match="^reverse_pairs: reverses pairs: it needs mode pairs"):
+        ZooDataModule(str(zoo), reverse_pairs=0.5)
+
+
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
     dm = make(zoo, cache)
     dm.save(tmp_path / "dm")
