@@ -265,7 +265,7 @@ class ZooPairs(ZooTokens):
         """Whether pair `idx` draws a fresh init for a start at step 0 (a fixed share fresh_starts)."""
         return self.fresh_starts > 0 and fresh_seed(idx) % 10**6 < self.fresh_starts * 10**6
 
-    def reversed(self, idx: int) -> bool:
+    def reversed_pair(self, idx: int) -> bool:
         """Whether pair `idx`, if not a stay, runs backward in time (a fixed share `reverse`, drawn
         apart from `fresh`)."""
         return self.reverse > 0 and _share_draw("reverse", idx) < self.reverse
@@ -274,7 +274,7 @@ class ZooPairs(ZooTokens):
         """(run, start position, end position) of pair `idx` in its run's snapshots."""
         run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
         i, j = _pairs(len(self.runs[run]), self.stays)[idx - self.offsets[run]]
-        return (run, int(j), int(i)) if i < j and self.reversed(idx) else (run, int(i), int(j))
+        return (run, int(j), int(i)) if i < j and self.reversed_pair(idx) else (run, int(i), int(j))
 
     def fresh_start(self, idx: int, init_row: int, perm: dict | None) -> torch.Tensor:
         """(T, D) tokens of pair `idx`'s fresh init: the init row's architecture and init scale."""
@@ -387,7 +387,9 @@ class ZooDataModule(L.LightningDataModule):
             (docs/results.md L26, L27): off there.
         reverse_pairs: pairs mode: the share of training pairs that run backward in time, from the
             later snapshot to the earlier one (ZooPairs), so an update also learns to reach a loss
-            above its start's; 0: none, as G.pt.
+            above its start's; 0: none, as G.pt. On B9's recipes a quarter made mid-training starts
+            follow their prompts far better, but sent good starts back nearer a training member
+            (docs/results.md L39): off there.
     """
 
     def __init__(

@@ -225,7 +225,7 @@ def test_reverse_pairs_run_a_share_of_the_training_pairs_backward_in_time(zoo, c
         if i0 == j0:  # a stay is never reversed
             assert (i, j) == (i0, j0) and torch.equal(item["start_tokens"], item["tokens"])
             continue
-        if not ds.reversed(idx):
+        if not ds.reversed_pair(idx):
             assert (i, j) == (i0, j0)
             continue
         back += 1
@@ -238,10 +238,12 @@ def test_reverse_pairs_run_a_share_of_the_training_pairs_backward_in_time(zoo, c
         assert item["cond"]["test_loss"] == end_cond["test_loss"]
         assert item["cond"]["start_test_loss"] == start_cond["test_loss"]
     assert back
-    assert not any(val.reversed(i) for i in range(len(val)))  # training pairs only
-    half = np.mean([ds.reversed(i) for i in range(4000)])
+    assert not any(val.reversed_pair(i) for i in range(len(val)))  # training pairs only
+    half = np.mean([ds.reversed_pair(i) for i in range(4000)])
     assert 0.45 < half < 0.55
-    assert np.mean([ds.reversed(i) == ds.fresh(i) for i in range(4000)]) < 0.6  # drawn apart
+    half_fresh = [fresh_seed(i) % 10**6 < 0.5 * 10**6 for i in range(4000)]  # fresh_starts 0.5's draw
+    both = np.mean([ds.reversed_pair(i) and f for i, f in enumerate(half_fresh)])
+    assert 0.2 < both < 0.3  # drawn apart from the fresh starts: about a quarter are both
     with pytest.raises(ConfigError, match=r"^reverse_pairs: must be a share in \[0, 1\], got -0.1"):
         ZooDataModule(str(zoo), mode="pairs", reverse_pairs=-0.1)
     with pytest.raises(ConfigError, match="^reverse_pairs: reverses pairs: it needs mode pairs"):
