@@ -224,13 +224,15 @@ class ZooPairs(ZooTokens):
     one's loss. G.pt pairs only forward in time, so every end it learns from has trained at least as
     long as its start: told a loss above its start's, an update has never seen one, and iterated
     updates are drawn towards ever more training. A reversed pair never starts at a fresh init (its
-    start is a later snapshot).
+    start is a later snapshot). Without `reverse_init`, a pair whose earlier snapshot is its run's
+    init (step 0) is never reversed, so no update learns to send a trained net back to an init.
 
     Args:
         runs: row indices of each run, sorted by step (runs with one snapshot have no pairs).
         fresh_starts: p above (never for a stay: its end is its start).
         stays: pair each snapshot with itself too.
         reverse: r above.
+        reverse_init: whether a reversed pair may end at its run's init.
         others: as ZooTokens.
     """
 
@@ -246,10 +248,12 @@ class ZooPairs(ZooTokens):
         fresh_starts: float = 0.0,
         stays: bool = False,
         reverse: float = 0.0,
+        reverse_init: bool = True,
     ):
         rows = np.concatenate(runs) if runs else np.zeros(0)
         super().__init__(dataset, rows, tokenizer, vocab, normalize, cache_items=cache_items, cell=cell)
-        self.fresh_starts, self.stays, self.reverse = fresh_starts, stays, reverse
+        self.fresh_starts, self.stays = fresh_starts, stays
+        self.reverse, self.reverse_init = reverse, reverse_init
         self.runs = runs
         self.offsets = np.cumsum([0] + [len(_pairs(len(r), stays)) for r in runs])
         self._perms: dict[int, dict] = {}
@@ -274,7 +278,10 @@ class ZooPairs(ZooTokens):
         """(run, start position, end position) of pair `idx` in its run's snapshots."""
         run = int(np.searchsorted(self.offsets, idx, side="right")) - 1
         i, j = _pairs(len(self.runs[run]), self.stays)[idx - self.offsets[run]]
-        return (run, int(j), int(i)) if i < j and self.reversed_pair(idx) else (run, int(i), int(j))
+        back = i < j and self.reversed_pair(idx)
+        if back and not self.reverse_init:
+            back = self.column("step", self.runs[run][i]) != 0
+        return (run, int(j), int(i)) if back else (run, int(i), int(j))
 
     def fresh_start(self, idx: int, init_row: int, perm: dict | None) -> torch.Tensor:
         """(T, D) tokens of pair `idx`'s fresh init: the init row's architecture and init scale."""
@@ -390,6 +397,9 @@ class ZooDataModule(L.LightningDataModule):
             above its start's; 0: none, as G.pt. On B9's recipes a quarter made mid-training starts
             follow their prompts far better, but sent good starts back nearer a training member
             (docs/results.md L39): off there.
+        reverse_to_init: pairs mode, with reverse_pairs: whether a reversed pair may end at its run's
+            init (step 0); False keeps every pair from a run's init forward, so an update never
+            learns to send a trained net back to an init.
     """
 
     def __init__(
@@ -413,6 +423,7 @@ class ZooDataModule(L.LightningDataModule):
         fresh_starts: float = 0.0,
         stay_pairs: bool = False,
         reverse_pairs: float = 0.0,
+        reverse_to_init: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -423,7 +434,7 @@ class ZooDataModule(L.LightningDataModule):
             raise ConfigError("reverse_pairs", f"must be a share in [0, 1], got {reverse_pairs}")
         if reverse_pairs and mode != "pairs":
             raise ConfigError("reverse_pairs", "reverses pairs: it needs mode pairs")
-        self.reverse_pairs = reverse_pairs
+        self.reverse_pairs, self.reverse_to_init = reverse_pairs, reverse_to_init
         if not 0.0 <= fresh_starts <= 1.0:
             raise ConfigError("fresh_starts", f"must be a share in [0, 1], got {fresh_starts}")
         if fresh_starts and mode != "pairs":
@@ -530,6 +541,7 @@ class ZooDataModule(L.LightningDataModule):
                     ds, self._runs(col, r), self.tokenizer, self.vocab, self.normalize, self.cache_items,
                     cell, self.fresh_starts if split == "train" else 0.0,
                     self.stay_pairs and split == "train", self.reverse_pairs if split == "train" else 0.0,
+                    self.reverse_to_init,
                 )  # fmt: skip
 
     def _split(self, member_index: np.ndarray, zoo_of: np.ndarray) -> dict[str, np.ndarray]:

@@ -250,6 +250,23 @@ def test_reverse_pairs_run_a_share_of_the_training_pairs_backward_in_time(zoo, c
         ZooDataModule(str(zoo), reverse_pairs=0.5)
 
 
+def test_reverse_pairs_can_keep_every_pair_from_an_init_forward(zoo, cache):
+    ds = make(zoo, cache, mode="pairs", reverse_pairs=1.0, reverse_to_init=False).datasets["train"]
+    everywhere = make(zoo, cache, mode="pairs", reverse_pairs=1.0).datasets["train"]
+    kept = back = 0
+    for idx in range(len(ds)):
+        run, i, j = ds.positions(idx)
+        first, last = ds.runs[run][min(i, j)], ds.runs[run][max(i, j)]
+        assert everywhere.positions(idx) == (run, max(i, j), min(i, j))  # every pair reversed there
+        if ds.column("step", first) == 0:  # from an init: forward, whatever the share drew
+            assert i < j and ds.column("step", ds.runs[run][i]) == 0
+            kept += 1
+        else:
+            assert i > j and ds.column("step", ds.runs[run][i]) == ds.column("step", last)
+            back += 1
+    assert kept and back
+
+
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
     dm = make(zoo, cache)
     dm.save(tmp_path / "dm")
