@@ -402,7 +402,7 @@ def sample(
     (G.pt, trained with data mode pairs) updates a start: --start ZOO:MEMBER@STEP or --start_init SEED,
     prompted e.g. with --conditions.test_loss 0.3; its start's test loss and accuracy are measured, and
     every row records its start in extra["start"]. A pairs model follows its prompt best in one trailing
-    step (--steps 1 --timestep_spacing trailing, as `mole bench learn` draws).
+    step, as `mole bench learn` draws, and draws so unless --steps / --timestep_spacing say otherwise.
 
     Args:
         model: model folder (a `mole train` run's model/)

@@ -90,7 +90,7 @@ def run_prompts(
     for name, value in (("prompts", prompts), ("per_prompt", per_prompt), ("num", num)):
         check_int(value, name)
     check_int(beyond, "beyond", low=0)
-    options = options or SampleOptions()
+    options = (options or SampleOptions()).resolved()  # a weights model of single checkpoints (below)
     loaded = load_model(model)
     meta = loaded[3]
     single_zoo(meta, "bench prompts")  # before any draw

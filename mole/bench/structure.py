@@ -97,7 +97,7 @@ def run_structure(
 ) -> Path:
     """Measure the generated rows against the baselines at every level (module docstring); the JSON's path."""
     check_int(num, "num")
-    options = options or SampleOptions()
+    options = (options or SampleOptions()).resolved()  # a weights model of single checkpoints
     loaded = load_model(model)
     _, _, tok, meta = loaded
     known = set(meta["conditions"].get("variant", {}).get("vocab", []))

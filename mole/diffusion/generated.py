@@ -25,7 +25,7 @@ import torch
 from mole.data import TaskData, load_task
 from mole.diffusion.cells import one_cell
 from mole.diffusion.model_dir import load_model, read_meta, task_options_of
-from mole.diffusion.options import SampleOptions, check_candidates
+from mole.diffusion.options import SampleOptions, check_candidates, pairs_model
 from mole.diffusion.prompts import expand_prompts
 from mole.diffusion.sample import sample
 from mole.errors import ConfigError
@@ -192,8 +192,8 @@ def generate_zoo(
     Returns:
         (out, whether anything was sampled: False when `out` already held this generation).
     """
-    options = options or SampleOptions()
     meta = read_meta(model_dir)
+    options = (options or SampleOptions()).resolved(pairs_model(meta))
     task = prompted_task(meta, conditions, num)
     task_options = dict(task_options) if task_options is not None else task_options_of(meta, task)
     description = {  # spec.json: its hash names the zoo, so these keys and values stay as they are
@@ -276,6 +276,7 @@ def choose_steps(
         ("val_acc") and, when accuracy is prompted, their mean distance from it ("val_error")).
     """
     check_candidates(candidates)
+    options = options.resolved()  # a weights model of single checkpoints: the spacing a count is at
     asked = {
         "model": str(model_dir), "conditions": dict(conditions), "num": num, "candidates": list(candidates),
         "options": {k: v for k, v in options.recorded().items() if k != "steps"},

@@ -4,7 +4,7 @@ and the quickstart."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from mole.errors import ConfigError, check_choice, check_int
@@ -23,7 +23,9 @@ class SampleOptions:
     """How to draw networks (what to draw, the conditions and their number, is given beside it).
 
     Args:
-        steps: DDIM steps of a weights model (a mask model takes one pass).
+        steps: DDIM steps of a weights model (a mask model takes one pass); unset (null): the model
+            kind's, one for a G.pt pairs model (its update follows the prompt best read as one x0,
+            ledger L37), 50 for any other.
         guidance: classifier-free guidance scale g: pred = uncond + g * (cond - uncond);
             1: conditional only, 0: unconditional.
         seed: seeds the noise and the drawn frozen inits; a seed gives the same networks bit for
@@ -53,9 +55,10 @@ class SampleOptions:
             timestep, Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed")
             or "linspace". Measured on two matrix cells (ledger X13): trailing makes a one-step draw a
             network instead of noise; at the recipe's 5 steps it moved B2 and B3 by at most 0.07.
+            Unset (null): the model kind's, "trailing" for a pairs model, "leading" for any other.
     """
 
-    steps: int = 50
+    steps: int | None = None
     guidance: float = 1.0
     seed: int = 0
     batch_size: int = 64
@@ -65,10 +68,11 @@ class SampleOptions:
     channels: bool = False
     extrapolate: bool = False
     guidance_interval: tuple[int, int] | None = None
-    timestep_spacing: str = "leading"
+    timestep_spacing: str | None = None
 
     def __post_init__(self):
-        check_int(self.steps, "steps")
+        if self.steps is not None:
+            check_int(self.steps, "steps")
         if not _number(self.guidance):
             raise ConfigError("guidance", f"must be a number, got {self.guidance!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -94,8 +98,20 @@ class SampleOptions:
                     f"must be two timesteps [lo, hi] with 0 <= lo <= hi, got {interval!r}",
                 )
             object.__setattr__(self, "guidance_interval", tuple(interval))
-        check_choice(self.timestep_spacing, SPACINGS, "timestep_spacing")
+        if self.timestep_spacing is not None:
+            check_choice(self.timestep_spacing, SPACINGS, "timestep_spacing")
         check_choice(self.init_scheme, INITS, "init_scheme")
+
+    def resolved(self, pairs: bool = False) -> SampleOptions:
+        """These options with `steps` and `timestep_spacing` left unset (None) set to the model kind's:
+        one trailing step for a pairs model (`mole bench learn`'s draw: relative error 0.023 against
+        0.076 at 20 leading steps, ledger L37), 50 leading steps for any other. Set ones stay."""
+        steps, spacing = (1, "trailing") if pairs else (50, "leading")
+        return replace(
+            self,
+            steps=steps if self.steps is None else self.steps,
+            timestep_spacing=spacing if self.timestep_spacing is None else self.timestep_spacing,
+        )
 
     def recorded(self) -> dict:
         """What a benchmark's JSON keeps of how its draws were made: every option that changes a
@@ -103,6 +119,11 @@ class SampleOptions:
         temperature and seed), so two runs' figures can be told apart by their files alone."""
         keys = ("steps", "guidance", "guidance_interval", "timestep_spacing", "temperature", "seed")
         return {k: getattr(self, k) for k in keys}
+
+
+def pairs_model(meta: Mapping) -> bool:
+    """Whether a model folder's meta.json is a G.pt pairs weights model (it updates a start)."""
+    return meta.get("mode") == "pairs" and meta.get("target") != "mask"
 
 
 CANDIDATE_KEYS = ("steps", "timestep_spacing")  # what one candidate of a `weights.steps` list may set

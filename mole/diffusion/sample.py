@@ -43,7 +43,7 @@ from diffusers import DDIMScheduler
 from mole.conditions import FLOAT32_BITS
 from mole.diffusion.cells import cell_seed, cells_of, pick
 from mole.diffusion.model_dir import Model, load_model
-from mole.diffusion.options import SampleOptions
+from mole.diffusion.options import SampleOptions, pairs_model
 from mole.diffusion.project import check_levels, factor_shapes, project_members
 from mole.diffusion.prompts import (
     PROJECTED,
@@ -94,8 +94,8 @@ def sample(
     Returns:
         The networks, each with extra["prompt"] (its conditions) and, for drawn inits, extra["init_seed"].
     """
-    options = options or SampleOptions()
     net, scheduler, tok, meta = model or load_model(model_dir)
+    options = (options or SampleOptions()).resolved(pairs_model(meta))
     per_net = expand_prompts(conditions, num)
     per_proj = expand_prompts(project or {}, num, "project")
     for name in project or {}:
@@ -241,6 +241,7 @@ def sample_weights(
         (members, channels): channels[i] is layout.decode_fields of net i's tokens read with its
         fields (field -> {name: float32 tensor}, None where not read).
     """
+    options = options.resolved(pairs_model(meta))
     fields = fields or [[] for _ in range(num)]
     ranks = ranks or [None] * num
     cell = cell or meta

@@ -182,7 +182,7 @@ def update_chain(
         extra["update"] = k and extra["start"] = {"ref", "row" (the previous update's row, or None),
         "test_loss", "test_acc", "clipped"}.
     """
-    options = options or SampleOptions()
+    options = (options or SampleOptions()).resolved(pairs=True)
     meta = model[3]
     if meta.get("mode") != "pairs":
         raise ConfigError(
@@ -247,7 +247,7 @@ def update_zoo(
     Returns:
         (out, whether anything was sampled: False when `out` already held this generation).
     """
-    options = options or SampleOptions()
+    options = (options or SampleOptions()).resolved(pairs=True)
     meta = read_meta(model_dir)
     if meta.get("mode") != "pairs":
         raise ConfigError(
@@ -263,6 +263,8 @@ def update_zoo(
         "updates": updates,
         "start": [s.ref for s in starts],
         "steps": options.steps,
+        **({"timestep_spacing": options.timestep_spacing} if options.timestep_spacing != "leading" else {}),
+        **({"guidance_interval": list(options.guidance_interval)} if options.guidance_interval else {}),
         "guidance": options.guidance,
         "seed": options.seed,
         "temperature": options.temperature,

@@ -13,13 +13,25 @@ from mole.errors import ConfigError
 def test_defaults_and_frozen():
     o = SampleOptions()
     assert (o.steps, o.guidance, o.seed, o.batch_size, o.temperature, o.scope, o.init_scheme) == (
-        50, 1.0, 0, 64, 1.0, None, "signed_constant",
+        None, 1.0, 0, 64, 1.0, None, "signed_constant",
     )  # fmt: skip
     assert (
         SampleOptions(scope="layerwise", init_scheme="normal", temperature=0, guidance=0).scope == "layerwise"
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         o.steps = 3
+
+
+def test_unset_steps_and_spacing_are_the_model_kinds_and_set_ones_stay():
+    o = SampleOptions()
+    assert (o.steps, o.timestep_spacing) == (None, None)
+    assert (o.resolved().steps, o.resolved().timestep_spacing) == (50, "leading")
+    assert (o.resolved(pairs=True).steps, o.resolved(pairs=True).timestep_spacing) == (1, "trailing")
+    given = SampleOptions(steps=5, timestep_spacing="leading", guidance=2.0).resolved(pairs=True)
+    assert (given.steps, given.timestep_spacing, given.guidance) == (5, "leading", 2.0)
+    assert SampleOptions(steps=3).resolved(pairs=True).timestep_spacing == "trailing"
+    assert SampleOptions(timestep_spacing="linspace").resolved().steps == 50
+    assert given.resolved() == given  # resolving twice changes nothing
 
 
 @pytest.mark.parametrize(

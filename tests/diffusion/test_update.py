@@ -214,6 +214,27 @@ def test_sample_start_with_updates_writes_every_update_with_its_start(
     assert json.loads(row["extra"])["start"]["ref"] == f"init:{seed}"
 
 
+def test_sample_draws_a_pairs_update_in_one_trailing_step_unless_told(
+    pairs_model, zoo, rows, tmp_path, capsys
+):
+    start = f"{zoo}:{rows[0]['member_id']}@10"
+    base = ["sample", str(pairs_model), "--num", "2", "--progress", "false", "--start", start,
+            "--conditions", json.dumps({"test_loss": rows[0]["test_loss"]})]  # fmt: skip
+    told = {"default": [], "trailing 1": ["--steps", "1", "--timestep_spacing", "trailing"],
+            "leading 1": ["--steps", "1", "--timestep_spacing", "leading"]}  # fmt: skip
+    spec = {}
+    for name, flags in told.items():
+        assert main([*base, "--out", str(tmp_path / name), *flags]) == 0, capsys.readouterr().err
+        spec[name] = json.loads((tmp_path / name / store.SPEC).read_text())
+    assert spec["default"] == spec["trailing 1"]  # the same generation, drawn as recorded
+    (drawn,) = spec["default"]["spec"].values()
+    assert (drawn["steps"], drawn["timestep_spacing"]) == (1, "trailing")
+    assert spec["leading 1"]["spec_hash"] != spec["default"]["spec_hash"]
+    # another spacing into the default's folder is another generation, not "already there"
+    assert main([*base, "--out", str(tmp_path / "default"), *told["leading 1"]]) == 2
+    assert "holds another zoo or generation" in capsys.readouterr().err
+
+
 # name -> (flags, the error's text)
 BAD = {
     "unreadable start": (["--start", "nonsense"], "start: cannot read 'nonsense'"),
