@@ -40,6 +40,7 @@ from mole.zoo.store import load_zoo_dataset, write_json
 MODES = ("checkpoints", "pairs")
 TARGETS = ("weights", "mask")  # what the rows train: the denoiser (all tokens) or the mask model
 MASK_VARIANTS = ["supermask"]  # rows whose mask sits over frozen random weights (target "mask")
+PRUNED_VARIANTS = ("magnitude", "imp", "random_prune")  # masked rows of their member's own architecture
 CELL_COLUMNS = ("architecture", "arch_options", "task", "task_options")  # what a cell is
 ROW_COLUMNS = [
     "architecture", "arch_options", "extra", "params", "mask", "init_params", "codes", "scales",
@@ -93,6 +94,8 @@ class ZooTokens(Dataset):
             ~4 ms for a 64-64-64-10 MLP), more than a small denoiser's step per item.
         cell: (rows of the dataset,) int64 cell id of every dataset row (items then carry
             "cell"), or None.
+        teachers: (rows of the dataset,) int64: the row whose network teaches each row's function
+            term (items then carry "teacher_tokens", a row's own tokens where it is -1), or None.
     """
 
     def __init__(
@@ -105,8 +108,10 @@ class ZooTokens(Dataset):
         raw: bool = False,
         cache_items: int = 0,
         cell: np.ndarray | None = None,
+        teachers: np.ndarray | None = None,
     ):
         self.dataset = dataset  # as load_zoo_dataset gives it: no indices mapping, rows by position
+        self.teachers = teachers
         self.rows = np.asarray(rows, dtype=np.int64)
         self.tokenizer, self.vocab, self.normalize, self.raw = tokenizer, vocab, normalize, raw
         self.cache_items = cache_items
@@ -189,6 +194,9 @@ class ZooTokens(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         tokens, ids, cond, extras = self._encode(self.rows[idx])
+        if self.teachers is not None:
+            teacher = int(self.teachers[self.rows[idx]])
+            extras = {**extras, "teacher_tokens": tokens if teacher < 0 else self._encode(teacher)[0]}
         return {
             "tokens": tokens,
             "layer_ids": ids,
@@ -340,6 +348,26 @@ def _share_draw(salt: str, idx: int) -> float:
     return int.from_bytes(hashlib.sha256(f"{salt}/{idx}".encode()).digest()[:6], "little") / 2**48
 
 
+def dense_parents(col: dict[str, np.ndarray], zoo_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(rows of the zoo,) int64: for each of `rows` that is pruned (PRUNED_VARIANTS), the row of its
+    member's last dense snapshot (same zoo and member_index, the largest step); -1 for every other row.
+    Raises a one-line ConfigError naming the first pruned row with no dense parent."""
+    out = np.full(len(zoo_of), -1, dtype=np.int64)
+    dense = np.flatnonzero(col["variant"] == "dense")
+    last: dict[tuple[int, int], int] = {}
+    for i in dense[np.argsort(col["step"][dense], kind="stable")]:  # the latest step is kept
+        last[(int(zoo_of[i]), int(col["member_index"][i]))] = int(i)
+    for i in rows:
+        if col["variant"][i] in PRUNED_VARIANTS:
+            parent = last.get((int(zoo_of[i]), int(col["member_index"][i])))
+            if parent is None:
+                raise ConfigError(
+                    "dense_teacher", f"pruned member {str(col['member_id'][i])!r} has no dense snapshot in the zoo"
+                )
+            out[i] = parent
+    return out
+
+
 def collate(items: list[dict]) -> dict:
     """Stack items; token sequences of different T (e.g. low-rank factors of different ranks) are
     zero-padded to the longest, layer ids padded with -1, and "token_valid" (B, T) marks real tokens."""
@@ -347,7 +375,7 @@ def collate(items: list[dict]) -> dict:
     out = {"token_valid": torch.stack([torch.arange(t_max) < it["tokens"].shape[0] for it in items])}
     for key in items[0]:
         values = [it[key] for it in items]
-        if key in ("tokens", "start_tokens", "raw_tokens"):
+        if key in ("tokens", "start_tokens", "raw_tokens", "teacher_tokens"):
             out[key] = torch.stack([F.pad(v, (0, 0, 0, t_max - v.shape[0])) for v in values])  # (B, T, D)
         elif key == "entry_valid":
             out[key] = torch.stack([F.pad(v.float(), (0, 0, 0, t_max - v.shape[0])) > 0 for v in values])
@@ -400,6 +428,12 @@ class ZooDataModule(L.LightningDataModule):
         reverse_to_init: pairs mode, with reverse_pairs: whether a reversed pair may end at its run's
             init (step 0); False keeps every pair from a run's init forward, so an update never
             learns to send a trained net back to an init.
+        dense_teacher: checkpoints mode: a pruned row (PRUNED_VARIANTS) is taught by its dense
+            parent, its member's last dense snapshot in the zoo: the function-space term scores the
+            row's x0 prediction against the parent's outputs instead of its own (items carry
+            "teacher_tokens"), as pruning with distillation does, so a draw told a sparsity learns to
+            keep the dense net's function rather than the pruned member's. A pruned row without a
+            dense parent in the zoo is a one-line error.
     """
 
     def __init__(
@@ -424,6 +458,7 @@ class ZooDataModule(L.LightningDataModule):
         stay_pairs: bool = False,
         reverse_pairs: float = 0.0,
         reverse_to_init: bool = True,
+        dense_teacher: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -440,6 +475,11 @@ class ZooDataModule(L.LightningDataModule):
         if fresh_starts and mode != "pairs":
             raise ConfigError("fresh_starts", "replaces starts of pairs: it needs mode pairs")
         self.fresh_starts = fresh_starts
+        if dense_teacher and (mode != "checkpoints" or target != "weights"):
+            raise ConfigError(
+                "dense_teacher", "teaches single weight checkpoints: use mode checkpoints, target weights"
+            )
+        self.dense_teacher = dense_teacher
         check_choice(mode, MODES, "mode")
         check_choice(target, TARGETS, "target")
         if target == "mask" and mode != "checkpoints":
@@ -529,12 +569,15 @@ class ZooDataModule(L.LightningDataModule):
             self.train_weights = torch.from_numpy(1.0 / np.bincount(mine)[mine])
         elif self.balance is not None:
             self.train_weights = balance_weights(ds.data.column(self.balance).to_numpy()[rows["train"]])
+        teachers = (
+            dense_parents(col, zoo_of, np.concatenate(list(rows.values()))) if self.dense_teacher else None
+        )
         self.datasets = {}
         for split, r in rows.items():
             if self.mode == "checkpoints":
                 self.datasets[split] = ZooTokens(
                     ds, r, self.tokenizer, self.vocab, self.normalize, self.target == "mask", self.cache_items,
-                    cell,
+                    cell, teachers,
                 )  # fmt: skip
             else:
                 self.datasets[split] = ZooPairs(

@@ -307,7 +307,8 @@ class DiffusionSystem(NetSystem):
             levels = None
             if self.hparams.get("function_projected"):
                 levels = {k: batch["cond"][k] for k in PROJECTED if k in batch.get("cond", {})}
+            teacher = batch.get("teacher_tokens", tokens)  # a pruned row's dense parent (data.dense_teacher)
             loss = loss + self.hparams.function_loss * self.function(
-                pred, tokens, batch.get("cell"), levels, generator
+                pred, teacher, batch.get("cell"), levels, generator
             )
         return loss

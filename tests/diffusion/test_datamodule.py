@@ -15,6 +15,7 @@ from mole.diffusion.datamodule import (
     _pairs,
     balance_weights,
     collate,
+    dense_parents,
     fresh_seed,
     split_members,
 )
@@ -265,6 +266,41 @@ def test_reverse_pairs_can_keep_every_pair_from_an_init_forward(zoo, cache):
             assert i > j and ds.column("step", ds.runs[run][i]) == ds.column("step", last)
             back += 1
     assert kept and back
+
+
+def test_dense_teacher_gives_each_pruned_row_its_members_last_dense_snapshot(zoo, cache):
+    dm = make(zoo, cache, variants=["dense", "magnitude"], dense_teacher=True)
+    ds = dm.datasets["train"]
+    table = store.read_zoo(zoo).select(["member_index", "variant", "step"]).to_pylist()
+    pruned = 0
+    for idx in range(len(ds)):
+        row = int(ds.rows[idx])
+        item = ds[idx]
+        if table[row]["variant"] != "magnitude":  # a dense row teaches itself
+            assert torch.equal(item["teacher_tokens"], item["tokens"])
+            continue
+        pruned += 1
+        mine = [
+            i
+            for i, r in enumerate(table)
+            if r["variant"] == "dense" and r["member_index"] == table[row]["member_index"]
+        ]
+        parent = max(mine, key=lambda i: table[i]["step"])
+        assert torch.equal(item["teacher_tokens"], ds.encode(parent)[0])
+        assert not torch.equal(item["teacher_tokens"], item["tokens"])
+    assert pruned
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["teacher_tokens"].shape == batch["tokens"].shape
+    assert "teacher_tokens" not in make(zoo, cache, variants=["dense", "magnitude"]).datasets["train"][0]
+    with pytest.raises(ConfigError, match="^dense_teacher: teaches single weight checkpoints"):
+        ZooDataModule(str(zoo), mode="pairs", dense_teacher=True)
+    col = {"variant": np.array(["dense", "imp", "magnitude"]), "member_index": np.array([0, 0, 1]),
+           "step": np.array([9, 9, 9]), "member_id": np.array(["a", "a-imp", "b-magnitude"])}  # fmt: skip
+    with pytest.raises(
+        ConfigError, match="^dense_teacher: pruned member 'b-magnitude' has no dense snapshot"
+    ):
+        dense_parents(col, np.zeros(3, dtype=np.int64), np.arange(3))
+    assert dense_parents(col, np.zeros(3, dtype=np.int64), np.arange(2)).tolist() == [-1, 0, -1]
 
 
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):

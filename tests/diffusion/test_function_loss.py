@@ -83,6 +83,17 @@ def test_system_builds_the_term_from_its_datamodule(zoo, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     g = torch.Generator().manual_seed(0)
     with_term = system.loss(batch, generator=g)
+    targets = []
+    system.function.register_forward_hook(lambda module, args, out: targets.append(args[1]))
+    same = system.loss(
+        {**batch, "teacher_tokens": batch["tokens"].clone()}, generator=torch.Generator().manual_seed(0)
+    )
+    assert same.item() == pytest.approx(with_term.item())  # a row's own tokens as its teacher: as before
+    other = batch["tokens"] + 0.5 * torch.randn(
+        batch["tokens"].shape, generator=torch.Generator().manual_seed(1)
+    )
+    taught = system.loss({**batch, "teacher_tokens": other}, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(targets[-1], other) and taught.item() != pytest.approx(with_term.item())
     seen = []
     system.function.register_forward_hook(lambda module, args, out: seen.append(args[3]))
     system.hparams.function_projected = True  # the rows' own levels reach the term
