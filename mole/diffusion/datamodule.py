@@ -350,8 +350,9 @@ def _share_draw(salt: str, idx: int) -> float:
 
 def dense_parents(col: dict[str, np.ndarray], zoo_of: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """(rows of the zoo,) int64: for each of `rows` that is pruned (PRUNED_VARIANTS), the row of its
-    member's last dense snapshot (same zoo and member_index, the largest step); -1 for every other row.
-    Raises a one-line ConfigError naming the first pruned row with no dense parent."""
+    member's last dense snapshot (same zoo and member_index, the largest step) when that snapshot's
+    validation accuracy is the higher; -1 for every other row (it teaches itself). Raises a one-line
+    ConfigError naming the first pruned row with no dense parent."""
     out = np.full(len(zoo_of), -1, dtype=np.int64)
     dense = np.flatnonzero(col["variant"] == "dense")
     last: dict[tuple[int, int], int] = {}
@@ -362,9 +363,11 @@ def dense_parents(col: dict[str, np.ndarray], zoo_of: np.ndarray, rows: np.ndarr
             parent = last.get((int(zoo_of[i]), int(col["member_index"][i])))
             if parent is None:
                 raise ConfigError(
-                    "dense_teacher", f"pruned member {str(col['member_id'][i])!r} has no dense snapshot in the zoo"
+                    "dense_teacher",
+                    f"pruned member {str(col['member_id'][i])!r} has no dense snapshot in the zoo",
                 )
-            out[i] = parent
+            if col["val_acc"][parent] > col["val_acc"][i]:
+                out[i] = parent
     return out
 
 
@@ -428,12 +431,14 @@ class ZooDataModule(L.LightningDataModule):
         reverse_to_init: pairs mode, with reverse_pairs: whether a reversed pair may end at its run's
             init (step 0); False keeps every pair from a run's init forward, so an update never
             learns to send a trained net back to an init.
-        dense_teacher: checkpoints mode: a pruned row (PRUNED_VARIANTS) is taught by its dense
-            parent, its member's last dense snapshot in the zoo: the function-space term scores the
-            row's x0 prediction against the parent's outputs instead of its own (items carry
-            "teacher_tokens"), as pruning with distillation does, so a draw told a sparsity learns to
-            keep the dense net's function rather than the pruned member's. A pruned row without a
-            dense parent in the zoo is a one-line error.
+        dense_teacher: checkpoints mode: a pruned row (PRUNED_VARIANTS) whose dense parent, its
+            member's last dense snapshot in the zoo, has the higher validation accuracy is taught by
+            that parent: the function-space term scores the row's x0 prediction against the parent's
+            outputs instead of its own (items carry "teacher_tokens"), as pruning with distillation
+            does, so a draw told a sparsity learns the dense net's function rather than a damaged
+            copy's (one-shot magnitude pruning). A row better than its parent (IMP retrained after
+            rewinding often is) keeps its own. A pruned row without a dense parent in the zoo is a
+            one-line error.
     """
 
     def __init__(
@@ -537,7 +542,7 @@ class ZooDataModule(L.LightningDataModule):
         ds = parts[0] if len(parts) == 1 else load_zoo_dataset(self.zoos, cache_dir=self.cache_dir)
         col = {
             c: ds.data.column(c).to_numpy(zero_copy_only=False)
-            for c in ("member_index", "member_id", "step", "variant", *CELL_COLUMNS)
+            for c in ("member_index", "member_id", "step", "variant", "val_acc", *CELL_COLUMNS)
         }
         self.vocab = {c: sorted(set(ds.data.column(c).to_pylist())) for c in CATEGORICAL}
         zoo_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts])  # (rows,) which zoo

@@ -12,6 +12,7 @@ from torch.utils.data import WeightedRandomSampler
 from mole.diffusion.conditioning import model_args
 from mole.diffusion.datamodule import (
     ZooDataModule,
+    ZooTokens,
     _pairs,
     balance_weights,
     collate,
@@ -271,36 +272,45 @@ def test_reverse_pairs_can_keep_every_pair_from_an_init_forward(zoo, cache):
 def test_dense_teacher_gives_each_pruned_row_its_members_last_dense_snapshot(zoo, cache):
     dm = make(zoo, cache, variants=["dense", "magnitude"], dense_teacher=True)
     ds = dm.datasets["train"]
-    table = store.read_zoo(zoo).select(["member_index", "variant", "step"]).to_pylist()
-    pruned = 0
+    table = store.read_zoo(zoo).select(["member_index", "variant", "step", "val_acc"]).to_pylist()
+    parents = np.full(len(table), -1)
     for idx in range(len(ds)):
         row = int(ds.rows[idx])
-        item = ds[idx]
         if table[row]["variant"] != "magnitude":  # a dense row teaches itself
-            assert torch.equal(item["teacher_tokens"], item["tokens"])
+            assert ds.teachers[row] == -1
             continue
-        pruned += 1
         mine = [
             i
             for i, r in enumerate(table)
             if r["variant"] == "dense" and r["member_index"] == table[row]["member_index"]
         ]
-        parent = max(mine, key=lambda i: table[i]["step"])
-        assert torch.equal(item["teacher_tokens"], ds.encode(parent)[0])
-        assert not torch.equal(item["teacher_tokens"], item["tokens"])
-    assert pruned
+        parents[row] = max(mine, key=lambda i: table[i]["step"])
+        better = table[parents[row]]["val_acc"] > table[row]["val_acc"]  # the better net teaches
+        assert ds.teachers[row] == (parents[row] if better else -1)
+        if not better:
+            assert torch.equal(ds[idx]["teacher_tokens"], ds[idx]["tokens"])
+    assert (parents >= 0).any()
+    # every magnitude row taught by its parent: its items carry the parent's tokens
+    taught = ZooTokens(ds.dataset, ds.rows, ds.tokenizer, ds.vocab, teachers=parents)
+    for idx in range(len(taught)):
+        item, row = taught[idx], int(ds.rows[idx])
+        want = item["tokens"] if parents[row] < 0 else ds.encode(parents[row])[0]
+        assert torch.equal(item["teacher_tokens"], want)
+        assert parents[row] < 0 or not torch.equal(item["teacher_tokens"], item["tokens"])
     batch = next(iter(dm.train_dataloader()))
     assert batch["teacher_tokens"].shape == batch["tokens"].shape
     assert "teacher_tokens" not in make(zoo, cache, variants=["dense", "magnitude"]).datasets["train"][0]
     with pytest.raises(ConfigError, match="^dense_teacher: teaches single weight checkpoints"):
         ZooDataModule(str(zoo), mode="pairs", dense_teacher=True)
-    col = {"variant": np.array(["dense", "imp", "magnitude"]), "member_index": np.array([0, 0, 1]),
-           "step": np.array([9, 9, 9]), "member_id": np.array(["a", "a-imp", "b-magnitude"])}  # fmt: skip
+    col = {"variant": np.array(["dense", "imp", "magnitude", "magnitude"]), "member_index": np.array([0, 0, 1, 0]),
+           "step": np.array([9, 9, 9, 9]), "member_id": np.array(["a", "a-imp", "b-magnitude", "a-magnitude"]),
+           "val_acc": np.array([0.8, 0.7, 0.5, 0.9])}  # fmt: skip
     with pytest.raises(
         ConfigError, match="^dense_teacher: pruned member 'b-magnitude' has no dense snapshot"
     ):
-        dense_parents(col, np.zeros(3, dtype=np.int64), np.arange(3))
-    assert dense_parents(col, np.zeros(3, dtype=np.int64), np.arange(2)).tolist() == [-1, 0, -1]
+        dense_parents(col, np.zeros(4, dtype=np.int64), np.arange(4))
+    kept = np.array([0, 1, 3])  # the worse IMP row is taught by its parent, the better magnitude row not
+    assert dense_parents(col, np.zeros(4, dtype=np.int64), kept).tolist() == [-1, 0, -1, -1]
 
 
 def test_saved_tokenizer_and_vocab_reload(zoo, cache, tmp_path):
