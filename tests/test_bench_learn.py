@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mole.bench.learn import nearest_members, run_learn
+from mole.bench.learn import nearest_members, run_learn, summarise
 from mole.cli import main
 from mole.diffusion.update import Start
 from mole.errors import ConfigError
@@ -68,6 +68,19 @@ def test_bench_learn_writes_every_b9_figure(tmp_path, capsys, recipe):
         run_learn(
             str(tmp_path / "zoo.yaml"), str(tmp_path / "pairs.yaml"), out, inits=1, mids=10**4, prompts=2
         )
+
+
+def test_closeness_is_also_reported_over_the_prompts_that_ask_for_training():
+    def record(prompt, start, moved):  # nearest member always at distance 1
+        return {"kind": "mid_good", "update": 1, "prompt_loss": prompt, "start_loss": start, "moved": moved,
+                "nearest_member": 1.0, "test_loss": prompt, "prompt_acc": 0.5, "test_acc": 0.5, "sgd_steps": 0}  # fmt: skip
+
+    rows = [record(0.5, 1.0, 0.2), record(1.0, 1.0, 0.4), record(2.0, 1.0, 3.0), record(3.0, 1.0, 0.9)]
+    (s,) = summarise(rows, ["mid_good"], [1]).values()
+    assert s["closer_to_start_share"] == 0.75  # three of four moved less than the nearest member
+    assert s["closer_to_start_share_improving"] == 1.0  # both prompts at or below the start's loss
+    (s,) = summarise(rows[2:], ["mid_good"], [1]).values()
+    assert s["closer_to_start_share_improving"] is None  # no prompt asked for training
 
 
 def test_a_bad_guidance_interval_is_a_one_line_error_before_anything_is_written(tmp_path, capsys):

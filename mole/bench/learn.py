@@ -133,6 +133,8 @@ def summarise(records: list[dict], kinds: list[str], updates: list[int]) -> dict
             }
             moved = np.array([r["moved"] for r in rs])
             near = np.array([r["nearest_member"] for r in rs])
+            # prompts at or below the start's loss ask for training; those above send a net back
+            improving = np.array([r["prompt_loss"] <= r["start_loss"] for r in rs])
             out[f"{kind}/K={k}"] = {
                 "loss": loss,
                 "acc": acc,
@@ -142,6 +144,9 @@ def summarise(records: list[dict], kinds: list[str], updates: list[int]) -> dict
                 "moved_median": float(np.median(moved)),
                 "nearest_member_median": float(np.median(near)),
                 "closer_to_start_share": float(np.mean(moved < near)),
+                "closer_to_start_share_improving": (
+                    float(np.mean((moved < near)[improving])) if improving.any() else None
+                ),
             }
     return out
 
@@ -341,20 +346,25 @@ def run_learn(
     return out / "learn.json"
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def learn_table(path: str | Path) -> str:
     """OUT/learn.json as a Markdown table (one row per kind of start and K) and the targets."""
     result = json.loads(Path(path).read_text())
     lines = [
         "| starts | K | loss rel. error | loss Spearman | acc MAE | acc Spearman | SGD steps (lowest prompt) "
-        "| moved | nearest member | closer to start |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| moved | nearest member | closer to start | closer, prompts <= start's loss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, s in result["summary"].items():
         kind, k = key.split("/K=")
         lines.append(
             f"| {kind} | {k} | {s['loss']['rel_error_mean']:.3f} | {s['loss']['spearman']:.3f} | {s['acc']['mae']:.3f} "
             f"| {s['acc']['spearman']:.3f} | {s['sgd_steps_median_at_lowest_prompt']:g} | {s['moved_median']:.2f} "
-            f"| {s['nearest_member_median']:.2f} | {s['closer_to_start_share']:.2f} |"
+            f"| {s['nearest_member_median']:.2f} | {s['closer_to_start_share']:.2f} "
+            f"| {_share(s.get('closer_to_start_share_improving'))} |"
         )
     lines.append("")
     for name, t in result["targets"].items():
