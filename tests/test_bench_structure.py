@@ -9,6 +9,7 @@ import pytest
 
 from mole.bench.structure import level_of, run_structure, top_prompt
 from mole.cli import main
+from mole.diffusion.model_dir import read_meta
 from mole.diffusion.options import SampleOptions
 from mole.errors import ConfigError
 from mole.eval.base import load_rows
@@ -48,6 +49,8 @@ def test_generated_rows_with_their_baselines(model, tmp_path):
         assert b["channel_structure"] == {"bits": "channel"} and b["ptq"] and b["qat"] == []
         assert b["mean"]["qat"] is None and b["reaches"]["weights"]["qat"] is None
     assert (tmp_path / "plots" / "structure.png").stat().st_size > 0
+    top = read_meta(model)["conditions"]["test_acc"]["max"]  # every prompt inside the trained range
+    assert all(e["prompt"]["test_acc"] <= top for e in [*r["sparsity"], *r["bits"]])
 
 
 def test_ranks_compare_with_the_zoos_low_rank_members(model, tmp_path):
@@ -65,8 +68,6 @@ def test_ranks_compare_with_the_zoos_low_rank_members(model, tmp_path):
 
 
 def test_prompts_take_the_best_row_of_the_nearest_level(model):
-    from mole.diffusion.model_dir import read_meta
-
     rows = load_rows(read_meta(model)["zoo"])
     at_half = [row["test_acc"] for row in rows if row["variant"] == "magnitude"]
     assert top_prompt(rows, "magnitude", "sparsity", 0.9) == max(at_half)  # 0.5 is the nearest level
@@ -76,6 +77,10 @@ def test_prompts_take_the_best_row_of_the_nearest_level(model):
     assert ternary and top_prompt(rows, "quantized", "bits", "ternary") == max(ternary)
     with pytest.raises(ConfigError, match="^model: its zoo has no quantized row at bits 8$"):
         top_prompt(rows, "quantized", "bits", 8)
+    # a best row above the trained range (a validation or test member's) is prompted at the range's top
+    top = max(at_half)
+    assert top_prompt(rows, "magnitude", "sparsity", 0.5, ceiling=top - 0.01) == top - 0.01
+    assert top_prompt(rows, "magnitude", "sparsity", 0.5, ceiling=1.0) == top
 
 
 def test_command_prints_every_level(model, tmp_path, capsys):

@@ -56,8 +56,12 @@ def level_of(row: Mapping[str, Any]) -> str:
     return "ternary" if config.get("scheme") == "ternary" else str(config.get("bits", row.get("bits")))
 
 
-def top_prompt(rows: list[dict], variant: str, key: str, level: float | str) -> float:
-    """The best test accuracy among `variant` rows at the level nearest `level` (key: sparsity or bits)."""
+def top_prompt(
+    rows: list[dict], variant: str, key: str, level: float | str, ceiling: float | None = None
+) -> float:
+    """The best test accuracy among `variant` rows at the level nearest `level` (key: sparsity or bits),
+    at most `ceiling` (the model's trained range: the best row may be a validation or test member's,
+    above every training row)."""
     mine = [r for r in rows if r["variant"] == variant]
     if key == "bits":
         mine = [r for r in mine if level_of(r) == str(level)]
@@ -68,7 +72,8 @@ def top_prompt(rows: list[dict], variant: str, key: str, level: float | str) -> 
         mine = [r for r in mine if round(r["sparsity"], 6) == nearest]
     if not mine:
         raise ConfigError("model", f"its zoo has no {variant} row at {key} {level}")
-    return max(r["test_acc"] for r in mine)
+    best = max(r["test_acc"] for r in mine)
+    return best if ceiling is None else min(best, ceiling)
 
 
 def zoo_accuracies(
@@ -114,7 +119,9 @@ def run_structure(
     data = load_task(meta["task"], **task_options_of(meta))
     out = Path(out)
 
+    ceiling = meta["conditions"].get("test_acc", {}).get("max")  # the trained range's top
     top_dense = max(r["test_acc"] for r in rows if r["variant"] == "dense")
+    top_dense = top_dense if ceiling is None else min(top_dense, ceiling)
 
     def draw(prompt: dict, key: str, level: float | str, seed: int) -> dict[str, list[float]]:
         got: dict[str, Any] = {}
@@ -143,7 +150,8 @@ def run_structure(
         pruning["imp"] = {"rounds": PRUNING["imp"]["rounds"], "target_sparsity": max(sparsities)}
         base = run_baselines(dense, data, pruning, out / "baselines", progress=progress)
         for i, s in enumerate(sparsities):
-            prompt = {"variant": sparse, "sparsity": s, "test_acc": top_prompt(rows, sparse, "sparsity", s)}
+            best = top_prompt(rows, sparse, "sparsity", s, ceiling)
+            prompt = {"variant": sparse, "sparsity": s, "test_acc": best}
             entry = {"level": s, "prompt": prompt, **draw(prompt, "sparsity", s, options.seed + i)}
             for name in PRUNING:  # IMP's rounds land near, not on, each level: its nearest round
                 mine = [r for r in base if r["variant"] == name]
@@ -159,7 +167,7 @@ def run_structure(
     )  # fmt: skip
     for key, variant, levels, at_level, by, baselines, default, offset in kinds:
         for i, v in enumerate(levels):
-            prompt = {"variant": variant, key: v, "test_acc": top_prompt(rows, variant, key, v)}
+            prompt = {"variant": variant, key: v, "test_acc": top_prompt(rows, variant, key, v, ceiling)}
             entry = {"level": v, "prompt": prompt, **draw(prompt, key, v, options.seed + offset + i)}
             for name in baselines:
                 entry[name] = zoo_accuracies(
