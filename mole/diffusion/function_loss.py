@@ -6,7 +6,8 @@ poor network (0.88 test accuracy, well below the members'), and the generated ne
 level. The function-space term asks instead for a network whose outputs on a fixed set of training
 inputs match the member's: its best prediction at high noise is a network that matches the members'
 *average output* (an ensemble distilled into one net), which is a good network. The term is the KL divergence from the member's softmax to the prediction's, as in
-knowledge distillation; the members' own logits are the teacher, the labels are never read.
+knowledge distillation; the members' own logits are the teacher (or, with `data.dense_teacher`, a pruned
+row's dense parent's: the target tokens the system passes), the labels are never read.
 
 Tokens are decoded to params inside the graph (the tokenizer's affine de-normalisation and the
 layout's gather), so the term is differentiable in the prediction. A FunctionLoss reads one
